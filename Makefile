@@ -1,0 +1,44 @@
+# Two entry points for a fresh machine (see README): `make all` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= results
+TORCH_PIN ?= torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: all setup test test-fast notebooks zoo bench bench-readout clean
+
+all: setup notebooks  ## set up, then run the whole notebook series on the embedded zoo
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q "$(TORCH_PIN)"
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (eeutils)" >/dev/null
+	touch $@
+
+setup: $(VENV)/.installed  ## venv with the CPU torch wheel, eeutils and its extras, a python3 Jupyter kernel
+
+notebooks: setup  ## executed notebooks, HTML, figures, findings table -> $(OUT)/
+	$(BIN)/python -m eeutils.series --out $(OUT)
+
+test: setup  ## the whole test suite, offline
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not notebooks"
+
+zoo: setup  ## retrain the embedded zoo from scratch (resumable per model)
+	$(BIN)/python -m eeutils.zoo build
+
+bench: setup  ## models x workloads benchmark on the zoo
+	$(BIN)/eeutils bench --models zoo/dense-mid zoo/moe-mid zoo/ssm-mid --workloads zoo-prose zoo-task --out $(OUT)/bench
+
+bench-readout: setup  ## readout speed and memory against a plain forward and the naive lens
+	$(BIN)/python benchmarks/readout_bench.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache

@@ -1,0 +1,224 @@
+"""Architecture adapters: where a causal LM keeps its blocks, final norm and head.
+
+Each supported family is one row of `ADAPTERS`, keyed by `config.model_type`.
+A row names module paths (first match wins, so one row can cover renamed
+attributes across transformers versions) and the transforms the model applies
+to its logits after the head. Anything unlisted goes through `discover`, which
+finds the longest repeated-block ModuleList, the output embeddings and the
+norm just before them; the last-layer check in the tests (and
+`eeutils.readout.check_last_layer`) verifies the result.
+
+To add a family::
+
+    from eeutils.adapters import ArchSpec, register_adapter
+    register_adapter(ArchSpec(model_types=("my_model",), family="dense",
+                              blocks=("model.layers",), final_norm=("model.norm",)))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+FAMILIES = ("dense", "moe", "ssm", "hybrid")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One architecture row.
+
+    blocks, final_norm, head: candidate dotted paths from the *ForCausalLM module.
+    logit_ops: what the model does to the head's output, in order, each op a
+    (kind, config attribute) pair: ("mul", "logit_scale"), ("div", "logits_scaling"),
+    ("softcap", "final_logit_softcapping"). Ops whose attribute is None are skipped.
+    A block's output is its residual stream: a tensor, or the first element of a tuple.
+    """
+
+    model_types: tuple[str, ...]
+    family: str
+    blocks: tuple[str, ...] = ("model.layers",)
+    final_norm: tuple[str, ...] = ("model.norm",)
+    head: tuple[str, ...] = ("lm_head",)
+    logit_ops: tuple[tuple[str, str], ...] = ()
+    notes: str = ""
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
+
+
+_LLAMA_LIKE = dict(blocks=("model.layers",), final_norm=("model.norm",), head=("lm_head",))
+_SOFTCAP = (("softcap", "final_logit_softcapping"),)
+
+ADAPTERS: dict[str, ArchSpec] = {}
+
+
+def register_adapter(spec: ArchSpec, overwrite: bool = False) -> ArchSpec:
+    """Add a row to the table (for every model_type it lists)."""
+    for mt in spec.model_types:
+        if mt in ADAPTERS and not overwrite:
+            raise ValueError(f"an adapter for model_type {mt!r} exists; pass overwrite=True to replace it")
+        ADAPTERS[mt] = spec
+    return spec
+
+
+for _spec in [
+    ArchSpec(("gpt2",), "dense", blocks=("transformer.h",), final_norm=("transformer.ln_f",)),
+    ArchSpec(("gpt_neox",), "dense", blocks=("gpt_neox.layers",), final_norm=("gpt_neox.final_layer_norm",),
+             head=("lm_head", "embed_out"), notes="Pythia"),
+    ArchSpec(("llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "olmo3", "phi3", "smollm3"), "dense", **_LLAMA_LIKE),
+    ArchSpec(("gemma",), "dense", **_LLAMA_LIKE, notes="embeddings scaled by sqrt(d); norm gain is (1 + w)"),
+    ArchSpec(("gemma2", "gemma3_text"), "dense", **_LLAMA_LIKE, logit_ops=_SOFTCAP),
+    ArchSpec(("cohere", "cohere2"), "dense", **_LLAMA_LIKE, logit_ops=(("mul", "logit_scale"),)),
+    ArchSpec(("granite",), "dense", **_LLAMA_LIKE, logit_ops=(("div", "logits_scaling"),)),
+    ArchSpec(("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "deepseek_v2", "deepseek_v3",
+              "phimoe", "granitemoe"), "moe", **_LLAMA_LIKE),
+    ArchSpec(("mamba", "mamba2", "falcon_mamba"), "ssm", blocks=("backbone.layers",),
+             final_norm=("backbone.norm_f",)),
+    ArchSpec(("jamba", "bamba"), "hybrid", blocks=("model.layers",),
+             final_norm=("model.final_layernorm", "model.norm")),
+    ArchSpec(("falcon_h1",), "hybrid", blocks=("model.layers",), final_norm=("model.final_layernorm",),
+             logit_ops=(("mul", "lm_head_multiplier"),)),
+    ArchSpec(("granitemoehybrid",), "hybrid", **_LLAMA_LIKE, logit_ops=(("div", "logits_scaling"),)),
+    ArchSpec(("nemotron_h",), "hybrid", blocks=("backbone.layers", "model.layers"),
+             final_norm=("backbone.norm_f", "model.norm_f")),
+]:
+    register_adapter(_spec)
+
+
+class AdapterError(RuntimeError):
+    """The kit cannot find a model's blocks, final norm or head."""
+
+
+def get_path(root: nn.Module, dotted: str):
+    obj = root
+    for part in dotted.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def _first(root: nn.Module, paths) -> tuple[str, nn.Module] | tuple[None, None]:
+    for p in paths:
+        m = get_path(root, p)
+        if m is not None:
+            return p, m
+    return None, None
+
+
+@dataclass
+class Resolved:
+    """An adapter applied to one model instance."""
+
+    spec: ArchSpec
+    blocks: nn.ModuleList
+    final_norm: nn.Module
+    head: nn.Module
+    paths: dict = field(default_factory=dict)
+    discovered: bool = False
+
+
+def how_to_register(model_type: str) -> str:
+    return (
+        f"To support model_type {model_type!r}, add a row:\n"
+        "    from eeutils.adapters import ArchSpec, register_adapter\n"
+        f"    register_adapter(ArchSpec(model_types=({model_type!r},), family='dense',\n"
+        "        blocks=('model.layers',), final_norm=('model.norm',), head=('lm_head',)))\n"
+        "with the dotted paths of its repeated blocks, the norm applied before the head, and the head."
+    )
+
+
+def resolve(model: nn.Module, spec: ArchSpec | None = None) -> Resolved:
+    """Apply the table row for `model` (or `spec`), falling back to auto-discovery."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    spec = spec or ADAPTERS.get(model_type)
+    if spec is not None:
+        bp, blocks = _first(model, spec.blocks)
+        np_, norm = _first(model, spec.final_norm)
+        hp, head = _first(model, spec.head)
+        if blocks is not None and norm is not None and head is not None:
+            return Resolved(spec, blocks, norm, head, {"blocks": bp, "final_norm": np_, "head": hp})
+        missing = [n for n, m in (("blocks", blocks), ("final_norm", norm), ("head", head)) if m is None]
+        raise AdapterError(
+            f"adapter row for {model_type!r} does not match this model: {missing} not found "
+            f"(tried {spec.blocks}, {spec.final_norm}, {spec.head}).\n" + how_to_register(model_type)
+        )
+    return discover(model)
+
+
+def _guess_family(model: nn.Module) -> str:
+    cfg = getattr(model, "config", None)
+    names = {type(m).__name__.lower() for m in model.modules()}
+    has_ssm = any("mamba" in n or "mixer" in n and "ssm" in n for n in names)
+    has_attn = any("attention" in n for n in names)
+    n_experts = next((getattr(cfg, a) for a in ("num_local_experts", "num_experts", "n_routed_experts")
+                      if getattr(cfg, a, None)), None)
+    if has_ssm and has_attn:
+        return "hybrid"
+    if has_ssm:
+        return "ssm"
+    return "moe" if n_experts else "dense"
+
+
+def discover(model: nn.Module) -> Resolved:
+    """Find blocks (longest ModuleList of identical classes), head and final norm without a table row."""
+    model_type = getattr(getattr(model, "config", None), "model_type", "unknown")
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    best = None
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) > 0:
+            kinds = {type(m) for m in mod}
+            if len(kinds) == 1 and (best is None or len(mod) > len(best[1])):
+                best = (name, mod)
+    norm = None
+    norm_path = None
+    if best is not None:
+        prefix = best[0].rsplit(".", 1)[0] if "." in best[0] else ""
+        parent = get_path(model, prefix) if prefix else model
+        # the norm before the head: a child of the blocks' parent registered after them, with "norm" in its name
+        candidates = [(n, m) for n, m in parent.named_children()
+                      if "norm" in n.lower() or "ln_f" in n.lower() or "norm" in type(m).__name__.lower()]
+        candidates = [(n, m) for n, m in candidates if sum(p.numel() for p in m.parameters()) > 0 or "norm" in n]
+        if candidates:
+            norm_path = f"{prefix}.{candidates[-1][0]}" if prefix else candidates[-1][0]
+            norm = candidates[-1][1]
+    if best is None or head is None or norm is None:
+        missing = [n for n, m in (("blocks", best), ("final_norm", norm), ("head", head)) if m is None]
+        raise AdapterError(
+            f"no adapter row for model_type {model_type!r} and auto-discovery could not find {missing}.\n"
+            + how_to_register(model_type)
+        )
+    head_path = next((n for n, m in model.named_modules() if m is head), "lm_head")
+    spec = ArchSpec((model_type,), _guess_family(model), blocks=(best[0],), final_norm=(norm_path,),
+                    head=(head_path,), notes="auto-discovered")
+    return Resolved(spec, best[1], norm, head, {"blocks": best[0], "final_norm": norm_path, "head": head_path},
+                    discovered=True)
+
+
+def make_logit_fn(spec: ArchSpec, config):
+    """A function applying the model's post-head transforms to fp32 logits, in place where possible."""
+    ops = []
+    for kind, attr in spec.logit_ops:
+        value = getattr(config, attr, None)
+        if value is None and hasattr(config, "get_text_config"):
+            value = getattr(config.get_text_config(), attr, None)
+        if value is None:
+            continue
+        ops.append((kind, float(value)))
+
+    def apply(logits: torch.Tensor) -> torch.Tensor:
+        for kind, v in ops:
+            if kind == "mul":
+                logits = logits * v
+            elif kind == "div":
+                logits = logits / v
+            elif kind == "softcap":
+                logits = torch.tanh(logits / v) * v
+            else:
+                raise ValueError(f"unknown logit op {kind!r}")
+        return logits
+
+    apply.ops = tuple(ops)
+    return apply
