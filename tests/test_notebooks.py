@@ -1,0 +1,50 @@
+"""The notebook series: committed clean, and each one runs headlessly with smoke parameters."""
+import json
+from pathlib import Path
+
+import pytest
+
+NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
+# figures each notebook must write (prefix match) and whether it writes finding records
+EXPECTED_FINDINGS = {"04", "05", "06", "07", "08", "09"}
+
+
+def test_series_is_complete():
+    numbers = [p.name[:2] for p in NOTEBOOKS]
+    assert numbers == [f"{i:02d}" for i in range(1, len(NOTEBOOKS) + 1)]
+    assert len(NOTEBOOKS) >= 10
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_clean(path):
+    nb = json.loads(path.read_text())
+    assert "kernelspec" in nb["metadata"] and "language_info" in nb["metadata"]
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    cells = nb["cells"]
+    params = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1, "exactly one cell tagged 'parameters'"
+    src = "".join(params[0]["source"])
+    assert "SMOKE" in src and "OUT_DIR" in src
+    for c in cells:
+        if c["cell_type"] == "code":
+            assert not c.get("outputs"), "committed with outputs"
+            assert c.get("execution_count") is None
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs(path, tmp_path):
+    pm = pytest.importorskip("papermill")
+    out = tmp_path / "out"
+    executed = tmp_path / path.name
+    pm.execute_notebook(str(path), str(executed), cwd=str(NB_DIR), kernel_name="python3", progress_bar=False,
+                        parameters={"SMOKE": True, "OUT_DIR": str(out), "INTERACTIVE": False})
+    nb = json.loads(executed.read_text())
+    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    figures = list((out / "figures").glob(f"{path.name[:2]}_*.png"))
+    assert figures, "the notebook saved no figure"
+    if path.name[:2] in EXPECTED_FINDINGS:
+        records = [json.loads(p.read_text()) for p in (out / "findings").glob("*.json")]
+        assert records and all(r["verdict"] in ("agree", "disagree", "inconclusive") for r in records)
