@@ -36,6 +36,28 @@ def _slug(*parts) -> str:
     return f"{safe}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
+def _weights_stamp(name: str, revision: str | None) -> str:
+    """Size and mtime of a local or zoo model's weights, so a rebuilt model invalidates cached readouts."""
+    try:
+        if name.startswith("zoo/"):
+            from . import zoo
+            folder = Path(zoo.resolve(name[4:], revision))
+        else:
+            folder = Path(name).expanduser()
+        files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+        return ",".join(f"{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    except Exception:  # hub ids and unknown names: the revision identifies them
+        return ""
+
+
+def _docs_digest(workload) -> str:
+    h = hashlib.sha1()
+    for d in workload.docs:
+        h.update(d.text.encode())
+        h.update(b"\0" + (d.answer or "").encode() + b"\1")
+    return h.hexdigest()[:12]
+
+
 def cached_readout(spec, workload="zoo-prose", *, n_docs: int | None = 32, max_tokens: int | None = None,
                    k: int = 5, cache_dir=None, dtype="float32", device=None, device_map=None,
                    progress: bool = False, batch_size: int = 8) -> Readout:
@@ -46,7 +68,7 @@ def cached_readout(spec, workload="zoo-prose", *, n_docs: int | None = 32, max_t
     wl = workload if isinstance(workload, Workload) else get_workload(workload, n_docs=n_docs)
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / "readouts" / f"{_slug(name, rev, wl.name, len(wl), max_tokens, k, dtype)}.npz"
+        path = Path(cache_dir) / "readouts" / f"{_slug(name, rev, wl.name, _docs_digest(wl), max_tokens, k, dtype, _weights_stamp(name, rev))}.npz"
         if path.exists():
             return Readout.load(path)
     model = load_model(name, revision=rev, dtype=dtype, device=device, device_map=device_map)
