@@ -105,29 +105,6 @@ def write_findings_table(out_dir) -> tuple[Path, Path]:
     return md, csv
 
 
-def paired_eas_difference(a, b, n_boot: int = 200, seed: int = 0, ci: float = 0.95, **eas_kwargs):
-    """EAS(a) - EAS(b) with a paired bootstrap over documents (a and b read the same workload).
-
-    Returns (difference, lo, hi). Documents are matched by index, so both readouts must cover the
-    same documents in the same order.
-    """
-    from .metrics import eas
-
-    docs_a, docs_b = np.unique(a.doc), np.unique(b.doc)
-    if len(docs_a) != len(docs_b):
-        raise ValueError(f"paired comparison needs the same documents: {len(docs_a)} vs {len(docs_b)}")
-    point = eas(a, **eas_kwargs).value - eas(b, **eas_kwargs).value
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(docs_a), len(docs_a))
-        diffs.append(eas(a.select_docs(docs_a[idx]), **eas_kwargs).value
-                     - eas(b.select_docs(docs_b[idx]), **eas_kwargs).value)
-    q = (1 - ci) / 2
-    lo, hi = np.quantile(diffs, [q, 1 - q])
-    return float(point), float(lo), float(hi)
-
-
 def check_claim(readouts: dict, group_a, group_b, *, notebook: str, claim: str, paper_direction: str,
                 positive: str, negative: str, similarity: str = "logit_cos", out_dir=None, n_boot: int = 200,
                 seed: int = 0, comparison: str = "", notes: str = "", name: str | None = None, **eas_kwargs):

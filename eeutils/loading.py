@@ -120,7 +120,7 @@ class LoadedModel:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         if self.tokenizer is None:
             raise ValueError(f"{self.name} was loaded without a tokenizer: pass token ids instead of text")
-        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+        return list(self.tokenizer(text, add_special_tokens=add_special_tokens, verbose=False)["input_ids"])
 
     def decode_token(self, token_id: int) -> str:
         if self.tokenizer is None:

@@ -16,6 +16,24 @@ PALETTE = "colorblind"
 DEPTH_LABEL = "relative depth (layer / L)"
 
 
+def token_label(text: str, width: int = 8) -> str:
+    """A token made printable for a figure: newline as ⏎, a leading space as ␣, other control or
+    undecodable bytes as \\xNN / ?."""
+    out = []
+    for i, ch in enumerate(text):
+        if ch == "\n":
+            out.append("⏎")
+        elif ch == " " and i == 0:
+            out.append("␣")
+        elif ch == "\ufffd":
+            out.append("?")
+        elif not ch.isprintable():
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return "".join(out)[:width] or "∅"
+
+
 def set_style(context: str = "notebook") -> None:
     sns.set_theme(context=context, style="whitegrid", palette=PALETTE)
 
@@ -59,8 +77,8 @@ def logit_lens_heatmap(readout, decode, doc: int = 0, max_positions: int = 16, v
     sel = np.flatnonzero(readout.doc == doc)[:max_positions]
     vals = readout[value][sel].T  # [L+1, P]
     top = readout["top1"][sel].T
-    labels = np.vectorize(lambda t: decode(int(t)).replace("\n", "⏎")[:8])(top)
-    inputs = [decode(int(t)).replace("\n", "⏎")[:8] for t in readout.token[sel]]
+    labels = np.vectorize(lambda t: token_label(decode(int(t))))(top)
+    inputs = [token_label(decode(int(t))) for t in readout.token[sel]]
     if ax is None:
         _, ax = plt.subplots(figsize=(max(6, 0.75 * len(sel)), 0.45 * vals.shape[0] + 1.5))
     sns.heatmap(vals, annot=labels, fmt="", cmap="viridis", vmin=0, vmax=1, ax=ax,

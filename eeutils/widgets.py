@@ -72,24 +72,28 @@ def draw_state(state: ExplorerState, n_layers: int, ax=None, title: str = ""):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    from .plotting import token_label
+
     grid = state.per_layer.pivot(index="layer", columns="position", values="max_prob")
     labels = state.per_layer.pivot(index="layer", columns="position", values="top1").map(
-        lambda s: s.replace("\n", "⏎")[:7])
+        lambda s: token_label(s, 7))
     if ax is None:
         _, ax = plt.subplots(figsize=(max(6, 0.8 * grid.shape[1]), 0.45 * grid.shape[0] + 1.8))
     sns.heatmap(grid, annot=labels, fmt="", cmap="viridis", vmin=0, vmax=1, ax=ax,
                 cbar_kws={"label": "max probability"}, annot_kws={"fontsize": 7})
     ax.invert_yaxis()
-    ax.plot(np.arange(len(state.exit_layers)) + 0.5, state.exit_layers + 0.5, "w^", ms=8, mec="k",
-            label="exit layer")
+    from matplotlib.patches import Rectangle
+
+    for pos, layer in enumerate(state.exit_layers):
+        ax.add_patch(Rectangle((pos, layer), 1, 1, fill=False, edgecolor="#d55e00", lw=2.5))
     ax.axhline(state.layer + 0.5, color="white", lw=1, ls=":")
-    ax.set_xticks(np.arange(len(state.tokens)) + 0.5, [t.replace("\n", "⏎")[:8] for t in state.tokens],
+    ax.set_xticks(np.arange(len(state.tokens)) + 0.5, [token_label(t) for t in state.tokens],
                   rotation=45, ha="right", fontsize=8)
     ax.set_xlabel("input token (position)")
     ax.set_ylabel("layer (0 = embeddings)")
-    ax.set_title(title or f"exits save {state.saved:.0%} of layers; agreement with full model "
-                          f"{state.agreement:.0%}")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title((title or f"exits save {state.saved:.0%} of layers; agreement with full model "
+                           f"{state.agreement:.0%}") + "\n(orange boxes: each token's exit layer; dotted: selected layer)",
+                 fontsize=10)
     return ax
 
 
