@@ -12,6 +12,13 @@ from .result import STATISTICS, Readout
 from .workloads import Doc, Workload
 
 
+def quiet() -> None:
+    """Silence transformers' warnings about optional CUDA kernels and similar chatter (errors still show)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+
+
 def list_zoo():
     """Names of the embedded zoo models, loadable as load_model('zoo/<name>')."""
     from . import zoo
@@ -21,5 +28,5 @@ def list_zoo():
 __all__ = [
     "__version__", "ADAPTERS", "ArchSpec", "AdapterError", "register_adapter", "LoadedModel", "ModelLoadError",
     "load_model", "wrap_model", "readout", "check_last_layer", "STATISTICS", "Readout", "Doc", "Workload",
-    "list_zoo",
+    "list_zoo", "quiet",
 ]

@@ -210,13 +210,14 @@ def _explain(name: str, revision: str | None, err: Exception) -> ModelLoadError:
 
 def load_model(name_or_path: str, revision: str | None = None, *, dtype="float32", device=None,
                device_map=None, trust_remote_code: bool = False, tokenizer=True,
-               use_safetensors: bool | None = None) -> LoadedModel:
+               use_safetensors: bool | None = None, progress: bool = False) -> LoadedModel:
     """Load a causal LM by hub id, local folder or zoo name ("zoo/dense-mid").
 
     dtype: "float32" (default), "bfloat16", "float16" or "auto". device: "cpu", "cuda", ...;
     device_map: e.g. "auto" to shard a large model across GPUs with accelerate (hooks stay correct:
     each block's state is read where it lives and moved to the head's device per chunk).
-    trust_remote_code stays off unless you pass it. Safetensors weights are preferred.
+    trust_remote_code stays off unless you pass it. Safetensors weights are preferred (zoo: required).
+    progress: show transformers' weight-loading bars (useful for large downloads).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -241,12 +242,20 @@ def load_model(name_or_path: str, revision: str | None = None, *, dtype="float32
         config = AutoConfig.from_pretrained(source, **kwargs)
     except Exception as err:  # transformers raises OSError/ValueError with many texts
         raise _explain(name, revision, err) from err
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    if bars and not progress:
+        hf_logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source, config=config, dtype=torch_dtype, device_map=device_map,
             use_safetensors=use_safetensors, **kwargs)
     except Exception as err:
         raise _explain(name, revision, err) from err
+    finally:
+        if bars and not progress:
+            hf_logging.enable_progress_bar()
     if device is not None:
         model.to(device)
     tok = None

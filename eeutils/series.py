@@ -45,12 +45,22 @@ def load_preset(name_or_path: str) -> dict:
     return json.loads(path.read_text())
 
 
+def declared_parameters(nb: Path) -> set[str]:
+    """Names assigned in a notebook's `parameters` cell."""
+    import papermill as pm
+
+    return set(pm.inspect_notebook(str(nb)))
+
+
 def parameters_for(nb: Path, out: Path, smoke: bool, models, preset: dict) -> dict:
-    params = {"OUT_DIR": str(out), "SMOKE": bool(smoke), "INTERACTIVE": False}
-    params.update(preset.get("*", {}))
-    params.update(preset.get(nb.name[:2], {}))
+    """The run's parameters for one notebook; shared ones ("*" in a preset, --models) only where declared."""
+    declared = declared_parameters(nb)
+    shared = {"OUT_DIR": str(out), "SMOKE": bool(smoke), "INTERACTIVE": False}
+    shared.update(preset.get("*", {}))
     if models:
-        params["MODELS"] = list(models)
+        shared["MODELS"] = list(models)
+    params = {k: v for k, v in shared.items() if k in declared}
+    params.update(preset.get(nb.name[:2], {}))  # explicit per-notebook values always pass (papermill warns if unknown)
     return params
 
 

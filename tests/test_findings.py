@@ -94,6 +94,10 @@ def test_series_parameters_and_presets(tmp_path):
         series.load_preset("nope")
     preset = {"*": {"DTYPE": "bfloat16"}, "05": {"GROUPS": {"dense": ["x"]}}}
     p = series.parameters_for(nbs[4], tmp_path, True, ["gpt2"], preset)
-    assert p["SMOKE"] is True and p["INTERACTIVE"] is False and p["DTYPE"] == "bfloat16"
-    assert p["MODELS"] == ["gpt2"] and p["GROUPS"] == {"dense": ["x"]}
+    assert p["SMOKE"] is True and p["DTYPE"] == "bfloat16" and p["GROUPS"] == {"dense": ["x"]}
+    assert "MODELS" not in p and "INTERACTIVE" not in p  # notebook 5 declares neither
+    p1 = series.parameters_for(nbs[0], tmp_path, False, None, preset)
+    assert p1["INTERACTIVE"] is False and p1["OUT_DIR"] == str(tmp_path)
+    p3 = series.parameters_for(nbs[2], tmp_path, False, ["gpt2"], {})
+    assert p3["MODELS"] == ["gpt2"]
     assert series.load_preset("paper")["*"]["DEVICE"] == "cuda"

@@ -38,8 +38,10 @@ def test_notebook_runs(path, tmp_path):
     pm = pytest.importorskip("papermill")
     out = tmp_path / "out"
     executed = tmp_path / path.name
+    from eeutils.series import parameters_for
+
     pm.execute_notebook(str(path), str(executed), cwd=str(NB_DIR), kernel_name="python3", progress_bar=False,
-                        parameters={"SMOKE": True, "OUT_DIR": str(out), "INTERACTIVE": False})
+                        parameters=parameters_for(path, out, smoke=True, models=None, preset={}))
     nb = json.loads(executed.read_text())
     errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
