@@ -305,6 +305,12 @@ def _zoo_loader(source: str):
     return load
 
 
+def _zoo_instruct():
+    from eeutils.corpus import instruction_docs
+
+    return instruction_docs("test")
+
+
 # --------------------------------------------------------------------------------------------------
 # online built-ins through `datasets`
 
@@ -416,6 +422,10 @@ def _register_builtins() -> None:
     register_workload("zoo-task", _zoo_loader("task"),
                       "synthetic addition and key-value recall, exact-match answers (test split)", "qa",
                       origin="offline", source="eeutils.corpus task/test", overwrite=True)
+    register_workload("zoo-instruct", _zoo_instruct,
+                      "the task and verse completion in the tuned zoo model's '### Question / ### Answer' format "
+                      "(test split)", "qa", origin="offline", source="eeutils.corpus.instruction_docs test",
+                      overwrite=True)
     register_workload("wikitext", _wikitext, "WikiText-2 raw test, one Wikipedia article per document", "lm",
                       origin="online", source="Salesforce/wikitext", overwrite=True)
     register_workload("code", _code, "HumanEval Python functions (prompt + reference solution) as text", "lm",
