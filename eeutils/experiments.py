@@ -72,7 +72,7 @@ def cached_readout(spec, workload="zoo-prose", *, n_docs: int | None = 32, max_t
         if path.exists():
             return Readout.load(path)
     model = load_model(name, revision=rev, dtype=dtype, device=device, device_map=device_map)
-    limit = max_tokens if max_tokens is None or model.max_length is None else min(max_tokens, model.max_length)
+    limit = token_limit(model, max_tokens)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*truncated.*")
         r = readout(model, wl, k=k, max_length=limit, progress=progress, batch_size=batch_size)
@@ -182,3 +182,9 @@ def results_dir(out_dir) -> Path:
     path = Path(out_dir) / "results"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def token_limit(model, max_tokens: int | None) -> int | None:
+    """Tokens per document for a readout: the smaller of max_tokens and the model's context."""
+    limits = [v for v in (max_tokens, model.max_length) if v is not None]
+    return min(limits) if limits else None

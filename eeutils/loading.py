@@ -83,14 +83,15 @@ class LoadedModel:
 
     @property
     def max_length(self) -> int | None:
-        """The model's context length, None when it has none (state-space models)."""
-        if self.family == "ssm":
-            return None
-        for attr in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
-            v = getattr(self.config, attr, None)
-            if isinstance(v, int) and v > 0:
-                return v
-        return None
+        """The model's context length: from its config, else its tokenizer's declared limit; None when
+        it has none (state-space models whose tokenizer sets no real limit)."""
+        if self.family != "ssm":
+            for attr in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+                v = getattr(self.config, attr, None)
+                if isinstance(v, int) and v > 0:
+                    return v
+        v = getattr(self.tokenizer, "model_max_length", None)
+        return int(v) if isinstance(v, int) and 0 < v < 1_000_000 else None
 
     @property
     def params_total(self) -> int:
