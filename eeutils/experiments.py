@@ -188,3 +188,14 @@ def token_limit(model, max_tokens: int | None) -> int | None:
     """Tokens per document for a readout: the smaller of max_tokens and the model's context."""
     limits = [v for v in (max_tokens, model.max_length) if v is not None]
     return min(limits) if limits else None
+
+
+def unigram_entropy(readout: Readout) -> float:
+    """Entropy (nats/token) of the workload's own next-token distribution: the loss of a model that
+    knows only how often each token occurs in this text (an in-sample unigram predictor)."""
+    t = readout.target[readout.target >= 0]
+    if len(t) == 0:
+        raise ValueError("the readout has no next-token targets")
+    p = np.bincount(t).astype(np.float64)
+    p = p[p > 0] / len(t)
+    return float(-(p * np.log(p)).sum())

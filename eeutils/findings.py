@@ -82,10 +82,10 @@ def gather_findings(out_dir) -> pd.DataFrame:
 
 
 def findings_markdown(frame: pd.DataFrame) -> str:
-    lines = ["| notebook | claim (paper) | paper's direction | measured here | effect [interval] | metric | verdict |",
+    lines = ["| notebook | claim (paper) | comparison | measured here | effect [interval] | metric | verdict |",
              "|---|---|---|---|---|---|---|"]
     for r in frame.itertuples():
-        lines.append(f"| {r.notebook} | {r.claim} | {r.paper_direction} | {r.measured_direction} | "
+        lines.append(f"| {r.notebook} | {r.claim} ({r.paper_direction}) | {r.comparison} | {r.measured_direction} | "
                      f"{r.effect:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] | {r.metric} | **{r.verdict}** |")
     return "\n".join(lines) + "\n"
 
