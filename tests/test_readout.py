@@ -258,3 +258,16 @@ def test_moe_active_params_counted():
     assert lm.params_active < lm.params_total
     experts = sum(p.numel() for n, p in lm.model.named_parameters() if "experts" in n.split("."))
     assert lm.params_active == lm.params_total - experts // 2  # top-2 of 4 experts
+
+
+def test_device_map_auto_loads_through_accelerate(tmp_path):
+    """device_map="auto" goes through accelerate (on a CPU-only machine everything lands on the CPU)."""
+    pytest.importorskip("accelerate")
+    folder = tmp_path / "m"
+    tm.make_model("llama").save_pretrained(folder)
+    lm = eeutils.load_model(str(folder), device_map="auto", tokenizer=False)
+    assert eeutils.check_last_layer(lm, _ids()) <= 1e-4
+    r = eeutils.readout(lm, _ids().tolist(), progress=False)
+    assert r.n_layers == 3
+    with pytest.raises(ValueError, match="either device or device_map"):
+        eeutils.load_model(str(folder), device="cpu", device_map="auto")
