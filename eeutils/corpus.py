@@ -144,42 +144,19 @@ def prose_docs() -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- technical (stdlib docstrings)
 def technical_docs(modules=STDLIB_MODULES) -> list[tuple[str, str]]:
     """(qualified name, "name\\n\\ndocstring") for modules, public classes, functions and methods
-    defined in each module; sorted by name, duplicates of an earlier docstring dropped."""
-    import importlib
+    defined in each module; sorted by name, duplicates of an earlier docstring dropped.
 
-    seen: set[str] = set()
-    out: list[tuple[str, str]] = []
+    Read in a fresh interpreter without site-packages (``python -I -S``, see `eeutils._stdlib_docs`):
+    installed packages patch stdlib objects (transformers adds a method to ``logging.Logger``,
+    others wrap ``inspect`` functions), so reading them in this process would make the corpus
+    depend on what happened to be imported first.
+    """
+    import subprocess
 
-    def add(qualname: str, obj) -> None:
-        try:
-            doc = inspect.getdoc(obj)
-        except Exception:  # pragma: no cover - exotic objects
-            doc = None
-        if not doc or len(doc) < MIN_DOCSTRING_CHARS or doc in seen:
-            return
-        seen.add(doc)
-        out.append((qualname, f"{qualname}\n\n{doc}"))
-
-    for modname in modules:
-        mod = importlib.import_module(modname)
-        add(modname, mod)
-        for name in sorted(vars(mod)):
-            if name.startswith("_"):
-                continue
-            obj = vars(mod)[name]
-            if not (inspect.isclass(obj) or inspect.isfunction(obj)) or getattr(obj, "__module__", None) != modname:
-                continue
-            add(f"{modname}.{name}", obj)
-            if inspect.isclass(obj):
-                for mname in sorted(vars(obj)):
-                    if mname.startswith("_"):
-                        continue
-                    member = vars(obj)[mname]
-                    if isinstance(member, (staticmethod, classmethod)):
-                        member = member.__func__
-                    if inspect.isfunction(member) or isinstance(member, property):
-                        add(f"{modname}.{name}.{mname}", member)
-    return out
+    script = Path(__file__).with_name("_stdlib_docs.py")
+    out = subprocess.run([sys.executable, "-I", "-S", str(script), str(MIN_DOCSTRING_CHARS), *modules],
+                         capture_output=True, text=True, check=True).stdout
+    return [(q, text) for q, text in json.loads(out)]
 
 
 # ---------------------------------------------------------------- task (synthetic exact match)

@@ -158,7 +158,8 @@ class Explorer:
         self.figure.clear_output(wait=True)
         with self.figure:
             ax = draw_state(s, model.n_layers)
-            plt.show(ax.figure)
+            display(ax.figure)
+            plt.close(ax.figure)
 
     def _ipython_display_(self):
         from IPython.display import display

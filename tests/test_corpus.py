@@ -103,3 +103,15 @@ def test_token_streams_match_manifest(manifest):
     texts = C.build_corpus().texts("prose", "validation")
     assert stream_sha256(token_stream(tok, texts, shuffle_seed=None)) == manifest["token_stream_sha256_per_source"]["prose/validation"]
     assert tok("In the beginning")["input_ids"][0] == tok.bos_token_id == 0
+
+
+def test_technical_text_ignores_patches_by_installed_packages():
+    """transformers adds logging.Logger.warning_advice; the corpus must not see it, whatever is imported."""
+    import logging
+
+    import transformers  # noqa: F401  (patches logging.Logger on import)
+
+    assert hasattr(logging.Logger, "warning_advice")
+    names = {q for q, _ in C.technical_docs()}
+    assert "logging.Logger.warning_advice" not in names
+    assert "logging.Logger.warning" in names or "logging.Logger.info" in names
