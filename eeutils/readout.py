@@ -20,10 +20,47 @@ from tqdm.auto import tqdm
 from ._version import __version__
 from .loading import LoadedModel, load_model
 from .result import Readout
-from .stats import FinalRef, NonFiniteLogits, chunk_statistics
+from .stats import FLOAT_STATS, ChunkReducer, NonFiniteLogits, _cos
 from .workloads import Doc, Workload
 
 _STAT_DTYPES = {"top1": np.int32, "rank_of_final": np.int32}
+_HPREV = FLOAT_STATS.index("hidden_cos_prev")
+
+
+def _lens_into(model: LoadedModel):
+    """A function (h, out) writing the logit lens of residual states h into the fp32 buffer out.
+
+    Same result as `model.layer_logits(h)`; for an fp32 linear head it runs the head's matmul straight into
+    `out` and the model's logit transforms in place, so no [chunk x vocab] tensor is allocated per layer.
+    """
+    head, norm = model.head, model.final_norm
+    ops = getattr(model.logit_fn, "ops", None)
+    if ops is None:  # a custom logit_fn: use it as it is
+        return lambda h, out: out.copy_(model.layer_logits(h))
+    weight = getattr(head, "weight", None)
+    fast = (type(head) is torch.nn.Linear and weight is not None and weight.dtype == torch.float32
+            and weight.dim() == 2)
+
+    def apply(h, out):
+        x = norm(h.to(out.device))
+        if fast and x.dtype == torch.float32:
+            torch.mm(x, weight.t(), out=out)
+            if head.bias is not None:
+                out.add_(head.bias)
+        else:
+            out.copy_(head(x))
+        for kind, v in ops:
+            if kind == "mul":
+                out.mul_(v)
+            elif kind == "div":
+                out.div_(v)
+            elif kind == "softcap":
+                out.div_(v).tanh_().mul_(v)
+            else:
+                out.copy_(model.layer_logits(h))  # an op this fast path does not know
+                break
+        return out
+    return apply
 
 
 class _Capture:
@@ -135,7 +172,7 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
     Workload. k: size of the top-k sets (>= 2). max_length: tokens per document (default: the model's
     context); longer documents are truncated with a warning, or rejected with on_overflow="error".
     Memory: the residual streams of one batch ((L + 1) x batch tokens x d_model in the model's dtype)
-    plus a few [chunk_tokens x vocab] fp32 buffers.
+    plus one [chunk_tokens x 4 x vocab] fp32 workspace (see `stats.ChunkReducer`).
     """
     if not isinstance(model, LoadedModel):
         model = load_model(model, revision=revision)
@@ -166,6 +203,8 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
     capture = _Capture(model.blocks)
     backbone = _backbone(model.model)
     first_device = model.model.get_input_embeddings().weight.device
+    lens = _lens_into(model)
+    reducer = None
     bar = tqdm(total=n_tok, desc=f"readout {model.name}", unit="tok", disable=not progress, leave=False)
     t0 = time.perf_counter()
     try:
@@ -187,29 +226,42 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
             for c in range(0, len(rows), chunk_tokens):
                 sl = slice(c, c + chunk_tokens)
                 dst = rows[sl]
+                n = len(dst)
+                if reducer is None or reducer.buf.shape[0] < n:
+                    reducer = ChunkReducer(min(chunk_tokens, len(rows)), model.vocab_size, k, model.device)
+                fl = torch.empty((n, L + 1, len(FLOAT_STATS)), dtype=torch.float32, device=model.device)
+                it = torch.empty((n, L + 1, 2 + k), dtype=torch.int32, device=model.device)
                 h_last = states[L][sl].to(model.device)
-                z_final = model.layer_logits(h_last)
-                bad = ~torch.isfinite(z_final).all(-1)
-                if bool(bad.any()):  # report the first layer where this token went wrong
-                    row = int(bad.nonzero()[0, 0])
-                    first = next(layer for layer in range(L + 1)
-                                 if not torch.isfinite(model.layer_logits(states[layer][sl][row:row + 1])).all())
-                    _raise_nonfinite(first, dst[row], offsets)
-                ref = FinalRef.build(z_final, h_last, k)
                 t_chunk = tgt[sl].to(model.device)
+                lens(h_last, reducer.slot(n, final=True))
+                try:
+                    fl[:, L], it[:, L] = reducer.final(h_last, t_chunk)
+                    bad = ~torch.isfinite(reducer.ref.norm)  # ||z_f|| is finite iff every logit is
+                    row = int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
+                except NonFiniteLogits as e:
+                    row = e.args[0]
+                if row is not None:  # report the first layer where this token went wrong
+                    first = next((layer for layer in range(L + 1)
+                                  if not torch.isfinite(model.layer_logits(states[layer][sl][row:row + 1])).all()), L)
+                    _raise_nonfinite(first, dst[row], offsets)
                 prev = None
-                for layer in range(L + 1):
-                    h = h_last if layer == L else states[layer][sl].to(model.device)
-                    z = z_final if layer == L else model.layer_logits(h)
+                for layer in range(L):
+                    h = states[layer][sl].to(model.device)
+                    lens(h, reducer.slot(n))
                     try:
-                        st = chunk_statistics(z, h, prev, ref, t_chunk, k)
+                        fl[:, layer], it[:, layer] = reducer.layer(h, prev, t_chunk)
                     except NonFiniteLogits as e:
                         _raise_nonfinite(layer, dst[e.args[0]], offsets)
-                    for name, arr in out.items():
-                        arr[dst, layer] = st[name].cpu().numpy()
-                    topk_out[dst, layer] = st["topk"].cpu().numpy()
                     prev = h
-                bar.update(len(dst))
+                # layer L's hidden_cos_prev needs layer L-1's state
+                fl[:, L, _HPREV] = _cos(h_last.float(), prev.float()) if prev is not None else 1.0
+                fl_np, it_np = fl.cpu().numpy(), it.cpu().numpy()
+                for i, name in enumerate(FLOAT_STATS):
+                    out[name][dst] = fl_np[:, :, i]
+                out["top1"][dst] = it_np[:, :, 0]
+                out["rank_of_final"][dst] = it_np[:, :, 1]
+                topk_out[dst] = it_np[:, :, 2:]
+                bar.update(n)
             del states
     finally:
         capture.remove()

@@ -1,0 +1,672 @@
+#!/usr/bin/env python
+"""Side-by-side benchmark: plain forward vs eeutils.readout vs a naive all-layers logit lens (and
+TransformerLens / nnsight when installed), on one model and one token sequence.
+
+Every (method, repeat) runs in a fresh subprocess: the model is built (or loaded) there, a short warm-up
+forward touches all weights, the peak-RSS mark is reset (/proc/self/clear_refs), and the method runs once.
+Peak memory is the process's peak RSS during the method minus its RSS just before it. Repeats are
+interleaved (round r runs every method once, in a rotated order) so that machine load hits all methods
+alike; the table shows medians.
+
+    .venv/bin/python benchmarks/readout_bench.py --repeats 3 --once tlens,nnsight --out bench.json
+
+Methods:
+  forward      model(input_ids).logits
+  floor        forward + the L per-layer unembedding matmuls into one reused buffer, no statistics:
+               the measured cost of the FLOP bound
+  readout      eeutils.readout (the kit's streaming lens)
+  readout_v0   the readout loop and statistic kernels as they were before the pass-count work (reference)
+  naive        output_hidden_states=True, final norm + head on every layer, all [L+1, T, V] logits kept,
+               full log_softmax per layer, the same statistics
+  tlens        TransformerLens (TransformerBridge): run_with_cache, accumulated_resid(apply_ln=True),
+               unembed every layer, same statistics as naive
+  nnsight      nnsight trace saving final norm + head of every block output, same statistics as naive
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("forward", "floor", "readout", "readout_v0", "naive", "tlens", "nnsight")
+STAT_NAMES = ("top1", "max_prob", "margin", "entropy", "kl_to_final", "ce", "rank_of_final", "logit_cos",
+              "hidden_cos", "hidden_cos_prev", "topk_overlap")
+LOGIT_STATS = ("top1", "max_prob", "margin", "entropy", "kl_to_final", "ce", "rank_of_final", "logit_cos",
+               "topk_overlap")
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tokens", type=int, default=2048, help="tokens in total")
+    ap.add_argument("--doc-len", type=int, default=512, help="tokens per document (tokens / doc-len docs)")
+    ap.add_argument("--vocab", type=int, default=50257)
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--d-model", type=int, default=768)
+    ap.add_argument("--arch", choices=("gpt2", "llama"), default="gpt2", help="random-init architecture")
+    ap.add_argument("--model", default=None, help="a real or zoo model for eeutils.load_model instead")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--chunk", type=int, default=256, help="readout chunk_tokens")
+    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    ap.add_argument("--variants", default="", help="extra readout runs as name=chunk pairs, e.g. 'readout_c512=512'")
+    ap.add_argument("--once", default="", help="comma-separated methods to run in the first round only "
+                    "(slow ones, e.g. 'tlens,nnsight')")
+    ap.add_argument("--paired", default="", help="instead of the subprocess table: time these methods in ONE "
+                    "process, each between two plain forwards, and report time / forward-around-it "
+                    "(e.g. 'floor,readout,readout_v0,readout_c512=512'); memory is not measured in this mode")
+    ap.add_argument("--no-check", action="store_true", help="skip comparing the statistics between methods")
+    ap.add_argument("--timeout", type=int, default=1800, help="seconds per subprocess")
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    # internal
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--stats-out", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--paired-methods", default="", help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------- model
+def build_model(args):
+    """(LoadedModel, input ids [n_docs, doc_len]) — deterministic, so every subprocess has the same."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    import eeutils
+
+    if args.model_dir:  # the saved copy (TransformerLens needs a folder)
+        lm = eeutils.load_model(args.model_dir, tokenizer=False)
+    elif args.model:
+        lm = eeutils.load_model(args.model, tokenizer=False)
+    else:
+        torch.manual_seed(0)
+        d, L, V = args.d_model, args.layers, args.vocab
+        if args.arch == "gpt2":
+            from transformers import GPT2Config, GPT2LMHeadModel
+            cfg = GPT2Config(vocab_size=V, n_positions=max(args.doc_len, 64), n_embd=d, n_layer=L,
+                             n_head=max(d // 64, 1))
+            model = GPT2LMHeadModel(cfg)
+        else:
+            from transformers import LlamaConfig, LlamaForCausalLM
+            cfg = LlamaConfig(vocab_size=V, hidden_size=d, intermediate_size=(8 * d // 3 + 63) // 64 * 64,
+                              num_hidden_layers=L, num_attention_heads=max(d // 64, 1),
+                              num_key_value_heads=max(d // 64, 1), max_position_embeddings=max(args.doc_len, 64))
+            model = LlamaForCausalLM(cfg)
+        lm = eeutils.wrap_model(model.float().eval(), name=f"random-{args.arch}-L{L}-d{d}-V{V}")
+    n_docs = max(args.tokens // args.doc_len, 1)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, lm.vocab_size, (n_docs, args.doc_len), generator=g)
+    return lm, ids
+
+
+def flop_counts(lm, ids):
+    """Forward FLOPs, lens FLOPs and the formulas, per the issue's rough count."""
+    L, V = lm.n_layers, lm.vocab_size
+    d = int(lm.describe()["d_model"])
+    n_docs, T_doc = ids.shape
+    T = n_docs * T_doc
+    p_ne = sum(p.numel() for p in lm.blocks.parameters()) + sum(p.numel() for p in lm.final_norm.parameters())
+    dense = 2 * p_ne * T
+    head = 2 * d * V * T
+    attn = 4 * T_doc ** 2 * d * L / 2 * n_docs  # causal: half of QK^T and AV, per document
+    forward = dense + head + attn
+    lens = L * 2 * d * V * T  # one unembedding per layer 0..L-1; the final layer's logits are reused
+    return {
+        "params_non_embedding": p_ne, "tokens": T, "n_docs": n_docs, "doc_len": T_doc, "d_model": d,
+        "vocab": V, "n_layers": L,
+        "forward_flops": forward, "lens_flops": lens, "bound_flops": forward + lens,
+        "formula": ("forward = 2*P_nonemb*T + 2*d*V*T (head) + 4*T_doc^2*d*L/2 per doc (causal attention); "
+                    "bound = forward + L*2*d*V*T (one unembedding per layer, final layer reused)"),
+    }
+
+
+# -------------------------------------------------------------------------------------------- methods
+def dense_stats(Z, H, target, k):
+    """The statistics from all layers' logits Z [L+1, T, V] and states H [L+1, T, d], the plain way."""
+    import torch
+    import torch.nn.functional as F
+
+    Lp1, T, _ = Z.shape
+    out = {n: np.empty((T, Lp1), dtype=np.int32 if n in ("top1", "rank_of_final") else np.float32)
+           for n in STAT_NAMES}
+    zf = Z[-1]
+    logp_f = torch.log_softmax(zf, -1)
+    p_f = logp_f.exp()
+    top_f = torch.topk(zf, k, -1).indices
+    has_t = target >= 0
+    t = target.clamp_min(0)[:, None]
+    for layer in range(Lp1):
+        z = Z[layer]
+        logp = torch.log_softmax(z, -1)
+        p = logp.exp()
+        ids = torch.topk(z, k, -1).indices
+        vals = p.gather(1, ids[:, :2])
+        st = {
+            "top1": ids[:, 0], "max_prob": vals[:, 0], "margin": vals[:, 0] - vals[:, 1],
+            "entropy": -(p * logp).sum(-1), "kl_to_final": (p_f * (logp_f - logp)).sum(-1).clamp_min(0),
+            "ce": torch.where(has_t, -logp.gather(1, t)[:, 0], torch.full((T,), float("nan"))),
+            "rank_of_final": (z > z.gather(1, top_f[:, :1])).sum(-1),
+            "logit_cos": F.cosine_similarity(z, zf, -1, eps=1e-30),
+            "hidden_cos": F.cosine_similarity(H[layer], H[-1], -1, eps=1e-30),
+            "hidden_cos_prev": (torch.ones(T) if layer == 0
+                                else F.cosine_similarity(H[layer], H[layer - 1], -1, eps=1e-30)),
+            "topk_overlap": (ids[:, :, None] == top_f[:, None, :]).any(-1).sum(-1).float() / k,
+        }
+        for n, v in st.items():
+            out[n][:, layer] = v.numpy()
+    return out
+
+
+def _targets(ids):
+    import torch
+    tgt = torch.full_like(ids, -1)
+    tgt[:, :-1] = ids[:, 1:]
+    return tgt.reshape(-1)
+
+
+def run_forward(lm, ids, args):
+    lm.model(input_ids=ids, use_cache=False).logits
+    return None
+
+
+def run_floor(lm, ids, args):
+    """Forward, then for every chunk the L unembedding matmuls of the lens into one reused buffer."""
+    import torch
+    sys.path.insert(0, str(ROOT))
+    from eeutils.readout import _Capture
+
+    cap = _Capture(lm.blocks)
+    try:
+        lm.model(input_ids=ids, use_cache=False).logits
+        states = [s.reshape(-1, s.shape[-1]) for s in cap.states]
+    finally:
+        cap.remove()
+    W = lm.head.weight
+    buf = torch.empty(args.chunk, lm.vocab_size)
+    for c in range(0, states[0].shape[0], args.chunk):
+        for layer in range(lm.n_layers):
+            x = lm.final_norm(states[layer][c:c + args.chunk])
+            torch.mm(x, W.t(), out=buf[:x.shape[0]])
+    return None
+
+
+def run_readout(lm, ids, args, chunk=None):
+    sys.path.insert(0, str(ROOT))
+    import eeutils
+    r = eeutils.readout(lm, ids.tolist(), k=args.k, batch_size=ids.shape[0], chunk_tokens=chunk or args.chunk,
+                        progress=False)
+    return {n: r[n] for n in STAT_NAMES}
+
+
+def run_readout_v0(lm, ids, args):
+    """The pre-optimisation readout: per layer a fresh [chunk x vocab] logits tensor, logsumexp, exp,
+    four row dot products, a bool compare, and eleven .cpu().numpy() copies."""
+    import torch
+    sys.path.insert(0, str(ROOT))
+    from eeutils.readout import _backbone, _Capture
+
+    L, k = lm.n_layers, args.k
+    T = ids.numel()
+    out = {n: np.empty((T, L + 1), dtype=np.int32 if n in ("top1", "rank_of_final") else np.float32)
+           for n in STAT_NAMES}
+    topk_out = np.empty((T, L + 1, k), dtype=np.int32)
+    cap = _Capture(lm.blocks)
+    try:
+        _backbone(lm.model)(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+        states = [s.reshape(-1, s.shape[-1]) for s in cap.states]
+    finally:
+        cap.remove()
+    tgt = _targets(ids)
+    for c in range(0, T, args.chunk):
+        sl = slice(c, c + args.chunk)
+        h_last = states[L][sl]
+        z_final = lm.layer_logits(h_last)
+        ref = _V0Ref.build(z_final, h_last, k)
+        prev = None
+        for layer in range(L + 1):
+            h = h_last if layer == L else states[layer][sl]
+            z = z_final if layer == L else lm.layer_logits(h)
+            st = _v0_chunk_statistics(z, h, prev, ref, tgt[sl], k)
+            for name, arr in out.items():
+                arr[sl, layer] = st[name].cpu().numpy()
+            topk_out[sl, layer] = st["topk"].cpu().numpy()
+            prev = h
+    return out
+
+
+def _v0_rowdot(a, b):
+    import torch
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+
+
+def _v0_cos(a, b, b_norm=None):
+    a_norm = _v0_rowdot(a, a).sqrt()
+    b_norm = _v0_rowdot(b, b).sqrt() if b_norm is None else b_norm
+    return _v0_rowdot(a, b) / (a_norm * b_norm).clamp_min(1e-30)
+
+
+class _V0Ref:
+    @classmethod
+    def build(cls, logits, hidden, k):
+        import torch
+        self = cls()
+        lse = torch.logsumexp(logits, dim=-1)
+        self.logits, self.probs = logits, torch.exp(logits - lse[:, None])
+        self.neg_entropy = _v0_rowdot(self.probs, logits) - lse
+        self.topk = torch.topk(logits, k, dim=-1).indices
+        self.norm, self.top1, self.hidden = _v0_rowdot(logits, logits).sqrt(), self.topk[:, 0], hidden.float()
+        return self
+
+
+def _v0_chunk_statistics(z, h, h_prev, ref, target, k):
+    import torch
+    lse = torch.logsumexp(z, dim=-1)
+    vals, ids = torch.topk(z, k, dim=-1)
+    top_p = torch.exp(vals[:, :2] - lse[:, None])
+    p = torch.exp(z - lse[:, None])
+    entropy = lse - _v0_rowdot(p, z)
+    kl = (ref.neg_entropy - _v0_rowdot(ref.probs, z) + lse).clamp_min(0.0)
+    has_t = target >= 0
+    ce = torch.where(has_t, lse - z.gather(1, target.clamp_min(0)[:, None]).squeeze(1),
+                     torch.full_like(lse, float("nan")))
+    rank = (z > z.gather(1, ref.top1[:, None])).sum(-1)
+    hf = h.float()
+    return {
+        "top1": ids[:, 0], "max_prob": top_p[:, 0], "margin": top_p[:, 0] - top_p[:, 1],
+        "entropy": entropy.clamp_min(0.0), "kl_to_final": kl, "ce": ce, "rank_of_final": rank,
+        "logit_cos": _v0_cos(z, ref.logits, ref.norm), "hidden_cos": _v0_cos(hf, ref.hidden),
+        "hidden_cos_prev": torch.ones_like(lse) if h_prev is None else _v0_cos(hf, h_prev.float()),
+        "topk_overlap": (ids[:, :, None] == ref.topk[:, None, :]).any(-1).sum(-1).float() / k, "topk": ids,
+    }
+
+
+def run_naive(lm, ids, args):
+    """All layers' logits kept: [L+1, T, V] fp32, then the statistics layer by layer."""
+    import torch
+    out = lm.model(input_ids=ids, output_hidden_states=True, use_cache=False)
+    hs = out.hidden_states  # L+1 entries; the last may already be normalised (GPT-2), so its logits
+    L = lm.n_layers         # are taken from the model's own output
+    Z = torch.stack([lm.layer_logits(hs[layer]).reshape(ids.numel(), -1) for layer in range(L)]
+                    + [out.logits.float().reshape(ids.numel(), -1)])
+    H = torch.stack([h.reshape(ids.numel(), -1).float() for h in hs])
+    return dense_stats(Z, H, _targets(ids), args.k)
+
+
+def run_tlens(lm, ids, args):
+    import torch
+    try:
+        from transformer_lens.model_bridge import TransformerBridge
+        from transformers import PreTrainedTokenizerFast
+    except ImportError:
+        return "skipped: not installed"
+    if not args.model_dir:
+        return "skipped: needs the model saved to a folder (random-init models only)"
+    tok = PreTrainedTokenizerFast.from_pretrained(args.model_dir)
+    bridge = TransformerBridge.boot_transformers(args.model_dir, hf_model=lm.model, tokenizer=tok)
+    bridge(ids[:1, :32])  # warm-up
+    _reset_peak()
+    base, t0 = _rss(), time.perf_counter()
+    _, cache = bridge.run_with_cache(ids)
+    acc = cache.accumulated_resid(apply_ln=True)  # [L+1, B, T, d]
+    Z = bridge.unembed(acc).reshape(acc.shape[0], ids.numel(), -1).float()
+    H = cache.accumulated_resid(apply_ln=False).reshape(acc.shape[0], ids.numel(), -1).float()
+    stats = dense_stats(Z, H, _targets(ids), args.k)
+    return {"_t0": t0, "_base": base, "stats": stats}
+
+
+def run_nnsight(lm, ids, args):
+    try:
+        import nnsight
+        from nnsight import NNsight
+    except ImportError:
+        return "skipped: not installed"
+    import torch
+    paths = lm.resolved.paths
+
+    def envoy(root, dotted):
+        for part in dotted.split("."):
+            root = root[int(part)] if part.isdigit() else getattr(root, part)
+        return root
+
+    nm = NNsight(lm.model)
+    blocks, norm, head = envoy(nm, paths["blocks"]), envoy(nm, paths["final_norm"]), envoy(nm, paths["head"])
+    with nm.trace(ids):
+        h0 = blocks[0].inputs[0][0]
+        hid = nnsight.save([h0])
+        logits = nnsight.save([head(norm(h0))])
+        for i in range(lm.n_layers):
+            o = blocks[i].output
+            h = o[0] if isinstance(o, tuple) else o
+            hid.append(h)
+            logits.append(head(norm(h)))
+    n = ids.numel()
+    Z = torch.stack([lm.logit_fn(z.float()).reshape(n, -1) for z in logits])
+    H = torch.stack([h.reshape(n, -1).float() for h in hid])
+    return dense_stats(Z, H, _targets(ids), args.k)
+
+
+# ---------------------------------------------------------------------------------------------- worker
+def _rss():
+    return int(re.search(r"VmRSS:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) * 1024
+
+
+def _hwm():
+    return int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) * 1024
+
+
+def _reset_peak():
+    """Reset the peak-RSS mark to the current RSS (Linux >= 4.0); False when not allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def worker(args):
+    import torch
+    torch.set_num_threads(args.threads)
+    name = args.worker
+    lm, ids = build_model(args)
+    methods = {"forward": run_forward, "floor": run_floor, "readout": run_readout, "readout_v0": run_readout_v0,
+               "naive": run_naive, "tlens": run_tlens, "nnsight": run_nnsight}
+    chunk = None
+    if name not in methods:  # a readout variant name=chunk
+        chunk = int(args.variant_chunk)
+    with torch.inference_mode():
+        lm.model(input_ids=ids[:1, :32], use_cache=False)  # warm-up: touches every weight
+        reset_ok = _reset_peak()
+        base = _rss()
+        t0 = time.perf_counter()
+        res = run_readout(lm, ids, args, chunk) if chunk else methods[name](lm, ids, args)
+        t1 = time.perf_counter()
+        if isinstance(res, dict) and "_t0" in res:  # the method loaded things first and started the clock
+            base, t0, res = res["_base"], res["_t0"], res["stats"]
+    if isinstance(res, str):
+        print(json.dumps({"method": name, "skipped": res}))
+        return
+    peak = _hwm()
+    if args.stats_out and isinstance(res, dict):
+        np.savez(args.stats_out, **res)
+    print(json.dumps({"method": name, "seconds": t1 - t0, "peak_delta": max(peak - base, 0), "rss_before": base,
+                      "peak_reset": reset_ok, "torch_threads": torch.get_num_threads()}))
+
+
+def paired_worker(args):
+    """One process, timing only: every method sandwiched between two plain forwards, so each method's time
+    is divided by the forward time measured right around it (load drifts on a shared machine cancel)."""
+    import torch
+    torch.set_num_threads(args.threads)
+    lm, ids = build_model(args)
+    names = [m for m in args.paired_methods.split(",") if m]
+    fns = {"floor": run_floor, "readout": run_readout, "readout_v0": run_readout_v0}
+    for name in names:
+        if "=" in name:
+            label, chunk = name.split("=")
+            fns[label] = (lambda c: lambda lm_, ids_, a: run_readout(lm_, ids_, a, c))(int(chunk))
+    labels = [n.split("=")[0] for n in names]
+    times = {label: [] for label in ["forward"] + labels}
+    ratios = {label: [] for label in labels}
+
+    def timed(fn):
+        t0 = time.perf_counter()
+        fn(lm, ids, args)
+        return time.perf_counter() - t0
+
+    with torch.inference_mode():
+        lm.model(input_ids=ids[:1, :32], use_cache=False)
+        f_prev = timed(run_forward)
+        times["forward"].append(f_prev)
+        for r in range(args.repeats):
+            for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+                t = timed(fns[label])
+                f_next = timed(run_forward)
+                times[label].append(t)
+                times["forward"].append(f_next)
+                ratios[label].append(t / ((f_prev + f_next) / 2))
+                print(json.dumps({"progress": label, "round": r + 1, "seconds": t, "forward_around": [f_prev, f_next]}),
+                      flush=True)
+                f_prev = f_next
+    print(json.dumps({"method": "paired", "times": times, "ratios": ratios}))
+
+
+# ---------------------------------------------------------------------------------------------- parent
+def _run_child(args, method, extra, stats_out=None):
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method] + extra
+    if stats_out:
+        cmd += ["--stats-out", stats_out]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               TQDM_DISABLE="1")
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"method": method, "error": f"timed out after {args.timeout}s"}
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode != 0 or not lines:
+        tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
+        why = "killed (out of memory?)" if p.returncode in (-9, 137) else " | ".join(tail)
+        return {"method": method, "error": f"exit {p.returncode}: {why}"}
+    return json.loads(lines[-1])
+
+
+def _fmt_bytes(b):
+    return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"
+
+
+def paired_main(args, base_args, flops):
+    bound_ratio = flops["bound_flops"] / flops["forward_flops"]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "paired", "--paired-methods", args.paired,
+           "--repeats", str(args.repeats)] + base_args
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TQDM_DISABLE="1")
+    res = None
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) as p:
+        for line in p.stdout:
+            if not line.startswith("{"):
+                continue
+            d = json.loads(line)
+            if "progress" in d:
+                print(f"  round {d['round']}/{args.repeats}  {d['progress']:12s} {d['seconds']:8.2f} s   forwards "
+                      f"around it {d['forward_around'][0]:.2f} / {d['forward_around'][1]:.2f} s", flush=True)
+            else:
+                res = d
+    if res is None:
+        raise SystemExit("the paired worker failed")
+    print()
+    print(f"FLOPs: {flops['formula']}")
+    print(f"  forward {flops['forward_flops'] / 1e9:.0f} GFLOP, lens {flops['lens_flops'] / 1e9:.0f} GFLOP, "
+          f"bound {flops['bound_flops'] / 1e9:.0f} GFLOP; bound/forward = {bound_ratio:.2f}")
+    print()
+    hdr = f"{'method':13s} {'median s':>9s} {'x forward (median of per-pair ratios)':>38s} {'x bound':>8s}  per-pair ratios"
+    print(hdr)
+    print("-" * len(hdr))
+    summary = {"forward": {"seconds": float(np.median(res["times"]["forward"])), "seconds_all": res["times"]["forward"]}}
+    print(f"{'forward':13s} {summary['forward']['seconds']:9.2f} {1.0:38.2f} {1 / bound_ratio:8.2f}")
+    for label, rs in res["ratios"].items():
+        xf = float(np.median(rs))
+        summary[label] = {"seconds": float(np.median(res["times"][label])), "x_forward": xf,
+                          "x_bound": xf / bound_ratio, "ratios": rs, "seconds_all": res["times"][label]}
+        print(f"{label:13s} {summary[label]['seconds']:9.2f} {xf:38.2f} {xf / bound_ratio:8.2f}  "
+              + ", ".join(f"{x:.2f}" for x in rs))
+    print()
+    targets = {}
+    if "readout" in summary:
+        targets["readout_x_bound"] = summary["readout"]["x_bound"]
+        print(f"readout: {summary['readout']['x_forward']:.2f} x forward vs bound/forward FLOPs {bound_ratio:.2f} -> "
+              f"{summary['readout']['x_bound']:.2f}x the FLOP bound (target <= 1.3)")
+        for other in ("floor", "readout_v0"):
+            if other in summary:
+                rr = [a / b for a, b in zip(res["ratios"]["readout"], res["ratios"][other])]
+                targets[f"readout_over_{other}"] = float(np.median(rr))
+                print(f"readout / {other} (same round) = {np.median(rr):.2f}  ({', '.join(f'{x:.2f}' for x in rr)})")
+    if args.out:
+        Path(args.out).write_text(json.dumps({
+            "mode": "paired", "args": {k: v for k, v in vars(args).items() if k not in ("worker", "model_dir")},
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_end": os.getloadavg()},
+            "flops": flops, "summary": summary, "targets": targets}, indent=1, default=float))
+        print(f"wrote {args.out}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker == "paired":
+        paired_worker(args)
+        return
+    if args.worker:
+        if args.worker.startswith("variant:"):
+            args.variant_chunk = args.worker.split(":", 1)[1]
+        worker(args)
+        return
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
+    once = {m.strip() for m in args.once.split(",") if m.strip()}
+    variants = dict(v.split("=") for v in args.variants.split(",") if v.strip())
+    base_args = ["--tokens", str(args.tokens), "--doc-len", str(args.doc_len), "--vocab", str(args.vocab),
+                 "--layers", str(args.layers), "--d-model", str(args.d_model), "--arch", args.arch,
+                 "--threads", str(args.threads), "--chunk", str(args.chunk), "--k", str(args.k)]
+    if args.model:
+        base_args += ["--model", args.model]
+
+    import torch
+    torch.set_num_threads(args.threads)
+    lm, ids = build_model(args)
+    flops = flop_counts(lm, ids)
+    tmp = tempfile.TemporaryDirectory(prefix="readout_bench_")
+    model_dir = None
+    if "tlens" in methods and not args.model:
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+        model_dir = os.path.join(tmp.name, "model")
+        lm.model.save_pretrained(model_dir)
+        tk = Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>"))
+        tk.pre_tokenizer = pre_tokenizers.Whitespace()
+        PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<unk>", eos_token="<unk>",
+                                pad_token="<unk>").save_pretrained(model_dir)
+    del lm
+
+    print(f"model {flops['n_layers']} layers, d={flops['d_model']}, V={flops['vocab']}, "
+          f"{flops['params_non_embedding'] / 1e6:.1f}M non-embedding params; {flops['tokens']} tokens "
+          f"({flops['n_docs']} x {flops['doc_len']}); fp32; {args.threads} threads; chunk {args.chunk}; "
+          f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
+    if args.paired:
+        return paired_main(args, base_args, flops)
+    jobs = [(m, m) for m in methods] + [(name, f"variant:{c}") for name, c in variants.items()]
+    runs = {label: [] for label, _ in jobs}
+    stats_files = {}
+    for r in range(args.repeats):
+        rot = jobs[r % len(jobs):] + jobs[:r % len(jobs)]
+        for label, worker_name in rot:
+            extra = list(base_args)
+            if label == "tlens" and model_dir:
+                extra += ["--model-dir", model_dir]
+            sf = None
+            if r == 0 and not args.no_check and label not in ("forward", "floor"):
+                sf = stats_files[label] = os.path.join(tmp.name, f"{label}.npz")
+            res = _run_child(args, worker_name, extra, sf)
+            runs[label].append(res)
+            msg = (res.get("skipped") or res.get("error")
+                   or f"{res['seconds']:8.2f} s  peak +{_fmt_bytes(res['peak_delta'])}")
+            print(f"  round {r + 1}/{args.repeats}  {label:12s} {msg}", flush=True)
+            if "skipped" in res or label in once:  # no point repeating
+                jobs = [j for j in jobs if j[0] != label]
+
+    summary = {}
+    for label, rs in runs.items():
+        ok = [x for x in rs if "seconds" in x]
+        if not ok:
+            summary[label] = {"note": (rs[0].get("skipped") or rs[0].get("error")) if rs else "not run"}
+            continue
+        t = float(np.median([x["seconds"] for x in ok]))
+        summary[label] = {"seconds": t, "seconds_all": [x["seconds"] for x in ok],
+                          "tokens_per_s": flops["tokens"] / t,
+                          "peak_delta": int(np.median([x["peak_delta"] for x in ok]))}
+    fwd = summary.get("forward", {}).get("seconds")
+    bound_ratio = flops["bound_flops"] / flops["forward_flops"]
+    print()
+    print(f"FLOPs: {flops['formula']}")
+    print(f"  forward {flops['forward_flops'] / 1e9:.0f} GFLOP, lens {flops['lens_flops'] / 1e9:.0f} GFLOP, "
+          f"bound {flops['bound_flops'] / 1e9:.0f} GFLOP; bound/forward = {bound_ratio:.2f}")
+    print()
+    hdr = f"{'method':12s} {'median s':>9s} {'tok/s':>8s} {'x forward':>9s} {'x bound':>8s} {'peak +RSS':>10s}  runs (s)"
+    print(hdr)
+    print("-" * len(hdr))
+    for label in runs:
+        s = summary[label]
+        if "seconds" not in s:
+            print(f"{label:12s} {s['note']}")
+            continue
+        xf = s["seconds"] / fwd if fwd else float("nan")
+        xb = xf / bound_ratio if fwd else float("nan")
+        s.update(x_forward=xf, x_bound=xb)
+        print(f"{label:12s} {s['seconds']:9.2f} {s['tokens_per_s']:8.1f} {xf:9.2f} {xb:8.2f} "
+              f"{_fmt_bytes(s['peak_delta']):>10s}  " + ", ".join(f"{x:.1f}" for x in s["seconds_all"]))
+    print()
+    targets = {}
+    ro, nv = summary.get("readout", {}), summary.get("naive", {})
+    if fwd and "seconds" in ro:
+        targets["readout_x_bound"] = ro["x_bound"]
+        print(f"readout time / forward time = {ro['x_forward']:.2f}  vs  bound/forward FLOPs = {bound_ratio:.2f}  "
+              f"->  {ro['x_bound']:.2f}x the FLOP bound (target <= 1.3)")
+    if "seconds" in summary.get("floor", {}) and "seconds" in ro:
+        targets["readout_x_floor"] = ro["seconds"] / summary["floor"]["seconds"]
+        print(f"readout time / measured floor (forward + lens matmuls) = {targets['readout_x_floor']:.2f}")
+    if "seconds" in ro and "seconds" in nv:
+        targets["naive_over_readout_memory"] = nv["peak_delta"] / max(ro["peak_delta"], 1)
+        targets["naive_over_readout_time"] = nv["seconds"] / ro["seconds"]
+        print(f"peak memory naive / readout = {targets['naive_over_readout_memory']:.1f}x (target >= 5); "
+              f"time naive / readout = {targets['naive_over_readout_time']:.2f}x")
+    if "seconds" in ro:
+        logits_bytes = (flops["n_layers"] + 1) * flops["tokens"] * flops["vocab"] * 4
+        targets["all_logits_tensor_over_readout_memory"] = logits_bytes / max(ro["peak_delta"], 1)
+        print(f"the [L+1, T, V] fp32 logits tensor alone is {_fmt_bytes(logits_bytes)} = "
+              f"{targets['all_logits_tensor_over_readout_memory']:.1f}x the readout's peak")
+    if "seconds" in ro and "seconds" in summary.get("readout_v0", {}):
+        targets["v0_over_readout_time"] = summary["readout_v0"]["seconds"] / ro["seconds"]
+        print(f"time readout_v0 / readout = {targets['v0_over_readout_time']:.2f}x")
+
+    check = {}
+    if "readout" in stats_files and os.path.exists(stats_files["readout"]):
+        ref = np.load(stats_files["readout"])
+        for label, f in stats_files.items():
+            if label == "readout" or not os.path.exists(f):
+                continue
+            other = np.load(f)
+            names = STAT_NAMES if label.startswith("readout") else LOGIT_STATS
+            diffs = {}
+            for n in names:
+                a, b = ref[n].astype(np.float64), other[n].astype(np.float64)
+                if n in ("top1", "rank_of_final"):
+                    diffs[n] = float(np.mean(a != b))  # fraction that differ (ties / rounding)
+                else:
+                    both = np.isnan(a) & np.isnan(b)
+                    diffs[n] = float(np.max(np.where(both, 0, np.abs(a - b))))
+            check[label] = diffs
+            worst = max((v, n) for n, v in diffs.items() if n not in ("top1", "rank_of_final"))
+            print(f"statistics vs readout, {label}: max |diff| {worst[0]:.2e} ({worst[1]}); top1 differs on "
+                  f"{diffs['top1']:.2%}, rank_of_final on {diffs['rank_of_final']:.2%} of (token, layer)")
+    if args.out:
+        Path(args.out).write_text(json.dumps({
+            "args": {k: v for k, v in vars(args).items() if k not in ("worker", "model_dir", "stats_out")},
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                        "torch": torch.__version__, "loadavg_end": os.getloadavg()},
+            "flops": flops, "runs": runs, "summary": summary, "targets": targets, "check": check,
+        }, indent=1, default=float))
+        print(f"wrote {args.out}")
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
