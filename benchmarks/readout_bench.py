@@ -45,6 +45,12 @@ LOGIT_STATS = ("top1", "max_prob", "margin", "entropy", "kl_to_final", "ce", "ra
                "topk_overlap")
 
 
+
+def _print_flops(flops: dict, bound_ratio: float) -> None:
+    print(f"FLOPs: {flops['formula']}")
+    print(f"  forward {flops['forward_flops'] / 1e9:.0f} GFLOP, lens {flops['lens_flops'] / 1e9:.0f} GFLOP, "
+          f"bound {flops['bound_flops'] / 1e9:.0f} GFLOP; bound/forward = {bound_ratio:.2f}")
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tokens", type=int, default=2048, help="tokens in total")
@@ -484,9 +490,7 @@ def paired_main(args, base_args, flops):
     if res is None:
         raise SystemExit("the paired worker failed")
     print()
-    print(f"FLOPs: {flops['formula']}")
-    print(f"  forward {flops['forward_flops'] / 1e9:.0f} GFLOP, lens {flops['lens_flops'] / 1e9:.0f} GFLOP, "
-          f"bound {flops['bound_flops'] / 1e9:.0f} GFLOP; bound/forward = {bound_ratio:.2f}")
+    _print_flops(flops, bound_ratio)
     print()
     hdr = f"{'method':13s} {'median s':>9s} {'x forward (median of per-pair ratios)':>38s} {'x bound':>8s}  per-pair ratios"
     print(hdr)
@@ -596,9 +600,7 @@ def main(argv=None):
     fwd = summary.get("forward", {}).get("seconds")
     bound_ratio = flops["bound_flops"] / flops["forward_flops"]
     print()
-    print(f"FLOPs: {flops['formula']}")
-    print(f"  forward {flops['forward_flops'] / 1e9:.0f} GFLOP, lens {flops['lens_flops'] / 1e9:.0f} GFLOP, "
-          f"bound {flops['bound_flops'] / 1e9:.0f} GFLOP; bound/forward = {bound_ratio:.2f}")
+    _print_flops(flops, bound_ratio)
     print()
     hdr = f"{'method':12s} {'median s':>9s} {'tok/s':>8s} {'x forward':>9s} {'x bound':>8s} {'peak +RSS':>10s}  runs (s)"
     print(hdr)

@@ -11,20 +11,14 @@ import numpy as np
 import torch
 
 from .loading import LoadedModel, wrap_model
-from .readout import _Capture
+from .readout import capture_forward
 
 
 @torch.inference_mode()
 def norm_mistakes(model: LoadedModel, input_ids) -> dict:
     """Max |logits - model logits| at the last layer for: correct lens, norm applied twice, no norm."""
-    ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(1, -1)
-    ids = ids.to(model.model.get_input_embeddings().weight.device)
-    cap = _Capture(model.blocks)
-    try:
-        own = model.model(input_ids=ids, use_cache=False).logits.float()
-        h = cap.states[-1]
-    finally:
-        cap.remove()
+    out, states = capture_forward(model, input_ids)
+    own, h = out.logits.float(), states[-1]
 
     def err(z):
         return float((model.logit_fn(z.float()).to(own.device) - own).abs().max())
@@ -38,14 +32,7 @@ def norm_mistakes(model: LoadedModel, input_ids) -> dict:
 @torch.inference_mode()
 def hidden_states_layout(model: LoadedModel, input_ids) -> dict:
     """How this family's `output_hidden_states` lines up with the blocks (compare with the hooks)."""
-    ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(1, -1)
-    ids = ids.to(model.model.get_input_embeddings().weight.device)
-    cap = _Capture(model.blocks)
-    try:
-        out = model.model(input_ids=ids, output_hidden_states=True, use_cache=False)
-        hooks = list(cap.states)
-    finally:
-        cap.remove()
+    out, hooks = capture_forward(model, input_ids, output_hidden_states=True)
     hs = out.hidden_states
     last_is_normed = bool(torch.allclose(hs[-1], model.final_norm(hooks[-1]), atol=1e-5))
     first_is_embedding = bool(torch.allclose(hs[0], hooks[0], atol=1e-6))

@@ -292,17 +292,23 @@ def _raise_nonfinite(layer, token_index, offsets):
 
 
 @torch.inference_mode()
-def check_last_layer(model: LoadedModel, input_ids) -> float:
-    """Max |readout logits at layer L - the model's own logits| on `input_ids` (a sanity check for adapters)."""
+def capture_forward(model: LoadedModel, input_ids, **forward_kwargs):
+    """Run the full model (head included) on `input_ids` and return (its output, the hooked residual
+    streams of layers 0..L): what the checks and pitfall demonstrations compare against."""
     ids = torch.as_tensor(input_ids, dtype=torch.long)
     if ids.dim() == 1:
         ids = ids[None]
     ids = ids.to(model.model.get_input_embeddings().weight.device)
     capture = _Capture(model.blocks)
     try:
-        own = model.model(input_ids=ids, use_cache=False).logits.float()
-        last = capture.states[-1]
+        out = model.model(input_ids=ids, use_cache=False, **forward_kwargs)
+        return out, list(capture.states)
     finally:
         capture.remove()
-    ours = model.layer_logits(last)
-    return float((ours.to(own.device) - own).abs().max())
+
+
+def check_last_layer(model: LoadedModel, input_ids) -> float:
+    """Max |readout logits at layer L - the model's own logits| on `input_ids` (a sanity check for adapters)."""
+    out, states = capture_forward(model, input_ids)
+    own = out.logits.float()
+    return float((model.layer_logits(states[-1]).to(own.device) - own).abs().max())
