@@ -46,10 +46,15 @@ LOGIT_STATS = ("top1", "max_prob", "margin", "entropy", "kl_to_final", "ce", "ra
 
 
 
-def _print_flops(flops: dict, bound_ratio: float) -> None:
+def _print_table_head(flops: dict, bound_ratio: float, header: str) -> None:
+    """The FLOP accounting, then a table header."""
+    print()
     print(f"FLOPs: {flops['formula']}")
     print(f"  forward {flops['forward_flops'] / 1e9:.0f} GFLOP, lens {flops['lens_flops'] / 1e9:.0f} GFLOP, "
           f"bound {flops['bound_flops'] / 1e9:.0f} GFLOP; bound/forward = {bound_ratio:.2f}")
+    print()
+    print(header)
+    print("-" * len(header))
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -489,12 +494,8 @@ def paired_main(args, base_args, flops):
                 res = d
     if res is None:
         raise SystemExit("the paired worker failed")
-    print()
-    _print_flops(flops, bound_ratio)
-    print()
-    hdr = f"{'method':13s} {'median s':>9s} {'x forward (median of per-pair ratios)':>38s} {'x bound':>8s}  per-pair ratios"
-    print(hdr)
-    print("-" * len(hdr))
+    _print_table_head(flops, bound_ratio, f"{'method':13s} {'median s':>9s} {'x forward (median of per-pair ratios)':>38s} "
+                                          f"{'x bound':>8s}  per-pair ratios")
     summary = {"forward": {"seconds": float(np.median(res["times"]["forward"])), "seconds_all": res["times"]["forward"]}}
     print(f"{'forward':13s} {summary['forward']['seconds']:9.2f} {1.0:38.2f} {1 / bound_ratio:8.2f}")
     for label, rs in res["ratios"].items():
@@ -599,12 +600,8 @@ def main(argv=None):
                           "peak_delta": int(np.median([x["peak_delta"] for x in ok]))}
     fwd = summary.get("forward", {}).get("seconds")
     bound_ratio = flops["bound_flops"] / flops["forward_flops"]
-    print()
-    _print_flops(flops, bound_ratio)
-    print()
-    hdr = f"{'method':12s} {'median s':>9s} {'tok/s':>8s} {'x forward':>9s} {'x bound':>8s} {'peak +RSS':>10s}  runs (s)"
-    print(hdr)
-    print("-" * len(hdr))
+    _print_table_head(flops, bound_ratio, f"{'method':12s} {'median s':>9s} {'tok/s':>8s} {'x forward':>9s} "
+                                          f"{'x bound':>8s} {'peak +RSS':>10s}  runs (s)")
     for label in runs:
         s = summary[label]
         if "seconds" not in s:
