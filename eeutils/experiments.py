@@ -20,8 +20,9 @@ def model_spec(spec) -> tuple[str, str | None]:
     """'name', 'name@revision' or (name, revision) -> (name, revision)."""
     if isinstance(spec, (tuple, list)):
         return str(spec[0]), (None if len(spec) < 2 else spec[1])
-    name, _, rev = str(spec).partition("@")
-    return name, (rev or None)
+    from .bench import parse_model  # one parser for "name@revision" across the kit
+
+    return parse_model(str(spec))
 
 
 def label_of(spec) -> str:

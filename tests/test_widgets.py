@@ -23,7 +23,8 @@ def test_explore_state(model):
                          cache=cache)
     assert len(cache) == 1  # the readout is reused when only the layer or rule changes
     assert s2.agreement == 1.0 and s2.saved <= s.saved
-    assert (s2.top_tokens.top == s2.top_tokens.top).all()
+    assert (s2.top_tokens.top.str.count(" \\| ") == 4).all()  # k = 5 tokens per position
+    assert s2.top_tokens.top1_prob.between(0, 1).all()
     with pytest.raises(ValueError, match="prompt"):
         widgets.explore(model, "  ", layer=1)
     with pytest.raises(ValueError, match="layer"):
