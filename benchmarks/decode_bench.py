@@ -43,7 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import eeutils  # noqa: E402
-from eeutils import decode_eval  # noqa: E402
+from eeutils.decoding import evaluation as decode_eval  # noqa: E402
 
 DEFAULT_MODELS = ["zoo/dense-mid", "zoo/moe-mid", "zoo/ssm-mid"]
 DEFAULT_RULES = decode_eval.DEFAULT_RULES

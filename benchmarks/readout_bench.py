@@ -194,7 +194,7 @@ def run_floor(lm, ids, args):
     """Forward, then for every chunk the L unembedding matmuls of the lens into one reused buffer."""
     import torch
     sys.path.insert(0, str(ROOT))
-    from eeutils.readout import _Capture
+    from eeutils.lens.readout import _Capture
 
     cap = _Capture(lm.blocks)
     try:
@@ -224,7 +224,7 @@ def run_readout_v0(lm, ids, args):
     four row dot products, a bool compare, and eleven .cpu().numpy() copies."""
     import torch
     sys.path.insert(0, str(ROOT))
-    from eeutils.readout import _backbone, _Capture
+    from eeutils.lens.readout import _backbone, _Capture
 
     L, k = lm.n_layers, args.k
     T = ids.numel()

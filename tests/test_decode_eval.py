@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import eeutils
-from eeutils import decode_eval as de
+from eeutils.decoding import evaluation as de
 from eeutils.exits import ExitRule
 from eeutils.workloads import workload_from_pairs, workload_from_texts
 

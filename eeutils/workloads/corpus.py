@@ -27,7 +27,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eeutils.workloads import Doc
+from ..core.resources import data_path
+from .types import Doc
 
 SOURCES = ("prose", "technical", "task")
 SPLITS = ("train", "validation", "test")
@@ -36,8 +37,7 @@ TASK_SEED = 1234
 N_ADDITION = 4000
 N_RECALL = 4000
 MIN_DOCSTRING_CHARS = 40
-REPO_ROOT = Path(__file__).resolve().parent.parent
-MANIFEST_PATH = REPO_ROOT / "data" / "corpus" / "manifest.json"
+MANIFEST_PATH = data_path("corpus", "manifest.json")
 
 # pure-Python modules whose docstrings do not depend on the operating system
 STDLIB_MODULES = tuple(sorted([
@@ -146,7 +146,7 @@ def technical_docs(modules=STDLIB_MODULES) -> list[tuple[str, str]]:
     """(qualified name, "name\\n\\ndocstring") for modules, public classes, functions and methods
     defined in each module; sorted by name, duplicates of an earlier docstring dropped.
 
-    Read in a fresh interpreter without site-packages (``python -I -S``, see `eeutils._stdlib_docs`):
+    Read in a fresh interpreter without site-packages (``python -I -S``, see `eeutils.workloads._stdlib_docs`):
     installed packages patch stdlib objects (transformers adds a method to ``logging.Logger``,
     others wrap ``inspect`` functions), so reading them in this process would make the corpus
     depend on what happened to be imported first.

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .exits import ExitRule, simulate
-from .loading import LoadedModel, load_model
-from .readout import readout
+from ..analysis.exits import simulate
+from ..analysis.rules import WIDGET_RULES, ExitRule
+from ..arch.loading import LoadedModel, load_model
+from ..lens.readout import readout
+from .plotting import token_label
 
-RULES = {"max_prob": (0.0, 1.0, 0.05, 0.8), "margin": (0.0, 1.0, 0.05, 0.5), "entropy": (0.0, 8.0, 0.1, 1.0),
-         "hidden_saturation": (0.0, 1.0, 0.01, 0.95)}
+# rule kind -> (min, max, step, default) of the threshold slider: the exit-rule table's widget column
+RULES = WIDGET_RULES
 
 
 @dataclass
@@ -71,8 +73,6 @@ def draw_state(state: ExplorerState, n_layers: int, ax=None, title: str = ""):
     """Static figure: per-layer top-1 heatmap with each token's exit layer marked."""
     import matplotlib.pyplot as plt
     import seaborn as sns
-
-    from .plotting import token_label
 
     grid = state.per_layer.pivot(index="layer", columns="position", values="max_prob")
     labels = state.per_layer.pivot(index="layer", columns="position", values="top1").map(

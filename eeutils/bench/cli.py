@@ -13,6 +13,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+import pandas as pd
+
+from ..arch.loading import ModelLoadError
+from ..arch.names import zoo_table
+from ..workloads.registry import list_workloads
+from ..workloads.types import WorkloadUnavailable
+from .config import BenchmarkError, CellFailed
+from .runner import run_benchmark
+
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -64,16 +73,12 @@ def _error(msg: str, code: int = 2) -> int:
 
 
 def _print_frame(frame) -> None:
-    import pandas as pd
-
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
                            "display.max_colwidth", 80):
         print(frame.to_string(index=False))
 
 
 def _cmd_bench(args) -> int:
-    from eeutils.bench import run_benchmark
-
     kwargs = {}
     if args.similarities:
         kwargs["similarities"] = tuple(args.similarities)
@@ -100,8 +105,6 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_workloads(args) -> int:
-    from eeutils.workloads import list_workloads
-
     _print_frame(list_workloads())
     return 0
 
@@ -109,33 +112,15 @@ def _cmd_workloads(args) -> int:
 def _cmd_zoo(args, parser) -> int:
     if args.zoo_command != "list":
         return _error("usage: eeutils zoo list")
-    try:
-        from eeutils import zoo
-    except ImportError as err:
-        return _error(f"the embedded zoo is not available in this installation ({err})", 1)
-    table = zoo.zoo_table() if hasattr(zoo, "zoo_table") else None
-    if table is not None and len(table):
+    table = zoo_table()
+    if len(table):
         _print_frame(table)
     else:
-        names = zoo.list_zoo()
-        if not names:
-            print("no zoo models built yet (build them with: python -m eeutils.zoo build)")
-        for n in names:
-            print(n)
+        print("no zoo models built yet (build them with: python -m eeutils.zoo build)")
     return 0
 
 
-def _user_errors() -> tuple:
-    from eeutils.bench import BenchmarkError
-    from eeutils.workloads import WorkloadUnavailable
-
-    errs = [BenchmarkError, WorkloadUnavailable, ValueError, FileNotFoundError]
-    try:
-        from eeutils.loading import ModelLoadError
-        errs.append(ModelLoadError)
-    except ImportError:
-        pass
-    return tuple(errs)
+_USER_ERRORS = (BenchmarkError, WorkloadUnavailable, ValueError, FileNotFoundError, ModelLoadError)
 
 
 def main(argv=None) -> int:
@@ -163,11 +148,9 @@ def main(argv=None) -> int:
     except Exception as exc:  # noqa: BLE001
         if args.debug:
             raise
-        from eeutils.bench import CellFailed
-
         if isinstance(exc, CellFailed):
             return _error(str(exc), 1)
-        if isinstance(exc, _user_errors()):
+        if isinstance(exc, _USER_ERRORS):
             return _error(str(exc), 2)
         raise
     return _error(f"unknown command {args.command!r}")

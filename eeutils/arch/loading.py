@@ -9,8 +9,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import adapters
-from ._version import __version__
+from .. import _version
+from ..core.env import hf_cache_dir, hf_offline, offline_setting
+from . import table as adapters
+from .names import is_zoo_name, resolve as resolve_zoo
+from .params import count_params, hidden_size
 
 
 class ModelLoadError(RuntimeError):
@@ -107,7 +110,7 @@ class LoadedModel:
             "family": self.family, "n_layers": self.n_layers, "d_model": hidden_size(self.config),
             "vocab": self.vocab_size, "params_total": self.params_total, "params_active": self.params_active,
             "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device),
-            "adapter": "discovered" if self.resolved.discovered else "table", "kit_version": __version__,
+            "adapter": "discovered" if self.resolved.discovered else "table", "kit_version": _version.__version__,
         }
 
     # ---- readout at one layer ----------------------------------------------
@@ -134,28 +137,6 @@ class LoadedModel:
                 f"params={d['params_total']:,} (active {d['params_active']:,}), {d['dtype']} on {d['device']})")
 
 
-def hidden_size(config) -> int | None:
-    for attr in ("hidden_size", "n_embd", "d_model"):
-        v = getattr(config, attr, None)
-        if isinstance(v, int):
-            return v
-    return None
-
-
-def count_params(model: nn.Module) -> tuple[int, int]:
-    """(total, active) parameters; for MoE, routed experts count top_k / n_experts of their size."""
-    cfg = model.config
-    total = sum(p.numel() for p in model.parameters())
-    n_exp = next((getattr(cfg, a) for a in ("num_local_experts", "num_experts", "n_routed_experts")
-                  if isinstance(getattr(cfg, a, None), int) and getattr(cfg, a) > 0), None)
-    top_k = next((getattr(cfg, a) for a in ("num_experts_per_tok", "moe_topk", "top_k", "experts_per_token")
-                  if isinstance(getattr(cfg, a, None), int) and getattr(cfg, a) > 0), None)
-    if not n_exp or not top_k:
-        return total, total
-    routed = sum(p.numel() for n, p in model.named_parameters() if "experts" in n.split("."))
-    return total, int(total - routed + routed * top_k / n_exp)
-
-
 def wrap_model(model: nn.Module, tokenizer=None, name: str | None = None, revision: str | None = None,
                spec: adapters.ArchSpec | None = None) -> LoadedModel:
     """Describe an already-built causal LM (e.g. a random-init model from a config) for the readout."""
@@ -165,17 +146,16 @@ def wrap_model(model: nn.Module, tokenizer=None, name: str | None = None, revisi
                        resolved=adapters.resolve(model, spec))
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+def quiet() -> None:
+    """Silence transformers' warnings about optional CUDA kernels and similar chatter (errors still show)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
 
 
 def cached_revisions(name: str) -> list[str]:
     """Branches/tags of a hub model that are in the local cache (empty when none)."""
-    try:
-        from huggingface_hub import constants
-    except ImportError:  # pragma: no cover
-        return []
-    refs = Path(constants.HF_HUB_CACHE) / ("models--" + name.replace("/", "--")) / "refs"
+    refs = Path(hf_cache_dir()) / ("models--" + name.replace("/", "--")) / "refs"
     return sorted(p.name for p in refs.iterdir()) if refs.is_dir() else []
 
 
@@ -197,12 +177,12 @@ def _explain(name: str, revision: str | None, err: Exception) -> ModelLoadError:
         return ModelLoadError(
             f"{name!r} is not a causal language model that AutoModelForCausalLM can load. The kit reads out "
             f"decoder-only LMs (GPT-2, Llama, Mamba, ...).\n(original error: {msg})")
-    if _offline() or "offline" in low or "couldn't connect" in low or "connection" in low or "cannot find" in low \
+    if hf_offline() or "offline" in low or "couldn't connect" in low or "connection" in low or "cannot find" in low \
             or "not found in the local cache" in low or "does not appear to have a file" in low \
             or "is not a local folder" in low or "we couldn't" in low:
         return ModelLoadError(
             f"{name!r}{rev} is not available: it is not in the local Hugging Face cache and the hub cannot be "
-            f"reached (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}). Either download it once "
+            f"reached ({offline_setting()}). Either download it once "
             f"online (`hf download {name}{' --revision ' + revision if revision else ''}`), pass a local "
             f"folder, or use an embedded zoo model such as 'zoo/dense-mid' (see eeutils.list_zoo()).\n"
             f"(original error: {msg})")
@@ -229,9 +209,8 @@ def load_model(name_or_path: str, revision: str | None = None, *, dtype="float32
     torch_dtype = parse_dtype(dtype)
     name = str(name_or_path)
     source = name
-    if name.startswith("zoo/") or name.startswith("zoo:"):
-        from . import zoo
-        source = str(zoo.resolve(name[4:], revision))
+    if is_zoo_name(name):
+        source = str(resolve_zoo(name[4:], revision))
         revision_for_hf = None
         use_safetensors = True
     else:

@@ -25,10 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-# order of the columns of the float and int blocks that `ChunkReducer` returns
-FLOAT_STATS = ("max_prob", "margin", "entropy", "kl_to_final", "ce", "logit_cos", "hidden_cos",
-               "hidden_cos_prev", "topk_overlap")
-INT_STATS = ("top1", "rank_of_final")  # followed by the k top-k ids
+# order of the columns of the float and int blocks that `ChunkReducer` returns: the statistic registry's
+from .statistics import FLOAT_STATS, INT_STATS  # noqa: F401  (INT_STATS is followed by the k top-k ids)
 
 _PF, _ZF, _Z, _E = 0, 1, 2, 3  # rows of the ChunkReducer buffer
 _EXP_SAFE = 60.0  # exp(z) without a shift when every row max is within +-this: no overflow (V * e^60 << 3e38),

@@ -10,29 +10,14 @@ describe the prediction of token t + 1.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-# Statistic name -> one-line formula (p_l = softmax(z_l), z_l = readout logits at layer l, f = final layer).
-STATISTICS = {
-    "top1": "argmax_v z_l[v]",
-    "max_prob": "max_v p_l[v]",
-    "margin": "p_l[top1] - p_l[top2]  (CALM softmax response)",
-    "entropy": "-sum_v p_l[v] log p_l[v]  (nats)",
-    "kl_to_final": "KL(p_f || p_l) = sum_v p_f[v] (log p_f[v] - log p_l[v])  (nats)",
-    "ce": "-log p_l[next token]  (nats; NaN at a document's last position)",
-    "rank_of_final": "#{v : z_l[v] > z_l[argmax z_f]}  (0 = layer agrees with the final top-1)",
-    "logit_cos": "cos(z_l, z_f)",
-    "hidden_cos": "cos(h_l, h_L)  (residual stream, before the final norm)",
-    "hidden_cos_prev": "cos(h_l, h_{l-1})  (hidden-state saturation; 1 at layer 0 by convention)",
-    "topk_overlap": "|topk(z_l) ∩ topk(z_f)| / k",
-}
-INT_STATISTICS = ("top1", "rank_of_final")
+from ..core.io import atomic_write
+from .statistics import INT_STATISTICS, STATISTICS  # noqa: F401  (the registry: eeutils.lens.statistics)
 
 
 @dataclass
@@ -159,15 +144,12 @@ class Readout:
         arrays.update(topk=self.topk, doc=self.doc, position=self.position, token=self.token,
                       target=self.target, answer=self.answer,
                       meta=np.frombuffer(json.dumps(self.meta, default=str).encode(), dtype=np.uint8))
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-        os.close(fd)
-        try:
-            np.savez_compressed(tmp, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return path
+
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: numpy adds no ".npz" to the temporary name
+                np.savez_compressed(f, **arrays)
+        return atomic_write(path, write)
 
     @classmethod
     def load(cls, path) -> "Readout":

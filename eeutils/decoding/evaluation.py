@@ -37,9 +37,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .decoding import DecodingUnsupported, STRATEGIES, _as_loaded, generate_early_exit, generate_full
-from .exits import ExitRule, simulate
-from .loading import LoadedModel
+from ..analysis.exits import simulate
+from ..analysis.rules import ExitRule, parse_rules as _parse_rules
+from ..arch.loading import LoadedModel
+from ..arch.params import active_fraction, is_expert_param
+from ..lens.readout import readout
+from ..workloads.registry import get_workload
+from .baselines import generate_full
+from .decoder import generate_early_exit
+from .inputs import as_loaded as _as_loaded
+from .result import STRATEGIES, DecodingUnsupported
 
 __all__ = ["DEFAULT_RULES", "COLUMNS", "parse_rules", "encode_text", "workload_prompts", "cost_profile",
            "simulate_potential", "compare_decoding", "batched_skip_ratio"]
@@ -62,63 +69,16 @@ COLUMNS = [
     "head_cost_blocks", "kv_cost_blocks", "potential_speedup", "exit_speedup", "repair_speedup", "flop_speedup",
 ]
 
-# projections a block runs to write its K/V entries (input norm aside): q, k, v and fused variants
-_KV_NAMES = ("q_proj", "k_proj", "v_proj", "qkv_proj", "c_attn", "query_key_value", "q_a_proj", "q_b_proj",
-             "kv_a_proj_with_mqa", "kv_b_proj", "Wqkv", "in_proj_qkv")
-
-
 # ---------------------------------------------------------------------------------------------------
 # rules and prompts
 # ---------------------------------------------------------------------------------------------------
-def _one_rule(item, n_layers: int) -> ExitRule:
-    if isinstance(item, ExitRule):
-        rule = item
-    elif isinstance(item, str):
-        kind, sep, thr = item.strip().partition(":")
-        kind, thr = kind.strip(), thr.strip()
-        if not sep or not thr:
-            raise ValueError(f"rule {item!r}: write kind:threshold, e.g. 'max_prob:0.9' or 'static:50%'")
-        if kind == "static" and thr.endswith("%"):
-            try:
-                pct = float(thr[:-1])
-            except ValueError:
-                raise ValueError(f"rule {item!r}: the static depth must be a percentage like 50%") from None
-            rule = ExitRule("static", max(1, min(n_layers, round(n_layers * pct / 100))))
-        else:
-            try:
-                value = float(thr)
-            except ValueError:
-                raise ValueError(f"rule {item!r}: threshold {thr!r} is not a number") from None
-            rule = ExitRule(kind, value)
-    elif isinstance(item, (tuple, list)):
-        rule = ExitRule(*item)
-    elif isinstance(item, dict):
-        rule = ExitRule(**item)
-    else:
-        raise TypeError(f"cannot make an exit rule from {item!r}: pass an ExitRule, 'kind:threshold' or "
-                        "(kind, threshold)")
-    rule.validate_for(n_layers)
-    return rule
-
-
 def parse_rules(rules, n_layers: int) -> list[ExitRule]:
-    """Exit rules for a model of `n_layers` blocks.
+    """Exit rules for a model of `n_layers` blocks (`eeutils.analysis.rules.parse_rules`); None = DEFAULT_RULES.
 
     rules: a spec string "kind:threshold,..." (static:50% = half depth, rounded, at least 1), or an
-    iterable of ExitRule, "kind:threshold" strings, (kind, threshold) tuples or dicts; None = DEFAULT_RULES.
+    iterable of ExitRule, "kind:threshold" strings, (kind, threshold) tuples or dicts.
     """
-    if rules is None:
-        rules = DEFAULT_RULES
-    if isinstance(rules, (str, ExitRule)):
-        rules = [s for s in rules.split(",") if s.strip()] if isinstance(rules, str) else [rules]
-    out = [_one_rule(r, n_layers) for r in rules]
-    if not out:
-        raise ValueError("no exit rules given")
-    labels = [r.label for r in out]
-    dup = sorted({x for x in labels if labels.count(x) > 1})
-    if dup:
-        raise ValueError(f"duplicate exit rules {dup} (a static percentage may round to the same layer)")
-    return out
+    return _parse_rules(rules, n_layers, default=DEFAULT_RULES)
 
 
 def encode_text(lm: LoadedModel, text: str, special: bool = True) -> list[int]:
@@ -138,8 +98,6 @@ def workload_prompts(model, workload, n_prompts: int | None = 8, prompt_tokens: 
     plain documents (lm) give their first `prompt_tokens` tokens and no answer. The prompt also
     leaves room for `max_new_tokens` within the model's context.
     """
-    from .workloads import get_workload
-
     lm = _as_loaded(model)
     if isinstance(prompt_tokens, bool) or not isinstance(prompt_tokens, int) or prompt_tokens < 1:
         raise ValueError(f"prompt_tokens must be a positive int, got {prompt_tokens!r}")
@@ -167,19 +125,15 @@ def workload_prompts(model, workload, n_prompts: int | None = 8, prompt_tokens: 
 # ---------------------------------------------------------------------------------------------------
 # cost model
 # ---------------------------------------------------------------------------------------------------
-def _active_params(module: torch.nn.Module, config) -> tuple[float, float]:
+def _active_params(module: torch.nn.Module, config, kv_names) -> tuple[float, float]:
     """(active parameters, q/k/v projection parameters) of one block."""
-    n_exp = next((getattr(config, a) for a in ("num_local_experts", "num_experts", "n_routed_experts")
-                  if isinstance(getattr(config, a, None), int) and getattr(config, a) > 0), None)
-    top_k = next((getattr(config, a) for a in ("num_experts_per_tok", "moe_topk", "top_k", "experts_per_token")
-                  if isinstance(getattr(config, a, None), int) and getattr(config, a) > 0), None)
-    frac = top_k / n_exp if n_exp and top_k else 1.0
+    frac = active_fraction(config)
     active = kv = 0.0
     for name, p in module.named_parameters():
         parts = name.split(".")
-        n = p.numel() * (frac if "experts" in parts else 1.0)
+        n = p.numel() * (frac if is_expert_param(name) else 1.0)
         active += n
-        if any(k in parts for k in _KV_NAMES):
+        if any(k in parts for k in kv_names):
             kv += n
     return active, kv
 
@@ -192,7 +146,7 @@ def cost_profile(model) -> dict:
     scores, norms, softmax and per-call overheads are not counted.
     """
     lm = _as_loaded(model)
-    sizes = [_active_params(b, lm.config) for b in lm.blocks]
+    sizes = [_active_params(b, lm.config, lm.resolved.spec.kv_names) for b in lm.blocks]
     block = float(np.mean([s[0] for s in sizes])) if sizes else float("nan")
     kv_blocks = [s[1] for s in sizes if s[1] > 0]
     kv = float(np.mean(kv_blocks)) if kv_blocks else 0.0
@@ -215,8 +169,6 @@ def simulate_potential(model, prompts: Sequence[Sequence[int]], continuations: S
     ({rule label: (skip ratio, agreement of the exited top-1 with the final top-1)}, the saturation
     oracle's skip ratio on the same positions).
     """
-    from .readout import readout
-
     lm = _as_loaded(model)
     seqs, masks = [], []
     for ids, cont in zip(prompts, continuations):

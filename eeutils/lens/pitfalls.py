@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .loading import LoadedModel, wrap_model
+from ..arch.loading import LoadedModel, wrap_model
 from .readout import capture_forward
 
 

@@ -6,13 +6,14 @@ runner gathers them into the findings table (markdown + CSV).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from ..core.io import write_csv_atomic, write_json_atomic, write_text_atomic
+from .experiments import group_effect
 
 VERDICTS = ("agree", "disagree", "inconclusive")
 
@@ -64,14 +65,8 @@ def direction_word(effect: float, positive: str, negative: str, tie: str = "no d
 
 def write_finding(finding: Finding, out_dir, name: str | None = None) -> Path:
     """Write a record atomically to <out_dir>/findings/<name>.json."""
-    folder = Path(out_dir) / "findings"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name or finding.notebook}.json"
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(asdict(finding), f, indent=2, default=float)
-    os.replace(tmp, path)
-    return path
+    path = Path(out_dir) / "findings" / f"{name or finding.notebook}.json"
+    return write_json_atomic(asdict(finding), path, default=float)
 
 
 def gather_findings(out_dir) -> pd.DataFrame:
@@ -96,12 +91,12 @@ def write_findings_table(out_dir) -> tuple[Path, Path]:
     frame = gather_findings(out_dir)
     csv = out_dir / "findings.csv"
     md = out_dir / "findings.md"
-    frame.to_csv(csv, index=False)
+    write_csv_atomic(frame, csv)
     header = ("# Findings: the paper's claims against this run\n\n"
               "Effects are signed so that a positive value is the paper's direction; the interval is a "
               "bootstrap over documents (and, where stated, the spread between training seeds). Paper "
               "numbers are reported from a secondary source.\n\n")
-    md.write_text(header + (findings_markdown(frame) if len(frame) else "_no finding records were written_\n"))
+    write_text_atomic(header + (findings_markdown(frame) if len(frame) else "_no finding records were written_\n"), md)
     return md, csv
 
 
@@ -114,8 +109,6 @@ def check_claim(readouts: dict, group_a, group_b, *, notebook: str, claim: str, 
     suitable); its interval is the union of a document bootstrap and the seed spread
     (`experiments.group_effect`). Returns (Finding, the effect dict).
     """
-    from .experiments import group_effect
-
     eff = group_effect(readouts, list(group_a), list(group_b), n_boot=n_boot, seed=seed, similarity=similarity,
                        **eas_kwargs)
     seeds = " (interval includes seed spread)" if max(len(group_a), len(group_b)) > 1 else ""

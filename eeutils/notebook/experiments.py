@@ -3,26 +3,29 @@ frames, and group comparisons with intervals that include the spread between tra
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from .loading import load_model
-from .readout import readout
-from .result import Readout
+from ..analysis.bootstrap import bootstrap_eas, eas_replicates, layer_curve
+from ..analysis.eas import eas
+from ..arch.loading import load_model
+from ..arch.names import card_meta
+from ..core.spec import parse_model_spec
+from ..lens.cache import readout_key
+from ..lens.readout import readout
+from ..lens.result import Readout
+from ..workloads.registry import get_workload
+from ..workloads.types import Workload
 
 
 def model_spec(spec) -> tuple[str, str | None]:
-    """'name', 'name@revision' or (name, revision) -> (name, revision)."""
-    if isinstance(spec, (tuple, list)):
-        return str(spec[0]), (None if len(spec) < 2 else spec[1])
-    from .bench import parse_model  # one parser for "name@revision" across the kit
-
-    return parse_model(str(spec))
+    """'name', 'name@revision' or (name, revision) -> (name, revision) (`eeutils.core.spec.parse_model_spec`)."""
+    return parse_model_spec(spec)
 
 
 def label_of(spec) -> str:
@@ -32,44 +35,23 @@ def label_of(spec) -> str:
 
 
 def _slug(*parts) -> str:
-    text = "__".join(str(p) for p in parts)
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", text)[:80]
-    return f"{safe}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
-
-
-def _weights_stamp(name: str, revision: str | None) -> str:
-    """Size and mtime of a local or zoo model's weights, so a rebuilt model invalidates cached readouts."""
-    try:
-        if name.startswith("zoo/"):
-            from . import zoo
-            folder = Path(zoo.resolve(name[4:], revision))
-        else:
-            folder = Path(name).expanduser()
-        files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
-        return ",".join(f"{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
-    except Exception:  # hub ids and unknown names: the revision identifies them
-        return ""
-
-
-def _docs_digest(workload) -> str:
-    h = hashlib.sha1()
-    for d in workload.docs:
-        h.update(d.text.encode())
-        h.update(b"\0" + (d.answer or "").encode() + b"\1")
-    return h.hexdigest()[:12]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "__".join(str(p) for p in parts))[:60]
 
 
 def cached_readout(spec, workload="zoo-prose", *, n_docs: int | None = 32, max_tokens: int | None = None,
                    k: int = 5, cache_dir=None, dtype="float32", device=None, device_map=None,
                    progress: bool = False, batch_size: int = 8) -> Readout:
-    """Readout of one model on a named workload (or a Workload), saved under cache_dir/readouts for reuse."""
-    from .workloads import Workload, get_workload
+    """Readout of one model on a named workload (or a Workload), saved under cache_dir/readouts for reuse.
 
+    The file name carries `eeutils.lens.cache.readout_key` (weights digest, documents and settings), so a
+    changed model or setting never reuses a stale readout."""
     name, rev = model_spec(spec)
     wl = workload if isinstance(workload, Workload) else get_workload(workload, n_docs=n_docs)
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / "readouts" / f"{_slug(name, rev, wl.name, _docs_digest(wl), max_tokens, k, dtype, _weights_stamp(name, rev))}.npz"
+        key = readout_key(name, rev, wl, max_tokens=max_tokens, k=k, dtype=dtype, batch_size=batch_size, device=device,
+                          device_map=device_map)
+        path = Path(cache_dir) / "readouts" / f"{_slug(name, rev, wl.name)}-{key[:16]}.npz"
         if path.exists():
             return Readout.load(path)
     model = load_model(name, revision=rev, dtype=dtype, device=device, device_map=device_map)
@@ -79,6 +61,7 @@ def cached_readout(spec, workload="zoo-prose", *, n_docs: int | None = 32, max_t
         r = readout(model, wl, k=k, max_length=limit, progress=progress, batch_size=batch_size)
     r.meta["label"] = label_of(spec)
     r.meta["revision"] = rev
+    r.meta.update(card_meta(name))  # seed, recipe, arch from the model card (empty for hub models)
     if path is not None:
         r.save(path)
     return r
@@ -86,8 +69,6 @@ def cached_readout(spec, workload="zoo-prose", *, n_docs: int | None = 32, max_t
 
 def read_models(specs, workload="zoo-prose", **kwargs) -> dict[str, Readout]:
     """{label: Readout} for several models on the same workload (same documents, so pairs are comparable)."""
-    from tqdm.auto import tqdm
-
     out = {}
     for spec in tqdm(list(specs), desc="models", leave=False, disable=not kwargs.pop("bar", True)):
         out[label_of(spec)] = cached_readout(spec, workload, **kwargs)
@@ -96,8 +77,6 @@ def read_models(specs, workload="zoo-prose", **kwargs) -> dict[str, Readout]:
 
 def curves(readouts: dict[str, Readout], similarity: str = "logit_cos", n_boot: int = 0, seed: int = 0) -> pd.DataFrame:
     """Per-layer mean similarity for every model, tidy, with the model's label."""
-    from .metrics import layer_curve
-
     frames = []
     for label, r in readouts.items():
         f = layer_curve(r, similarity=similarity, n_boot=n_boot, seed=seed)
@@ -120,8 +99,6 @@ def stat_curves(readouts: dict[str, Readout], columns=("kl_to_final", "entropy",
 def eas_table(readouts: dict[str, Readout], similarities=("logit_cos", "top1", "kl"), alpha: float = 0.5,
               n_boot: int = 100, seed: int = 0, **eas_kwargs) -> pd.DataFrame:
     """EAS with bootstrap interval for every model x similarity."""
-    from .metrics import bootstrap_eas
-
     rows = []
     for label, r in readouts.items():
         for sim in similarities:
@@ -144,8 +121,6 @@ def group_effect(readouts: dict[str, Readout], group_a, group_b, *, value: str =
     bootstrap interval and the range of pairwise differences, so a verdict needs both to agree.
     value: "normalised" (EAS / its ceiling; comparable across depths) or "eas".
     """
-    from .metrics import eas
-
     def score(r):
         e = eas(r, **eas_kwargs)
         return e.normalised if value == "normalised" else e.value
@@ -164,11 +139,10 @@ def group_effect(readouts: dict[str, Readout], group_a, group_b, *, value: str =
     effect = mean_a - mean_b
     rng = np.random.default_rng(seed)
     n = n_docs.pop()
-    boots = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        s = {m: score(readouts[m].select_docs(docs[m][idx])) for m in members}
-        boots.append(np.mean([s[m] for m in group_a]) - np.mean([s[m] for m in group_b]))
+    # one document draw per replicate, shared by every model (they read the same documents)
+    draws = np.array([rng.integers(0, n, n) for _ in range(n_boot)]).reshape(n_boot, n)
+    reps = {m: eas_replicates(readouts[m], draws, value=value, **eas_kwargs) for m in members}
+    boots = list(np.mean([reps[m] for m in group_a], axis=0) - np.mean([reps[m] for m in group_b], axis=0))
     q = (1 - ci) / 2
     b_lo, b_hi = (np.quantile(boots, [q, 1 - q]) if boots else (np.nan, np.nan))
     pairwise = [point[a] - point[b] for a in group_a for b in group_b]

@@ -17,13 +17,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._version import __version__
-from .loading import LoadedModel, load_model
+from .. import _version
+from ..arch.loading import LoadedModel, load_model
+from ..arch.table import apply_logit_ops
+from ..workloads.types import Doc, Workload
+from .kernel import ChunkReducer, NonFiniteLogits, _cos
 from .result import Readout
-from .stats import FLOAT_STATS, ChunkReducer, NonFiniteLogits, _cos
-from .workloads import Doc, Workload
+from .statistics import FLOAT_STATS, INT_STATS, SPECS
 
-_STAT_DTYPES = {"top1": np.int32, "rank_of_final": np.int32}
 _HPREV = FLOAT_STATS.index("hidden_cos_prev")
 
 
@@ -49,17 +50,7 @@ def _lens_into(model: LoadedModel):
                 out.add_(head.bias)
         else:
             out.copy_(head(x))
-        for kind, v in ops:
-            if kind == "mul":
-                out.mul_(v)
-            elif kind == "div":
-                out.div_(v)
-            elif kind == "softcap":
-                out.div_(v).tanh_().mul_(v)
-            else:
-                out.copy_(model.layer_logits(h))  # an op this fast path does not know
-                break
-        return out
+        return apply_logit_ops(out, ops, inplace=True)
     return apply
 
 
@@ -172,7 +163,7 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
     Workload. k: size of the top-k sets (>= 2). max_length: tokens per document (default: the model's
     context); longer documents are truncated with a warning, or rejected with on_overflow="error".
     Memory: the residual streams of one batch ((L + 1) x batch tokens x d_model in the model's dtype)
-    plus one [chunk_tokens x 4 x vocab] fp32 workspace (see `stats.ChunkReducer`).
+    plus one [chunk_tokens x 4 x vocab] fp32 workspace (see `eeutils.lens.kernel.ChunkReducer`).
     """
     if not isinstance(model, LoadedModel):
         model = load_model(model, revision=revision)
@@ -191,9 +182,7 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
     lengths = np.array([len(x) for x in ids_list])
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     n_tok = int(offsets[-1])
-    out = {name: np.empty((n_tok, L + 1), dtype=_STAT_DTYPES.get(name, np.float32))
-           for name in ("top1", "max_prob", "margin", "entropy", "kl_to_final", "ce", "rank_of_final",
-                        "logit_cos", "hidden_cos", "hidden_cos_prev", "topk_overlap")}
+    out = {s.name: np.empty((n_tok, L + 1), dtype=s.dtype) for s in SPECS}
     topk_out = np.empty((n_tok, L + 1, k), dtype=np.int32)
     targets = np.full(n_tok, -1, dtype=np.int64)
     for i, ids in enumerate(ids_list):
@@ -230,7 +219,7 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
                 if reducer is None or reducer.buf.shape[0] < n:
                     reducer = ChunkReducer(min(chunk_tokens, len(rows)), model.vocab_size, k, model.device)
                 fl = torch.empty((n, L + 1, len(FLOAT_STATS)), dtype=torch.float32, device=model.device)
-                it = torch.empty((n, L + 1, 2 + k), dtype=torch.int32, device=model.device)
+                it = torch.empty((n, L + 1, len(INT_STATS) + k), dtype=torch.int32, device=model.device)
                 h_last = states[L][sl].to(model.device)
                 t_chunk = tgt[sl].to(model.device)
                 lens(h_last, reducer.slot(n, final=True))
@@ -258,9 +247,9 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
                 fl_np, it_np = fl.cpu().numpy(), it.cpu().numpy()
                 for i, name in enumerate(FLOAT_STATS):
                     out[name][dst] = fl_np[:, :, i]
-                out["top1"][dst] = it_np[:, :, 0]
-                out["rank_of_final"][dst] = it_np[:, :, 1]
-                topk_out[dst] = it_np[:, :, 2:]
+                for i, name in enumerate(INT_STATS):
+                    out[name][dst] = it_np[:, :, i]
+                topk_out[dst] = it_np[:, :, len(INT_STATS):]
                 bar.update(n)
             del states
     finally:
@@ -273,7 +262,7 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
     meta = model.describe()
     meta.update(workload=wl_name or workload or "", k=k, n_docs=len(ids_list), n_tokens=n_tok,
                 n_truncated=n_trunc, max_length=limit, chunk_tokens=chunk_tokens, batch_size=batch_size,
-                seconds=round(elapsed, 3), kit_version=__version__)
+                seconds=round(elapsed, 3), kit_version=_version.__version__)
     return Readout(stats=out, topk=topk_out, doc=doc, position=position,
                    token=np.concatenate([np.asarray(x, dtype=np.int64) for x in ids_list]),
                    target=targets, answer=np.concatenate(answer_list), meta=meta)
