@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..lens.result import Readout
 from .depth import saturated_matrix
+from .similarity import _check_readout
 from .rules import (DEFAULT_THRESHOLDS, EXIT_KINDS, ExitRule, as_rule, default_rules, rule_fires,  # noqa: F401
                     top1_streak, update_streak)
 
@@ -25,15 +26,6 @@ __all__ = [
 # ---------------------------------------------------------------------------
 # simulation
 # ---------------------------------------------------------------------------
-def _check_readout(readout: Readout) -> None:
-    if not isinstance(readout, Readout):
-        raise TypeError(f"expected an eeutils.lens.result.Readout, got {type(readout).__name__}")
-    if readout.n_tokens == 0:
-        raise ValueError("the readout has 0 tokens: nothing to simulate (check the workload and any token selection)")
-    if readout.n_layers < 1:
-        raise ValueError("the readout has no block layers (only layer 0)")
-
-
 def _rule_inputs(readout: Readout, rule: ExitRule, cache: dict | None = None) -> dict:
     """Per-statistic arrays for `rule`: [n, L+1] matrices, or [n] vectors that apply at every layer."""
     cache = {} if cache is None else cache
@@ -62,7 +54,7 @@ def simulate(readout: Readout, rule: ExitRule, _cache: dict | None = None) -> np
     earlier tokens had been produced by the full model (the readout's hidden states come from a
     full forward; a real decoder's later tokens would see early-exited states).
     """
-    _check_readout(readout)
+    _check_readout(readout, "simulate")
     if not isinstance(rule, ExitRule):
         raise TypeError(f"expected an ExitRule, got {type(rule).__name__}")
     L = readout.n_layers
@@ -93,7 +85,7 @@ def evaluate(readout: Readout, exit_layers) -> dict:
     (accuracy_kind says which); rel_acc_loss = (full - accuracy) / full (NaN when full is 0 or
     undefined; negative = the exit improves accuracy).
     """
-    _check_readout(readout)
+    _check_readout(readout, "simulate")
     L = readout.n_layers
     e = np.asarray(exit_layers)
     if e.shape != (readout.n_tokens,):
@@ -147,7 +139,7 @@ def tradeoff(readout: Readout, rules=None) -> pd.DataFrame:
     rules: iterable of ExitRule (or (kind, threshold) tuples, or dicts of ExitRule fields);
     None = `default_rules(L)`.
     """
-    _check_readout(readout)
+    _check_readout(readout, "simulate")
     rules = default_rules(readout.n_layers) if rules is None else [as_rule(r) for r in rules]
     cache: dict = {}
     rows = []

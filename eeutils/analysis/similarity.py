@@ -18,15 +18,16 @@ SIMILARITY_KINDS = {
 DEFAULT_SIMILARITY = "logit_cos"
 
 
-def _check_readout(readout: Readout) -> None:
+def _check_readout(readout: Readout, action: str = "measure") -> None:
+    """The checks every analysis of a readout needs (a Readout, some tokens, at least one block)."""
     if not isinstance(readout, Readout):
         raise TypeError(f"expected an eeutils.lens.result.Readout, got {type(readout).__name__}")
     if readout.n_tokens == 0:
-        raise ValueError("the readout has 0 tokens: nothing to measure (check the workload and any token selection)")
+        raise ValueError(f"the readout has 0 tokens: nothing to {action} (check the workload and any token selection)")
     if "top1" not in readout.stats:
         raise ValueError("the readout has no 'top1' statistic, which defines its layers")
     if readout.n_layers < 1:
-        raise ValueError("the readout has no block layers (only layer 0): EAS needs L >= 1")
+        raise ValueError(f"the readout has no block layers (only layer 0): nothing to {action} (L must be >= 1)")
 
 
 def _stat(readout: Readout, name: str, for_what: str) -> np.ndarray:
