@@ -1,4 +1,4 @@
-"""eeutils.decode_eval: realised vs simulated early-exit decoding in one tidy frame (tiny random-init models)."""
+"""eeutils.decoding.evaluation: realised vs simulated early-exit decoding in one tidy frame (tiny random-init models)."""
 import numpy as np
 import pandas as pd
 import pytest

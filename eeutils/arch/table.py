@@ -9,7 +9,7 @@ multi-token chunk from its cached state, the K/V projection names and an
 embedding multiplier. Anything unlisted goes through `discover`, which
 finds the longest repeated-block ModuleList, the output embeddings and the
 norm just before them; the last-layer check in the tests (and
-`eeutils.readout.check_last_layer`) verifies the result.
+`eeutils.check_last_layer`) verifies the result.
 
 To add a family::
 

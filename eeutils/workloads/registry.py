@@ -7,7 +7,7 @@ A workload is a list of `Doc`s plus a name and a kind:
 
 Where workloads come from
 -------------------------
-- Offline built-ins, read from the held-out TEST split of the zoo's own corpus (`eeutils.corpus`):
+- Offline built-ins, read from the held-out TEST split of the zoo's own corpus (`eeutils.workloads.corpus`):
   ``zoo-prose`` (KJV chapters, lm), ``zoo-technical`` (stdlib docstrings, lm) and ``zoo-task``
   (synthetic addition / key-value recall, qa). The zoo models never saw these documents in training.
 - Online built-ins through the `datasets` package (``pip install 'eeutils[data]'``), fetched once
