@@ -418,7 +418,7 @@ def summarize(result: dict) -> None:
         targets["list_x_1M_readout_min"] = tot["readout"]["seconds"] / 60
         targets["list_complete"] = tot["readout"]["complete"] and not result["skipped"]
         verdict = ("met" if targets["list_x_1M_readout_min"] <= 30 else "NOT met") if targets["list_complete"] \
-            else f"not judged: {tot['readout']['models']} of {len(PAPER_MODELS)} models measured"
+            else f"not judged: {tot['readout']['models']} of {len(result['models']) + len(result['skipped'])} models measured"
         print(f"target: whole list x 1M tokens <= 30 min -> {targets['list_x_1M_readout_min']:.1f} min ({verdict})")
     if lens_fracs:
         worst = min(lens_fracs)
