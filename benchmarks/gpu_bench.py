@@ -134,6 +134,12 @@ def _peak(device) -> int | None:
     return None
 
 
+def _free(device):
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _in_use(device) -> int | None:
     return int(torch.cuda.memory_allocated(device)) if device.type == "cuda" else _peak(device)
 
@@ -189,7 +195,7 @@ def bench_model(name: str, args, device, dtype, peak_tflops) -> dict:
     facts = shape_facts(make_config(name, args.tiny))
     rec.update(params_total=sum(p.numel() for p in model.parameters()), matmul_params_total=total,
                matmul_params_active=active, n_layers=lm.n_layers, d_model=facts["d_model"], vocab=facts["vocab"],
-               weights_bytes=_in_use(device), attn_implementation=model.config._attn_implementation,
+               after_build_bytes=_in_use(device), attn_implementation=model.config._attn_implementation,
                experts_implementation=getattr(model.config, "_experts_implementation", None))
     n_docs = args.tokens // args.doc_len
     g = torch.Generator().manual_seed(args.seed + 1)
@@ -199,7 +205,7 @@ def bench_model(name: str, args, device, dtype, peak_tflops) -> dict:
     rec["flops"] = flops
     print(f"  built in {rec['build_s']:.1f} s: {_fmt_n(rec['params_total'])} params "
           f"({_fmt_n(active)} active in block matmuls), {lm.n_layers} layers, d={facts['d_model']}, "
-          f"V={facts['vocab']}, {'weights' if device.type == 'cuda' else 'RSS'} {_fmt_b(rec['weights_bytes'])}; {flops['tokens']} tokens "
+          f"V={facts['vocab']}, {'weights' if device.type == 'cuda' else 'RSS'} {_fmt_b(rec['after_build_bytes'])}; {flops['tokens']} tokens "
           f"({n_docs} x {args.doc_len}), bound/forward FLOPs {flops['bound'] / flops['forward']:.2f}", flush=True)
 
     buf = [None]
@@ -239,15 +245,14 @@ def bench_model(name: str, args, device, dtype, peak_tflops) -> dict:
                 t, p = _timed(fns[m], device)
             except Exception as e:  # noqa: BLE001 - e.g. out of memory: recorded, the next method runs
                 errors[m] = f"{type(e).__name__}: {e}"
-                gc.collect()
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
                 continue
             times[m].append(t)
             peaks[m] = max(peaks.get(m) or 0, p or 0) or None
             print(f"  {m:8s} {t:8.2f} s  {flops['tokens'] / t:10.0f} tok/s  peak {_fmt_b(p)}", flush=True)
     seconds = {m: statistics.median(v) for m, v in times.items() if v}
+    base = rec["after_build_bytes"] or 0
     rec.update(seconds=seconds, seconds_all=times, peak_bytes=peaks, errors=errors,
+               peak_over_build_bytes={m: p - base for m, p in peaks.items() if p is not None},
                tokens_per_s={m: flops["tokens"] / t for m, t in seconds.items()},
                per_1M_s={m: per_million(t, flops["tokens"]) for m, t in seconds.items()},
                rates=rates(flops, seconds, peak_tflops))
@@ -258,9 +263,7 @@ def bench_model(name: str, args, device, dtype, peak_tflops) -> dict:
     for m, e in errors.items():
         print(f"  {m:8s} ERROR {e.splitlines()[0][:300]}", flush=True)
     del lm, model, batches, buf
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    _free(device)
     return rec
 
 
@@ -374,9 +377,7 @@ def main(argv=None) -> dict:
         except Exception as e:  # noqa: BLE001 - one model's failure (e.g. OOM at build) must not lose the others
             rec = {"model": name, "errors": {"build": f"{type(e).__name__}: {e}"}}
             print(f"  ERROR {rec['errors']['build'].splitlines()[0][:300]}", flush=True)
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+        _free(device)  # outside the except block, whose traceback would keep the failed model's tensors alive
         result["models"].append(rec)
         result["totals_per_1M"] = totals(result["models"])
         if args.json:
