@@ -45,7 +45,7 @@ def test_cell_on_colab_runs_the_exact_commands(monkeypatch):
     assert ns["ON_COLAB"] is True
     assert [c for c, _ in calls] == [
         ["git", "clone", "--depth", "1", "--branch", "main", URL, "/content/eeutils"],
-        [sys.executable, "-m", "pip", "install", "-q", "-e", "/content/eeutils[notebooks]"],
+        [sys.executable, "-m", "pip", "install", "-q", "-e", "/content/eeutils"],  # Colab's own Jupyter stack stays
     ]
     assert all(kw == {"check": True} for _, kw in calls)  # a failed step stops the notebook here, not later
     assert moved == ["/content/eeutils/notebooks"] and path[0] == "/content/eeutils"
@@ -55,7 +55,7 @@ def test_cell_on_colab_rerun_skips_the_clone(monkeypatch):
     src = colab.install_cell_source("10_your_model.ipynb", URL)
     calls, _, _, _ = run_cell(src, monkeypatch, on_colab=True, clone_exists=True)
     assert [c for c, _ in calls] == [[sys.executable, "-m", "pip", "install", "-q", "-e",
-                                      "/content/eeutils[notebooks,data]"]]
+                                      "/content/eeutils[data]"]]
 
 
 def test_cell_elsewhere_does_nothing(monkeypatch):

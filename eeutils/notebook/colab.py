@@ -1,8 +1,12 @@
 """Colab support, generated from one place: the repository URL in pyproject.toml.
 
-Every notebook starts with an install cell that, on Google Colab only, clones the repository,
-installs the kit with the notebooks extra and moves into ``notebooks/`` (so the series' relative
-paths work as in a local checkout); anywhere else it does nothing. The README carries one
+Every notebook starts with an install cell that, on Google Colab only, clones the repository (the
+embedded zoo comes with it), installs the kit and moves into ``notebooks/`` (so the series' relative
+paths work as in a local checkout); anywhere else it does nothing. On Colab the kit is installed
+without the ``notebooks`` extra: Colab ships its own Jupyter stack (ipykernel, ipywidgets 7, its own
+front end), and upgrading it under a running kernel (ipywidgets>=8, jupyterlab>=4, ipykernel>=6) is
+what breaks Colab notebooks; the notebooks need only the core dependencies plus the core widgets
+Colab already has. Extras a notebook does need are listed in ``EXTRAS``. The README carries one
 "Open in Colab" badge per notebook. Both are written by this module, never by hand:
 
     python -m eeutils.notebook.colab          # insert/update the cell in every notebook, refresh README badges
@@ -24,8 +28,8 @@ CELL_ID = "colab-setup"
 CELL_TAG = "colab-setup"
 BRANCH = "main"
 CLONE_DIR = "/content/eeutils"
-DEFAULT_EXTRAS = ("notebooks",)
-EXTRAS = {"10": ("notebooks", "data")}  # notebook 10 invites hub models and `datasets` workloads
+DEFAULT_EXTRAS: tuple[str, ...] = ()
+EXTRAS = {"10": ("data",)}  # notebook 10 invites hub models and `datasets` workloads
 BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGES_START, BADGES_END = "<!-- colab-badges:start -->", "<!-- colab-badges:end -->"
 
@@ -56,7 +60,8 @@ def github_slug(url: str) -> str:
 def install_cell_source(notebook: str | Path, url: str | None = None) -> str:
     """The first cell of `notebook` (a file name like ``01_logit_lens.ipynb``)."""
     url = url or repository_url()
-    extras = ",".join(EXTRAS.get(Path(notebook).name[:2], DEFAULT_EXTRAS))
+    extras = EXTRAS.get(Path(notebook).name[:2], DEFAULT_EXTRAS)
+    target = "REPO_DIR" + (f' + "[{",".join(extras)}]"' if extras else "")
     return f'''# Google Colab set-up: installs the kit on Colab, does nothing anywhere else.
 # (written by `python -m eeutils.notebook.colab`: edit the generator, not this cell)
 import os, subprocess, sys
@@ -69,7 +74,7 @@ if ON_COLAB:
     REPO_DIR = "{CLONE_DIR}"
     if not os.path.isdir(REPO_DIR):  # the code, the notebooks and the embedded zoo of models
         subprocess.run(["git", "clone", "--depth", "1", "--branch", "{BRANCH}", "{url}", REPO_DIR], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", REPO_DIR + "[{extras}]"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", {target}], check=True)
     sys.path.insert(0, REPO_DIR)  # an editable install is only seen by new interpreters
     os.chdir(REPO_DIR + "/notebooks")  # relative paths (OUT_DIR = "../results") as in a local checkout'''
 
