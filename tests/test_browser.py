@@ -160,9 +160,15 @@ def browser():
 
 
 def wait_for(fn, timeout: float, what: str, poll: float = 0.5):
+    """Poll `fn` until it returns something truthy; an element replaced under our feet counts as not yet."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = fn()
+        try:
+            value = fn()
+        except StaleElementReferenceException:
+            value = None
         if value:
             return value
         time.sleep(poll)
@@ -198,7 +204,6 @@ def drive_notebook1(browser, url: str, shots: Path):
             return s
         return None
 
-
     s = wait_for(finished, RUN_TIMEOUT, "Run All to finish", poll=1.0)
     assert not s["errors"], f"cells errored: {s['errors']}"
     assert s["n_done"] == s["n_code"]
@@ -209,11 +214,15 @@ def drive_notebook1(browser, url: str, shots: Path):
                                  and e.find_elements(By.CSS_SELECTOR, "table")], 60, "the explorer widget")[0]
     layer = next(e for e in explorer.find_elements(By.CSS_SELECTOR, ".widget-hslider")
                  if e.find_element(By.CSS_SELECTOR, ".widget-label").text == "layer")
-    table = lambda: explorer.find_element(By.CSS_SELECTOR, "table").text  # noqa: E731
-    inputs = lambda: "".join(td.text for td in explorer.find_elements(  # noqa: E731
-        By.CSS_SELECTOR, "table tbody tr td:nth-of-type(2)")).replace(" ", "")  # the "input" column, joined
+    # read in one script each: the output areas replace their children while the kernel redraws them
+    js = lambda code: browser.execute_script(code, explorer)  # noqa: E731
+    table = lambda: js("const t = arguments[0].querySelector('table'); return t ? t.innerText : '';")  # noqa: E731
+    inputs = lambda: js(  # noqa: E731  the "input" column, joined, without spaces
+        "return Array.from(arguments[0].querySelectorAll('table tbody tr td:nth-of-type(2)'))"
+        ".map(td => td.innerText).join('').replace(/\\s/g, '');")
+    figure = lambda: js(  # noqa: E731
+        "return Array.from(arguments[0].querySelectorAll('img')).map(i => i.src.slice(-64)).join('');")
     layer_shown = lambda: layer.find_element(By.CSS_SELECTOR, ".widget-readout").text  # noqa: E731
-    figure = lambda: "".join(i.get_attribute("src")[-64:] for i in explorer.find_elements(By.CSS_SELECTOR, "img"))  # noqa: E731
 
     def follows(old_table: str, old_figure: str, what: str) -> str:
         """Wait until both the table and the heatmap below it are redrawn; return the new table text."""
