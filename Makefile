@@ -29,7 +29,7 @@ notebooks: setup  ## executed notebooks, HTML, figures, findings table -> $(OUT)
 	$(BIN)/python -m eeutils.series --out $(OUT)
 
 lab: setup  ## JupyterLab on the notebook series (Ctrl-C to stop)
-	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 book: setup  ## static site of the executed series -> $(OUT)/book (runs the series first if $(OUT) has no run)
 	@test -f $(OUT)/run.json || $(MAKE) notebooks
@@ -39,7 +39,7 @@ test: setup  ## the whole test suite, offline
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not notebooks"
+	$(BIN)/python -m pytest -q -m "not notebooks and not browser"
 
 zoo: setup  ## retrain the embedded zoo from scratch (resumable per model)
 	$(BIN)/python -m eeutils.zoo build
