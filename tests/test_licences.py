@@ -1,5 +1,4 @@
 """Licence, citation and install metadata agree with each other and with every zoo model card."""
-import json
 import re
 import shutil
 import subprocess
