@@ -4,9 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= results
 TORCH_PIN ?= torch==2.13.0
+# Optional wheel index for torch alone, e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu (CPU-only build,
+# for machines without a GPU) or .../whl/cu126 (a given CUDA build). Empty: pip's configured index (see README).
+TORCH_INDEX ?=
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: all setup test test-fast notebooks zoo bench bench-readout clean
+.PHONY: all setup test test-fast notebooks lab book zoo bench bench-readout clean
 
 all: setup notebooks  ## set up, then run the whole notebook series on the embedded zoo
 
@@ -15,7 +18,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q "$(TORCH_PIN)"
+	$(BIN)/pip install -q "$(TORCH_PIN)" $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)")
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (eeutils)" >/dev/null
 	touch $@
@@ -25,11 +28,18 @@ setup: $(VENV)/.installed  ## venv with the CPU torch wheel, eeutils and its ext
 notebooks: setup  ## executed notebooks, HTML, figures, findings table -> $(OUT)/
 	$(BIN)/python -m eeutils.series --out $(OUT)
 
+lab: setup  ## JupyterLab on the notebook series (Ctrl-C to stop)
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+
+book: setup  ## static site of the executed series -> $(OUT)/book (runs the series first if $(OUT) has no run)
+	@test -f $(OUT)/run.json || $(MAKE) notebooks
+	$(BIN)/python -m eeutils.notebook.book --results $(OUT)
+
 test: setup  ## the whole test suite, offline
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not notebooks"
+	$(BIN)/python -m pytest -q -m "not notebooks and not browser"
 
 zoo: setup  ## retrain the embedded zoo from scratch (resumable per model)
 	$(BIN)/python -m eeutils.zoo build

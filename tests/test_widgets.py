@@ -48,6 +48,21 @@ def test_explorer_widget_drives_outputs(model):
     assert "prompt" in ex.status.value
 
 
+def test_explorer_inputs_update_on_commit_only(model):
+    """Typing or dragging must not run the model per keystroke: inputs sync on Enter / release."""
+    pytest.importorskip("ipywidgets")
+    ex = widgets.Explorer([model], prompt="In the beginning")
+    for ctl in (ex.prompt, ex.layer, ex.threshold):
+        assert ctl.continuous_update is False, ctl.description
+    def walk(wd):
+        yield wd
+        for child in getattr(wd, "children", ()):
+            yield from walk(child)
+
+    modules = {type(wd).__module__ for wd in walk(ex.widget)}
+    assert all(m.startswith("ipywidgets.") for m in modules), modules  # core widgets only: Colab renders them
+
+
 def test_static_fallback(model):
     state, ax = widgets.show_explorer([model], "In the beginning", interactive=False)
     assert ax.get_ylabel().startswith("layer") and np.all(state.exit_layers >= 1)

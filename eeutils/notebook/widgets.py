@@ -106,13 +106,17 @@ class Explorer:
         self.models = {m.name if isinstance(m, LoadedModel) else m: m for m in models}
         self.cache: dict = {}
         first = self._model(next(iter(self.models)))
-        self.prompt = w.Text(value=prompt, description="prompt", layout=w.Layout(width="60%"))
+        # continuous_update=False: the text is sent on Enter or when the box loses focus, a slider on release,
+        # so typing or dragging runs the model once per choice, not once per keystroke or pixel
+        self.prompt = w.Text(value=prompt, description="prompt", continuous_update=False,
+                             placeholder="type a prompt, then Enter", layout=w.Layout(width="60%"))
         self.model_box = w.Dropdown(options=list(self.models), description="model")
         self.layer = w.IntSlider(value=first.n_layers // 2 if layer is None else layer, min=0,
-                                 max=first.n_layers, description="layer")
+                                 max=first.n_layers, description="layer", continuous_update=False)
         self.rule = w.Dropdown(options=list(RULES), value="max_prob", description="rule")
         lo, hi, step, default = RULES["max_prob"]
-        self.threshold = w.FloatSlider(value=default, min=lo, max=hi, step=step, description="threshold")
+        self.threshold = w.FloatSlider(value=default, min=lo, max=hi, step=step, description="threshold",
+                                       continuous_update=False)
         self.table = w.Output()
         self.figure = w.Output()
         self.status = w.HTML()
