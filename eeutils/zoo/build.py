@@ -12,30 +12,10 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from eeutils.zoo import REPO_ROOT, TOKENIZER_DIRNAME, zoo_root
-from eeutils.zoo.recipes import CONTEXT, PAD_ID, VOCAB_SIZE, Recipe
+from eeutils.zoo.recipes import CONTEXT, PAD_ID, VOCAB_SIZE, Recipe  # noqa: F401
 
-MAIN_STEPS = 448  # x batch 8 x context 128 = 458,752 tokens
-CHECKPOINTS = (0, 8, 32, 128, 256)  # dense-mid revisions step-<n>; step-448 is the main folder
-
-# The zoo, in build order (most important first). Differences between rows are architecture,
-# size and seed only, except gpt2-mid (1/4 of the tokens: the "previous generation" analogue:
-# fewer tokens per parameter, LayerNorm, GELU, learned positions) and dense-mid-tuned.
-ZOO: list[Recipe] = [
-    Recipe("dense-mid", "llama", 128, 6, MAIN_STEPS, seed=0, checkpoints=CHECKPOINTS),
-    Recipe("moe-mid", "moe", 128, 6, MAIN_STEPS, seed=0, extra={"experts": 4, "top_k": 2}),
-    Recipe("ssm-mid", "mamba2", 128, 6, MAIN_STEPS, seed=0),
-    Recipe("hybrid-mid", "bamba", 128, 6, MAIN_STEPS, seed=0),
-    Recipe("gpt2-mid", "gpt2", 128, 6, MAIN_STEPS // 4, seed=0, warmup=16,
-           note="previous-generation analogue: GPT-2 block (LayerNorm, GELU, learned positions), 1/4 of the tokens"),
-    Recipe("dense-small", "llama", 96, 4, MAIN_STEPS, seed=0),
-    Recipe("dense-large", "llama", 192, 8, MAIN_STEPS, seed=0),
-    Recipe("dense-mid-tuned", "llama", 128, 6, 64, seed=0, batch=16, lr=1e-3, warmup=8, finetune_of="dense-mid",
-           note="dense-mid fine-tuned on '### Question/### Answer' items (task + verse completion), loss on answers only"),
-    Recipe("dense-mid-s1", "llama", 128, 6, MAIN_STEPS, seed=1),
-    Recipe("moe-mid-s1", "moe", 128, 6, MAIN_STEPS, seed=1, extra={"experts": 4, "top_k": 2}),
-    Recipe("ssm-mid-s1", "mamba2", 128, 6, MAIN_STEPS, seed=1),
-]
-RECIPES = {r.name: r for r in ZOO}
+# The plan (one row per model, with the reasons) lives in eeutils/zoo/recipes.py.
+from eeutils.zoo.recipes import MAIN_STEPS, MID_CHECKPOINTS, RECIPES, ZOO  # noqa: E402,F401
 
 
 def build_dir() -> Path:
