@@ -44,7 +44,8 @@ def code_version() -> dict:
 class Data:
     """Corpus, tokenizer and token streams shared by every model of one build."""
 
-    def __init__(self, force_tokenizer: bool = False):
+    def __init__(self, force_tokenizer: bool = False, write_manifest: bool = True):
+        """``write_manifest=False`` (build workers): reuse the tokenizer and read the manifest the parent wrote."""
         import torch
 
         from eeutils import corpus as C
@@ -53,6 +54,8 @@ class Data:
 
         self.corpus = C.build_corpus()
         self.tok_dir = zoo_root() / TOKENIZER_DIRNAME
+        if not write_manifest and (force_tokenizer or not (self.tok_dir / "tokenizer.json").is_file()):
+            raise RuntimeError("a build worker found no tokenizer: the parent prepares the data first")
         if force_tokenizer or not (self.tok_dir / "tokenizer.json").is_file():
             texts = [t for s in C.SOURCES for t in self.corpus.texts(s, "train")]
             if self.tok_dir.exists():
@@ -70,6 +73,11 @@ class Data:
         self.train_wins = TR.windows(streams["train"])
         self.val_wins = TR.val_subset(TR.windows(streams["validation"]), TR.N_VAL_WINDOWS_FINAL)
         self.unigram = TR.unigram_loss(streams["train"], self.val_wins, self.vocab_size)
+        if not write_manifest:
+            self.manifest = json.loads(C.MANIFEST_PATH.read_text())
+            if self.manifest.get("tokenizer", {}).get("tokenizer_json_sha256") != T.tokenizer_sha256(self.tok_dir):
+                raise RuntimeError(f"{C.MANIFEST_PATH} does not describe the tokenizer in {self.tok_dir}")
+            return
         self.manifest = C.write_manifest(self.corpus, extra={
             "tokenizer": {"vocab_size": self.vocab_size, "tokenizer_json_sha256": T.tokenizer_sha256(self.tok_dir),
                           "special_tokens": T.SPECIAL_TOKENS},
@@ -84,6 +92,9 @@ class Data:
                           f"non-overlapping {CONTEXT}-token windows visited in torch.randperm(seed=epoch)",
         })
         del torch
+
+    def __getstate__(self):  # never shipped to worker processes: each worker builds its own
+        raise TypeError("Data is rebuilt in each build worker, not pickled")
 
 
 # ------------------------------------------------------------------ instruction tuning
@@ -222,6 +233,8 @@ def build_one(recipe: Recipe, data: Data, force: bool = False, progress: bool = 
         "weights_dtype": "float16", "final_revision": f"step-{recipe.steps}" if not recipe.finetune_of else None,
         "checkpoints": sorted(ckpts, key=lambda c: c["step"]),
         "finetune_of": recipe.finetune_of, "note": recipe.note,
+        "generation": recipe.generation, "tokens_rule": recipe.tokens_rule,
+        "layerskip": _layerskip_card(recipe),
         "corpus": {"text_sha256": data.manifest["text_sha256"], "token_stream_sha256": data.manifest["token_stream_sha256"],
                    "tokenizer_json_sha256": data.manifest["tokenizer"]["tokenizer_json_sha256"],
                    "python_version": data.manifest["python_version"]},
@@ -237,6 +250,20 @@ def build_one(recipe: Recipe, data: Data, force: bool = False, progress: bool = 
     print(f"[zoo] {recipe.name}: done in {res.seconds / 60:.1f} min, val_loss={val:.3f} "
           f"(unigram {data.unigram:.3f})", flush=True)
     return card
+
+
+def _layerskip_card(recipe: Recipe) -> dict | None:
+    """The LayerSkip hyper-parameters with their formulas and sources (for the model card)."""
+    if not recipe.layerskip:
+        return None
+    from eeutils.zoo.layerskip import LayerSkipConfig
+
+    return {**LayerSkipConfig(**recipe.layerskip).to_dict(),
+            "source": "Elhoushi et al. 2024, LayerSkip, arXiv 2404.16710 (formulas); values chosen for this "
+                      "6-block model, reasons in docs/ZOO.md and eeutils/zoo/layerskip.py",
+            "dropout": "p(l,t) = p_max * S(t) * D(l), D(l) = 2^(l/(L-1)) - 1, S(t) = 2^(t/T) - 1, per sequence",
+            "exit_loss": "sum_l C(t,l) e(l) CE_l / sum_l C(t,l) e(l); e(l) = e_scale (l+1)(l+2)/2, "
+                         "e(L-1) = L + e_scale (L-1)L/2; shared final norm and head"}
 
 
 def card_markdown(c: dict) -> str:
@@ -263,6 +290,13 @@ def card_markdown(c: dict) -> str:
         rows.append(("instruction val loss before / after", f"{c['instruction_val_loss_before']:.3f} / {c['instruction_val_loss']:.3f}"))
     if c.get("note"):
         rows.append(("note", c["note"]))
+    rows.append(("generation / token rule", f"{c.get('generation', 'current')} / {c.get('tokens_rule', '')}"))
+    if c.get("layerskip"):
+        ls = c["layerskip"]
+        rows.append(("LayerSkip", ", ".join(f"{k}={ls[k]}" for k in ("p_max", "depth_scale", "time_scale", "e_scale",
+                                                                      "curriculum", "rotation"))))
+        rows += [("LayerSkip dropout", ls["dropout"]), ("LayerSkip exit loss", ls["exit_loss"]),
+                 ("LayerSkip source", ls["source"])]
     lines += [f"| {k} | {v} |" for k, v in rows]
     if c.get("checkpoints"):
         lines += ["", "## Revisions (training checkpoints)", "", "| revision | tokens seen | val loss |", "|---|---|---|"]
@@ -271,26 +305,45 @@ def card_markdown(c: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(only: list[str] | None = None, force: bool = False, threads: int = 1, progress: bool = True) -> list[dict]:
+def build(only: list[str] | None = None, force: bool = False, threads: int = 1, progress: bool = True,
+          workers: int = 1, recipes: list[Recipe] | None = None, data_factory=None, write_docs: bool = True) -> list[dict]:
+    """Build the zoo (or ``only`` some recipes). ``workers`` > 1 trains models in that many processes with
+    ``threads`` torch threads each; the weights do not depend on the worker count. ``recipes`` and
+    ``data_factory`` replace the plan and the corpus data (tests, calibration)."""
     import torch
 
-    torch.set_num_threads(threads)
-    names = only or [r.name for r in ZOO]
-    unknown = [n for n in names if n not in RECIPES]
-    if unknown:
-        raise SystemExit(f"unknown zoo recipe(s) {unknown}; known: {', '.join(RECIPES)}")
-    t0 = time.time()
-    data = Data()
-    print(f"[zoo] data ready in {time.time() - t0:.0f}s: vocab {data.vocab_size}, train tokens {len(data.streams['train']):,}, "
-          f"unigram val loss {data.unigram:.3f}", flush=True)
-    cards = []
-    for r in ZOO:
-        if r.name in names:
-            c = build_one(r, data, force=force, progress=progress)
-            if c:
-                cards.append(c)
-    from eeutils.zoo import write_zoo_markdown
+    from eeutils.zoo import parallel
 
-    write_zoo_markdown()
+    torch.set_num_threads(threads)
+    plan = list(recipes or ZOO)
+    known = {r.name for r in plan}
+    names = only or [r.name for r in plan]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown zoo recipe(s) {unknown}; known: {', '.join(sorted(known))}")
+    t0 = time.time()
+    data = data_factory() if data_factory else Data()  # the parent prepares tokenizer and manifest once
+    if hasattr(data, "streams"):
+        print(f"[zoo] data ready in {time.time() - t0:.0f}s: vocab {data.vocab_size}, train tokens "
+              f"{len(data.streams['train']):,}, unigram val loss {data.unigram:.3f}", flush=True)
+    todo = []
+    for r in plan:
+        if r.name not in names:
+            continue
+        if (zoo_root() / r.name / "card.json").is_file() and not force:
+            print(f"[zoo] {r.name}: already built, skipping", flush=True)
+            continue
+        todo.append(r)
+    print(f"[zoo] building {len(todo)} model(s) with {workers} worker(s) x {threads} thread(s)", flush=True)
+    if workers <= 1:
+        cards = [c for r in todo if (c := build_one(r, data, force=force, progress=progress))]
+    else:
+        del data
+        cards = parallel.run(todo, workers, data_factory=data_factory or parallel.zoo_data, force=force,
+                             threads=threads, progress=progress)
+    if write_docs:
+        from eeutils.zoo import write_zoo_markdown
+
+        write_zoo_markdown()
     print(f"[zoo] all done in {(time.time() - t0) / 60:.1f} min", flush=True)
     return cards
