@@ -61,6 +61,8 @@ class Data:
             if self.tok_dir.exists():
                 shutil.rmtree(self.tok_dir)
             T.save_tokenizer(T.train_tokenizer(texts), self.tok_dir)
+        if write_manifest:
+            T.compact_json(self.tok_dir)  # same tokenizer, a third of the bytes in every folder (docs/ZOO.md)
         self.tokenizer = T.load_tokenizer(self.tok_dir)
         self.vocab_size = len(self.tokenizer)
         streams, self.per_source = {}, {}
