@@ -41,8 +41,16 @@ def test_one_and_two_workers_give_identical_weights(tmp_path, monkeypatch):
         assert (one / f).read_bytes() == (two / f).read_bytes(), f
     assert {c["name"]: c["val_loss"] for c in cards1} == {c["name"]: c["val_loss"] for c in cards2}
     assert next(c for c in cards2 if c["name"] == "m-layerskip")["layerskip"]["p_max"] > 0
-    # a finished model is skipped by the next build (resume at model granularity)
+    # a finished model is skipped by the next build (resume at model granularity) ...
     assert build(recipes=_micro_plan(), workers=2, data_factory=factory, progress=False, write_docs=False) == []
+    # ... unless its recipe changed since: then only that model is rebuilt
+    from eeutils.zoo.build import build_status
+
+    plan = _micro_plan()
+    plan[2] = replace(plan[2], steps=7)
+    assert [build_status(r) for r in plan] == ["current", "current", "stale"]
+    cards = build(recipes=plan, workers=1, data_factory=factory, progress=False, write_docs=False)
+    assert [c["name"] for c in cards] == ["m-gpt2"] and cards[0]["steps"] == 7
 
 
 def test_schedule_simulation_by_hand():

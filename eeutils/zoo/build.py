@@ -23,6 +23,25 @@ def build_dir() -> Path:
     return Path(os.environ.get("EEUTILS_ZOO_BUILD_DIR", Path.home() / ".cache" / "eeutils" / "zoo_build"))
 
 
+def recipe_record(recipe: Recipe) -> dict:
+    """The recipe as the card stores it (JSON types)."""
+    return json.loads(json.dumps(asdict(recipe)))
+
+
+def recipe_digest(recipe: Recipe) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(recipe_record(recipe), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def build_status(recipe: Recipe) -> str:
+    """"missing", "current" (built from this recipe) or "stale" (a card from another recipe: rebuild it)."""
+    card = zoo_root() / recipe.name / "card.json"
+    if not card.is_file():
+        return "missing"
+    return "current" if json.loads(card.read_text()).get("recipe") == recipe_record(recipe) else "stale"
+
+
 def code_version() -> dict:
     v = {"eeutils": None, "git_commit": None}
     try:
@@ -182,7 +201,7 @@ def build_one(recipe: Recipe, data: Data, force: bool = False, progress: bool = 
     if (folder / "card.json").is_file() and not force:
         print(f"[zoo] {recipe.name}: already built, skipping", flush=True)
         return None
-    state_dir = build_dir() / recipe.name
+    state_dir = build_dir() / f"{recipe.name}-{recipe_digest(recipe)}"  # a changed recipe never resumes an old state
     if force:
         shutil.rmtree(state_dir, ignore_errors=True)
     if folder.exists():
@@ -240,7 +259,7 @@ def build_one(recipe: Recipe, data: Data, force: bool = False, progress: bool = 
         "corpus": {"text_sha256": data.manifest["text_sha256"], "token_stream_sha256": data.manifest["token_stream_sha256"],
                    "tokenizer_json_sha256": data.manifest["tokenizer"]["tokenizer_json_sha256"],
                    "python_version": data.manifest["python_version"]},
-        "recipe": {k: v for k, v in asdict(recipe).items()},
+        "recipe": recipe_record(recipe),
         "code_version": code_version(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": __import__("transformers").__version__},
@@ -328,20 +347,25 @@ def build(only: list[str] | None = None, force: bool = False, threads: int = 1, 
     if hasattr(data, "streams"):
         print(f"[zoo] data ready in {time.time() - t0:.0f}s: vocab {data.vocab_size}, train tokens "
               f"{len(data.streams['train']):,}, unigram val loss {data.unigram:.3f}", flush=True)
-    todo = []
+    todo, redo = [], set()
     for r in plan:
         if r.name not in names:
             continue
-        if (zoo_root() / r.name / "card.json").is_file() and not force:
+        status = build_status(r)
+        if status == "current" and not force:
             print(f"[zoo] {r.name}: already built, skipping", flush=True)
             continue
+        if status == "stale" or force:
+            print(f"[zoo] {r.name}: " + ("rebuilding (--force)" if force else "built from another recipe; rebuilding"),
+                  flush=True)
+            redo.add(r.name)
         todo.append(r)
     print(f"[zoo] building {len(todo)} model(s) with {workers} worker(s) x {threads} thread(s)", flush=True)
     if workers <= 1:
-        cards = [c for r in todo if (c := build_one(r, data, force=force, progress=progress))]
+        cards = [c for r in todo if (c := build_one(r, data, force=r.name in redo, progress=progress))]
     else:
         del data
-        cards = parallel.run(todo, workers, data_factory=data_factory or parallel.zoo_data, force=force,
+        cards = parallel.run(todo, workers, data_factory=data_factory or parallel.zoo_data, force=redo,
                              threads=threads, progress=progress)
     if write_docs:
         from eeutils.zoo import write_zoo_markdown

@@ -90,9 +90,10 @@ def simulate(recipes: list, minutes: dict, workers: int) -> tuple[float, dict]:
     return max(free), slots
 
 
-def run(recipes: list, workers: int, data_factory=zoo_data, force: bool = False, threads: int = 1,
+def run(recipes: list, workers: int, data_factory=zoo_data, force: bool | set = False, threads: int = 1,
         progress: bool = True) -> list[dict]:
-    """Build ``recipes`` (in this order, dependencies respected) with ``workers`` processes."""
+    """Build ``recipes`` (in this order, dependencies respected) with ``workers`` processes. ``force``: rebuild
+    all (True) or the named models (a set) even where a finished folder exists."""
     from tqdm.auto import tqdm
 
     names = {r.name for r in recipes}
@@ -104,7 +105,8 @@ def run(recipes: list, workers: int, data_factory=zoo_data, force: bool = False,
         running = {}
         while pending or running:
             for r in ready(pending, done, names)[: max(0, workers - len(running))]:
-                running[pool.submit(_build, r, force)] = r
+                redo = force if isinstance(force, bool) else r.name in force
+                running[pool.submit(_build, r, redo)] = r
                 pending.remove(r)
             if not running:
                 raise RuntimeError(f"cannot schedule {[r.name for r in pending]}: unmet dependencies")
