@@ -163,3 +163,18 @@ def test_deterministic_per_seed():
     assert not all(torch.equal(a[k], c[k]) for k in a)
     plain = _train(_micro_recipe())
     assert not all(torch.equal(a[k], plain[k]) for k in a)  # the recipe changes training
+
+
+def test_layerskip_run_resumes_exactly(tmp_path, monkeypatch):
+    """Dropout draws are keyed by (seed, step): an interrupted LayerSkip run resumes to the same weights."""
+    from eeutils.zoo import train as TR
+
+    r = replace(_micro_recipe(p_max=0.5, time_scale="constant"), steps=6, warmup=2)  # steps 0-2: same lr at T=4, 6
+    g = torch.Generator().manual_seed(0)
+    wins, val = torch.randint(3, 64, (16, 12), generator=g), torch.randint(3, 64, (2, 12), generator=g)
+    full = TR.train(r, wins, val, 64, progress=False).model.state_dict()
+    monkeypatch.setattr(TR, "STATE_EVERY", 3)
+    TR.train(replace(r, steps=4), wins, val, 64, state_dir=tmp_path, progress=False)  # "interrupted" at step 3
+    resumed = TR.train(r, wins, val, 64, state_dir=tmp_path, progress=False).model.state_dict()
+    for k in full:
+        assert torch.allclose(full[k], resumed[k], atol=1e-6), k

@@ -208,9 +208,9 @@ def train(recipe: Recipe, train_wins: torch.Tensor, val_wins: torch.Tensor, voca
         opt.load_state_dict(st["opt"])
         start, history, elapsed = st["step"], st["history"], st["elapsed"]
     torch.manual_seed(recipe.seed + 1000 + start)
-    objective = make_objective(model, recipe)
     t0 = time.time() - elapsed
     bar = tqdm(range(start, recipe.steps), desc=recipe.name, disable=not progress, mininterval=10)
+    objective = make_objective(model, recipe)  # plain loss or LayerSkip (its randomness is keyed by seed and step)
     for step in bar:
         if checkpoint_cb and step in recipe.checkpoints:
             checkpoint_cb(step, model)
@@ -234,9 +234,9 @@ def train(recipe: Recipe, train_wins: torch.Tensor, val_wins: torch.Tensor, voca
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1,
                         "history": history, "elapsed": time.time() - t0}, tmp)
             os.replace(tmp, state_file)
-    objective.close()
     if checkpoint_cb and recipe.steps in recipe.checkpoints:
         checkpoint_cb(recipe.steps, model)
+    objective.close()
     seconds = time.time() - t0
     return TrainResult(model, history, seconds, recipe.steps * recipe.batch * train_wins.shape[1])
 
