@@ -91,3 +91,26 @@ def test_planned_size_fits_the_budget():
     assert by["dense-mid"]["folders"] == 10 and by["dense-large"]["folders"] == 2 and by["moe-mid"]["folders"] == 1
     # with one second per step, a model's minutes are its steps / 60
     assert by["dense-mid"]["minutes"] == pytest.approx(448 / 60)
+
+
+def _built_plan2():
+    from eeutils.zoo import list_zoo, load_card
+
+    cards = {n: load_card(n) for n in list_zoo()}
+    return cards if cards and all("tokens_rule" in c for c in cards.values()) else None
+
+
+@pytest.mark.skipif(_built_plan2() is None, reason="the shipped zoo predates the rebuild-2 plan")
+def test_built_zoo_matches_the_plan_and_larger_models_reach_lower_loss():
+    from eeutils.zoo.build import recipe_record
+
+    cards = _built_plan2()
+    assert set(RECIPES) <= set(cards)
+    for name, r in RECIPES.items():
+        assert cards[name]["recipe"] == recipe_record(r), name
+        assert cards[name]["family"] in ("dense", "moe", "ssm", "hybrid")
+    for suffix in ("", "-s1"):  # issue 11: the scale sweep is also a sweep in quality
+        losses = [cards[f"dense-{s}{suffix}"]["val_loss"] for s in ("small", "mid", "large")]
+        assert losses[0] > losses[1] > losses[2], (suffix, losses)
+    revs = [c["revision"] for c in cards["dense-large"]["checkpoints"]]
+    assert revs == [f"step-{MAIN_STEPS}"]
