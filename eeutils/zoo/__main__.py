@@ -13,6 +13,8 @@ def main(argv=None) -> None:
     b.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     b.add_argument("--workers", type=int, default=1,
                    help="models trained at once, each in its own process (default 1; 2 uses both cores here)")
+    b.add_argument("--retrain-tokenizer", action="store_true",
+                   help="retrain the tokenizer on the current corpus first (models built with another one are rebuilt)")
     b.add_argument("--no-progress", action="store_true")
     pl = sub.add_parser("plan", help="time and size estimate of the build from a short calibration run")
     pl.add_argument("--steps", type=int, default=10, help="timed steps per distinct shape (default 10)")
@@ -24,7 +26,8 @@ def main(argv=None) -> None:
     if a.cmd == "build":
         from eeutils.zoo.build import build
 
-        build(only=a.only, force=a.force, threads=a.threads, workers=a.workers, progress=not a.no_progress)
+        build(only=a.only, force=a.force, threads=a.threads, workers=a.workers, progress=not a.no_progress,
+              retrain_tokenizer=a.retrain_tokenizer)
     elif a.cmd == "plan":
         from eeutils.zoo.plan import main as plan_main
 

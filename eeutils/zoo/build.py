@@ -34,12 +34,18 @@ def recipe_digest(recipe: Recipe) -> str:
     return hashlib.sha256(json.dumps(recipe_record(recipe), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def build_status(recipe: Recipe) -> str:
-    """"missing", "current" (built from this recipe) or "stale" (a card from another recipe: rebuild it)."""
+def build_status(recipe: Recipe, tokenizer_sha256: str | None = None) -> str:
+    """"missing", "current" (built from this recipe and tokenizer) or "stale" (a card from another recipe or
+    another tokenizer: rebuild it)."""
     card = zoo_root() / recipe.name / "card.json"
     if not card.is_file():
         return "missing"
-    return "current" if json.loads(card.read_text()).get("recipe") == recipe_record(recipe) else "stale"
+    c = json.loads(card.read_text())
+    if c.get("recipe") != recipe_record(recipe):
+        return "stale"
+    if tokenizer_sha256 and c.get("corpus", {}).get("tokenizer_json_sha256") != tokenizer_sha256:
+        return "stale"
+    return "current"
 
 
 def code_version() -> dict:
@@ -327,10 +333,12 @@ def card_markdown(c: dict) -> str:
 
 
 def build(only: list[str] | None = None, force: bool = False, threads: int = 1, progress: bool = True,
-          workers: int = 1, recipes: list[Recipe] | None = None, data_factory=None, write_docs: bool = True) -> list[dict]:
+          workers: int = 1, recipes: list[Recipe] | None = None, data_factory=None, write_docs: bool = True,
+          retrain_tokenizer: bool = False) -> list[dict]:
     """Build the zoo (or ``only`` some recipes). ``workers`` > 1 trains models in that many processes with
-    ``threads`` torch threads each; the weights do not depend on the worker count. ``recipes`` and
-    ``data_factory`` replace the plan and the corpus data (tests, calibration)."""
+    ``threads`` torch threads each; the weights do not depend on the worker count. ``retrain_tokenizer``
+    retrains the tokenizer on the current corpus first (deterministic; every model built with another
+    tokenizer is then stale). ``recipes`` and ``data_factory`` replace the plan and the corpus data (tests)."""
     import torch
 
     from eeutils.zoo import parallel
@@ -343,7 +351,8 @@ def build(only: list[str] | None = None, force: bool = False, threads: int = 1, 
     if unknown:
         raise SystemExit(f"unknown zoo recipe(s) {unknown}; known: {', '.join(sorted(known))}")
     t0 = time.time()
-    data = data_factory() if data_factory else Data()  # the parent prepares tokenizer and manifest once
+    data = data_factory() if data_factory else Data(force_tokenizer=retrain_tokenizer)  # tokenizer + manifest, once
+    tok_sha = data.manifest.get("tokenizer", {}).get("tokenizer_json_sha256")
     if hasattr(data, "streams"):
         print(f"[zoo] data ready in {time.time() - t0:.0f}s: vocab {data.vocab_size}, train tokens "
               f"{len(data.streams['train']):,}, unigram val loss {data.unigram:.3f}", flush=True)
@@ -351,12 +360,13 @@ def build(only: list[str] | None = None, force: bool = False, threads: int = 1, 
     for r in plan:
         if r.name not in names:
             continue
-        status = build_status(r)
+        status = build_status(r, tok_sha)
         if status == "current" and not force:
             print(f"[zoo] {r.name}: already built, skipping", flush=True)
             continue
         if status == "stale" or force:
-            print(f"[zoo] {r.name}: " + ("rebuilding (--force)" if force else "built from another recipe; rebuilding"),
+            print(f"[zoo] {r.name}: " + ("rebuilding (--force)" if force else "built from another recipe or tokenizer; "
+                                                                                "rebuilding"),
                   flush=True)
             redo.add(r.name)
         todo.append(r)
