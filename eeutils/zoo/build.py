@@ -207,7 +207,8 @@ def build_one(recipe: Recipe, data: Data, force: bool = False, progress: bool = 
     if (folder / "card.json").is_file() and not force:
         print(f"[zoo] {recipe.name}: already built, skipping", flush=True)
         return None
-    state_dir = build_dir() / f"{recipe.name}-{recipe_digest(recipe)}"  # a changed recipe never resumes an old state
+    tok = str(data.manifest.get("tokenizer", {}).get("tokenizer_json_sha256", ""))[:8]
+    state_dir = build_dir() / f"{recipe.name}-{recipe_digest(recipe)}-{tok}"  # never resume another recipe's state
     if force:
         shutil.rmtree(state_dir, ignore_errors=True)
     if folder.exists():
