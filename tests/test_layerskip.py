@@ -156,7 +156,7 @@ def test_no_dropout_no_exit_losses_equals_the_plain_step():
 
 
 def test_deterministic_per_seed():
-    cfg = dict(p_max=0.5, time_scale="constant", curriculum="rotational", rotation=2)
+    cfg = {"p_max": 0.5, "time_scale": "constant", "curriculum": "rotational", "rotation": 2}
     a, b = _train(_micro_recipe(**cfg)), _train(_micro_recipe(**cfg))
     assert all(torch.equal(a[k], b[k]) for k in a)
     c = _train(replace(_micro_recipe(**cfg), seed=1))

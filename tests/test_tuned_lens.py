@@ -26,7 +26,7 @@ def dense_mid():
     return eeutils.load_model("zoo/dense-mid")
 
 
-FAST = dict(n_windows=128, steps=40, batch=8, lr=3e-3)
+FAST = {"n_windows": 128, "steps": 40, "batch": 8, "lr": 3e-3}
 
 
 def test_identity_translators_are_the_logit_lens(dense_mid):
@@ -43,7 +43,12 @@ def test_identity_translators_are_the_logit_lens(dense_mid):
 
 
 def test_trained_translators_lower_heldout_kl_at_every_layer(dense_mid, tmp_path, monkeypatch):
-    from eeutils.lens.tuned import TunedLensSettings, corpus_windows, heldout_kl, tuned_lens
+    from eeutils.lens.tuned import (
+        TunedLensSettings,
+        corpus_windows,
+        heldout_kl,
+        tuned_lens,
+    )
 
     monkeypatch.setenv("EEUTILS_CACHE", str(tmp_path))
     settings = TunedLensSettings(**FAST)

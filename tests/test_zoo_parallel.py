@@ -4,13 +4,11 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import partial
 
-import pytest
-
 
 def _micro_plan():
     from eeutils.zoo.recipes import RECIPES
 
-    small = dict(d=32, layers=2, steps=6, batch=4, warmup=2)
+    small = {"d": 32, "layers": 2, "steps": 6, "batch": 4, "warmup": 2}
     return [replace(RECIPES["dense-mid"], name="m-llama", checkpoints=(0, 3), **small),
             replace(RECIPES["dense-mid-layerskip"], name="m-layerskip", **{**small, "layers": 3}),
             replace(RECIPES["gpt2-mid"], name="m-gpt2", **small)]

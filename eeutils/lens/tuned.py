@@ -107,7 +107,9 @@ def corpus_windows(model, split: str = "train", n: int = 512, context: int = 128
 
 def _states(model, x: torch.Tensor):
     """(final log-probabilities [tokens, vocab], hidden states of layers 0..L each [tokens, d]) of one batch."""
-    from eeutils.readout import capture_forward  # the kit's one hook-based capture (layers 0..L)
+    from eeutils.readout import (
+        capture_forward,  # the kit's one hook-based capture (layers 0..L)
+    )
 
     with torch.no_grad():
         out, states = capture_forward(model, x)

@@ -6,16 +6,22 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from eeutils.zoo import REPO_ROOT, TOKENIZER_DIRNAME, zoo_root
-from eeutils.zoo.recipes import CONTEXT, PAD_ID, VOCAB_SIZE, Recipe  # noqa: F401
 
-# The plan (one row per model, with the reasons) lives in eeutils/zoo/recipes.py.
-from eeutils.zoo.recipes import MAIN_STEPS, MID_CHECKPOINTS, RECIPES, ZOO  # noqa: E402,F401
+# The plan (one row per model, with the reasons) lives in eeutils/zoo/recipes.py; re-exported here.
+from eeutils.zoo.recipes import (  # noqa: F401
+    CONTEXT,
+    MAIN_STEPS,
+    MID_CHECKPOINTS,
+    PAD_ID,
+    RECIPES,
+    ZOO,
+    Recipe,
+)
 
 
 def build_dir() -> Path:

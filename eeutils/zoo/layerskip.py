@@ -149,7 +149,8 @@ class LayerSkipObjective:
         self.blocks, self.norm, self.head = _get(model, blocks), _get(model, norm), _get(model, head)
         self.n_layers = len(self.blocks)
         self._forward = forward or (lambda m, x: m(input_ids=x, labels=x, use_cache=False))
-        self._drop = None  # [L, batch] bool for the current step
+        self._drop = None  # [L, batch] bool while a step's forward runs
+        self._drop_now = None  # the last step's draws (kept for ``last``)
         self._keep_states: set[int] = set()
         self._states: dict[int, torch.Tensor] = {}
         self._inputs: dict[int, torch.Tensor] = {}

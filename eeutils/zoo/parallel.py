@@ -73,9 +73,9 @@ def simulate(recipes: list, minutes: dict, workers: int) -> tuple[float, dict]:
     done_at: dict = {}
     slots: dict = {}
     pending = list(recipes)
+    names = {r.name for r in recipes}
     while pending:
         w = min(range(workers), key=lambda i: free[i])
-        names = {r.name for r in recipes}
         cand = [r for r in pending if not r.depends_on or r.depends_on not in names or
                 (r.depends_on in done_at and done_at[r.depends_on] <= free[w])]
         if not cand:  # wait for the earliest dependency to finish

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import time
-from dataclasses import replace
 
 BUDGET_MINUTES = 120.0
 BUDGET_MB = 120.0
@@ -122,11 +121,11 @@ def format_table(est: dict) -> str:
         lines.append("| " + " | ".join(fmt.get(c, "{}").format(row[c]) for c in cols) + " |")
     ok_t = "within" if est["wall_minutes"] <= est["budget_minutes"] else "OVER"
     ok_s = "within" if est["total_MB"] <= est["budget_MB"] else "OVER"
-    lines += ["", f"worker-minutes (sum): {est['worker_minutes']:.1f}",
-              f"wall with {est['workers']} workers (greedy schedule, data preparation included): "
-              f"{est['wall_minutes']:.1f} min ({ok_t} the {est['budget_minutes']:.0f}-minute budget)",
-              f"size of data/zoo (fp16, checkpoints and tokenizer copies included): {est['total_MB']:.1f} MB "
-              f"({ok_s} the {est['budget_MB']:.0f} MB budget)"]
+    wall = (f"wall with {est['workers']} workers (greedy schedule, data preparation included): "
+            f"{est['wall_minutes']:.1f} min ({ok_t} the {est['budget_minutes']:.0f}-minute budget)")
+    size = (f"size of data/zoo (fp16, checkpoints and tokenizer copies included): {est['total_MB']:.1f} MB "
+            f"({ok_s} the {est['budget_MB']:.0f} MB budget)")
+    lines += ["", f"worker-minutes (sum): {est['worker_minutes']:.1f}", wall, size]
     return "\n".join(lines)
 
 
@@ -147,7 +146,3 @@ def main(steps: int = 10, workers: int = 2, json_path: str | None = None, recipe
             json.dump({**est, "calibration_steps": steps}, f, indent=1)
     return est
 
-
-def scaled(recipes, factor: float):
-    """The plan with every step count scaled (for what-if estimates)."""
-    return [replace(r, steps=max(1, int(r.steps * factor))) for r in recipes]

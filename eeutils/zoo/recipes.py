@@ -154,7 +154,7 @@ def tokens_proportional_steps(params: int, multiple: int = 8) -> int:
     """Scale rule: constant tokens per parameter (dense-mid's: 458,752 / 1,449,600 = 0.32),
     so a larger model gets proportionally more tokens (the Chinchilla-style D proportional to N
     rule at this toy budget). Steps rounded to a multiple of 8."""
-    return max(multiple, int(round(MAIN_STEPS * params / MAIN_PARAMS / multiple)) * multiple)
+    return max(multiple, round(MAIN_STEPS * params / MAIN_PARAMS / multiple) * multiple)
 
 
 # LayerSkip settings for dense-mid-layerskip (reasons and sources: eeutils/zoo/layerskip.py, docs/ZOO.md)
@@ -162,7 +162,7 @@ LAYERSKIP = {"p_max": 0.2, "depth_scale": "exp", "time_scale": "exp", "e_scale":
              "curriculum": "rotational", "rotation": 2}
 
 
-def _twins(r: "Recipe", twin_checkpoints: tuple | None = None) -> list:
+def _twins(r: Recipe, twin_checkpoints: tuple | None = None) -> list:
     """``r`` and its seed-1 twin (same recipe, other initialisation; a fine-tune's twin tunes the base's twin)."""
     from dataclasses import replace
 

@@ -15,7 +15,14 @@ def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):
     """Train a byte-level BPE (deterministic: one thread, fixed input order). Returns a
     ``tokenizers.Tokenizer`` whose post-processor prepends ``<|bos|>``."""
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
