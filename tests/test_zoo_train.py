@@ -38,7 +38,8 @@ def test_every_family_in_the_zoo_table():
     assert {r.arch for r in ZOO} == set(ARCHES)
     names = [r.name for r in ZOO]
     assert len(names) == len(set(names))
-    for base in ("dense-mid", "moe-mid", "ssm-mid"):
+    for base in ("dense-mid", "moe-mid", "ssm-mid", "hybrid-mid", "dense-small", "dense-large", "gpt2-mid-full",
+                 "dense-mid-tuned", "dense-mid-layerskip"):
         assert base in names and f"{base}-s1" in names
 
 
@@ -143,7 +144,7 @@ def test_zoo_table_from_cards(tmp_path, monkeypatch):
 @pytest.mark.skipif(not SHIPPED, reason="zoo not built")
 def test_zoo_size_budget():
     total = sum(f.stat().st_size for f in zoo.zoo_root().rglob("*") if f.is_file())
-    assert total <= 60e6, total / 1e6
+    assert total <= 120e6, total / 1e6  # the project guide's budget for the shipped zoo (fp16)
 
 
 def test_training_resumes_mid_run_exactly(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""``python -m eeutils.zoo build [--only NAME ...] [--force] [--threads N]`` | ``list`` | ``table``."""
+"""``python -m eeutils.zoo build [--only NAME ...] [--force] [--workers N] [--threads N]`` | ``plan`` | ``list`` | ``table``."""
 from __future__ import annotations
 
 import argparse
@@ -13,13 +13,26 @@ def main(argv=None) -> None:
     b = sub.add_parser("build", help="train the zoo (finished models are skipped)")
     b.add_argument("--only", nargs="+", metavar="NAME", help="build only these recipes")
     b.add_argument("--force", action="store_true", help="rebuild even if finished")
-    b.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    b.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    b.add_argument("--workers", type=int, default=1,
+                   help="models trained at once, each in its own process (default 1; 2 uses both cores here)")
+    b.add_argument("--retrain-tokenizer", action="store_true",
+                   help="retrain the tokenizer on the current corpus first (models built with another one are rebuilt)")
     b.add_argument("--no-progress", action="store_true")
+    pl = sub.add_parser("plan", help="time and size estimate of the build from a short calibration run")
+    pl.add_argument("--steps", type=int, default=10, help="timed steps per distinct shape (default 10)")
+    pl.add_argument("--workers", type=int, default=2)
+    pl.add_argument("--json", metavar="PATH", help="also write the table as JSON")
     sub.add_parser("list", help="list built models and their revisions")
     sub.add_parser("table", help="print the zoo table and regenerate docs/ZOO.md")
     a = p.parse_args(argv)
     if a.cmd == "build":
-        build(only=a.only, force=a.force, threads=a.threads, progress=not a.no_progress)
+        build(only=a.only, force=a.force, threads=a.threads, workers=a.workers, progress=not a.no_progress,
+              retrain_tokenizer=a.retrain_tokenizer)
+    elif a.cmd == "plan":
+        from eeutils.zoo.plan import main as plan_main
+
+        plan_main(steps=a.steps, workers=a.workers, json_path=a.json)
     elif a.cmd == "list":
         for n in list_zoo():
             revs = list_revisions(n)

@@ -20,30 +20,17 @@ from eeutils.workloads import corpus as C
 from eeutils.zoo import tokenizer as T
 from eeutils.zoo import train as TR
 from eeutils.zoo import write_zoo_markdown
-from eeutils.zoo.recipes import CONTEXT, PAD_ID, Recipe
 
-MAIN_STEPS = 448  # x batch 8 x context 128 = 458,752 tokens
-CHECKPOINTS = (0, 8, 32, 128, 256)  # dense-mid revisions step-<n>; step-448 is the main folder
-
-# The zoo, in build order (most important first). Differences between rows are architecture,
-# size and seed only, except gpt2-mid (1/4 of the tokens: the "previous generation" analogue:
-# fewer tokens per parameter, LayerNorm, GELU, learned positions) and dense-mid-tuned.
-ZOO: list[Recipe] = [
-    Recipe("dense-mid", "llama", 128, 6, MAIN_STEPS, seed=0, checkpoints=CHECKPOINTS),
-    Recipe("moe-mid", "moe", 128, 6, MAIN_STEPS, seed=0, extra={"experts": 4, "top_k": 2}),
-    Recipe("ssm-mid", "mamba2", 128, 6, MAIN_STEPS, seed=0),
-    Recipe("hybrid-mid", "bamba", 128, 6, MAIN_STEPS, seed=0),
-    Recipe("gpt2-mid", "gpt2", 128, 6, MAIN_STEPS // 4, seed=0, warmup=16,
-           note="previous-generation analogue: GPT-2 block (LayerNorm, GELU, learned positions), 1/4 of the tokens"),
-    Recipe("dense-small", "llama", 96, 4, MAIN_STEPS, seed=0),
-    Recipe("dense-large", "llama", 192, 8, MAIN_STEPS, seed=0),
-    Recipe("dense-mid-tuned", "llama", 128, 6, 64, seed=0, batch=16, lr=1e-3, warmup=8, finetune_of="dense-mid",
-           note="dense-mid fine-tuned on '### Question/### Answer' items (task + verse completion), loss on answers only"),
-    Recipe("dense-mid-s1", "llama", 128, 6, MAIN_STEPS, seed=1),
-    Recipe("moe-mid-s1", "moe", 128, 6, MAIN_STEPS, seed=1, extra={"experts": 4, "top_k": 2}),
-    Recipe("ssm-mid-s1", "mamba2", 128, 6, MAIN_STEPS, seed=1),
-]
-RECIPES = {r.name: r for r in ZOO}
+# The plan (one row per model, with the reasons) lives in eeutils/zoo/recipes.py; re-exported here.
+from eeutils.zoo.recipes import (  # noqa: F401
+    CONTEXT,
+    MAIN_STEPS,
+    MID_CHECKPOINTS,
+    PAD_ID,
+    RECIPES,
+    ZOO,
+    Recipe,
+)
 
 # Licences in every card: the weights are released under the kit's licence; the training text keeps its own terms.
 WEIGHTS_LICENSE = "Apache-2.0"
@@ -79,6 +66,31 @@ def build_dir() -> Path:
     return Path(os.environ.get("EEUTILS_ZOO_BUILD_DIR", Path.home() / ".cache" / "eeutils" / "zoo_build"))
 
 
+def recipe_record(recipe: Recipe) -> dict:
+    """The recipe as the card stores it (JSON types)."""
+    return json.loads(json.dumps(asdict(recipe)))
+
+
+def recipe_digest(recipe: Recipe) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(recipe_record(recipe), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def build_status(recipe: Recipe, tokenizer_sha256: str | None = None) -> str:
+    """"missing", "current" (built from this recipe and tokenizer) or "stale" (a card from another recipe or
+    another tokenizer: rebuild it)."""
+    card = zoo_root() / recipe.name / "card.json"
+    if not card.is_file():
+        return "missing"
+    c = json.loads(card.read_text())
+    if c.get("recipe") != recipe_record(recipe):
+        return "stale"
+    if tokenizer_sha256 and c.get("corpus", {}).get("tokenizer_json_sha256") != tokenizer_sha256:
+        return "stale"
+    return "current"
+
+
 def code_version() -> dict:
     v = {"eeutils": None, "git_commit": None}
     try:
@@ -100,14 +112,19 @@ def code_version() -> dict:
 class Data:
     """Corpus, tokenizer and token streams shared by every model of one build."""
 
-    def __init__(self, force_tokenizer: bool = False):
+    def __init__(self, force_tokenizer: bool = False, write_manifest: bool = True):
+        """``write_manifest=False`` (build workers): reuse the tokenizer and read the manifest the parent wrote."""
         self.corpus = C.build_corpus()
         self.tok_dir = zoo_root() / TOKENIZER_DIRNAME
+        if not write_manifest and (force_tokenizer or not (self.tok_dir / "tokenizer.json").is_file()):
+            raise RuntimeError("a build worker found no tokenizer: the parent prepares the data first")
         if force_tokenizer or not (self.tok_dir / "tokenizer.json").is_file():
             texts = [t for s in C.SOURCES for t in self.corpus.texts(s, "train")]
             if self.tok_dir.exists():
                 shutil.rmtree(self.tok_dir)
             T.save_tokenizer(T.train_tokenizer(texts), self.tok_dir)
+        if write_manifest:
+            T.compact_json(self.tok_dir)  # same tokenizer, a third of the bytes in every folder (docs/ZOO.md)
         self.tokenizer = T.load_tokenizer(self.tok_dir)
         self.vocab_size = len(self.tokenizer)
         streams, self.per_source = {}, {}
@@ -120,6 +137,11 @@ class Data:
         self.train_wins = TR.windows(streams["train"])
         self.val_wins = TR.val_subset(TR.windows(streams["validation"]), TR.N_VAL_WINDOWS_FINAL)
         self.unigram = TR.unigram_loss(streams["train"], self.val_wins, self.vocab_size)
+        if not write_manifest:
+            self.manifest = json.loads(C.MANIFEST_PATH.read_text())
+            if self.manifest.get("tokenizer", {}).get("tokenizer_json_sha256") != T.tokenizer_sha256(self.tok_dir):
+                raise RuntimeError(f"{C.MANIFEST_PATH} does not describe the tokenizer in {self.tok_dir}")
+            return
         self.manifest = C.write_manifest(self.corpus, extra={
             "tokenizer": {"vocab_size": self.vocab_size, "tokenizer_json_sha256": T.tokenizer_sha256(self.tok_dir),
                           "special_tokens": T.SPECIAL_TOKENS},
@@ -133,6 +155,9 @@ class Data:
             "data_order": "train docs shuffled with random.Random(0), <|bos|> doc <|eos|>, packed, "
                           f"non-overlapping {CONTEXT}-token windows visited in torch.randperm(seed=epoch)",
         })
+
+    def __getstate__(self):  # never shipped to worker processes: each worker builds its own
+        raise TypeError("Data is rebuilt in each build worker, not pickled")
 
 
 # ------------------------------------------------------------------ instruction tuning
@@ -202,7 +227,8 @@ def build_one(recipe: Recipe, data: Data, force: bool = False, progress: bool = 
     if (folder / "card.json").is_file() and not force:
         print(f"[zoo] {recipe.name}: already built, skipping", flush=True)
         return None
-    state_dir = build_dir() / recipe.name
+    tok = str(data.manifest.get("tokenizer", {}).get("tokenizer_json_sha256", ""))[:8]
+    state_dir = build_dir() / f"{recipe.name}-{recipe_digest(recipe)}-{tok}"  # never resume another recipe's state
     if force:
         shutil.rmtree(state_dir, ignore_errors=True)
     if folder.exists():
@@ -254,11 +280,13 @@ def build_one(recipe: Recipe, data: Data, force: bool = False, progress: bool = 
         "val_windows": int(len(data.val_wins)), "history": res.history,
         "weights_dtype": "float16", "final_revision": f"step-{recipe.steps}" if not recipe.finetune_of else None,
         "checkpoints": sorted(ckpts, key=lambda c: c["step"]),
-        "finetune_of": recipe.finetune_of, "note": recipe.note, **license_fields(),
+        "finetune_of": recipe.finetune_of, "note": recipe.note,
+        "generation": recipe.generation, "tokens_rule": recipe.tokens_rule,
+        "layerskip": _layerskip_card(recipe), **license_fields(),
         "corpus": {"text_sha256": data.manifest["text_sha256"], "token_stream_sha256": data.manifest["token_stream_sha256"],
                    "tokenizer_json_sha256": data.manifest["tokenizer"]["tokenizer_json_sha256"],
                    "python_version": data.manifest["python_version"]},
-        "recipe": {k: v for k, v in asdict(recipe).items()},
+        "recipe": recipe_record(recipe),
         "code_version": code_version(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": __import__("transformers").__version__},
@@ -270,6 +298,20 @@ def build_one(recipe: Recipe, data: Data, force: bool = False, progress: bool = 
     print(f"[zoo] {recipe.name}: done in {res.seconds / 60:.1f} min, val_loss={val:.3f} "
           f"(unigram {data.unigram:.3f})", flush=True)
     return card
+
+
+def _layerskip_card(recipe: Recipe) -> dict | None:
+    """The LayerSkip hyper-parameters with their formulas and sources (for the model card)."""
+    if not recipe.layerskip:
+        return None
+    from eeutils.zoo.layerskip import LayerSkipConfig
+
+    return {**LayerSkipConfig(**recipe.layerskip).to_dict(),
+            "source": "Elhoushi et al. 2024, LayerSkip, arXiv 2404.16710 (formulas); values chosen for this "
+                      "6-block model, reasons in docs/ZOO.md and eeutils/zoo/layerskip.py",
+            "dropout": "p(l,t) = p_max * S(t) * D(l), D(l) = 2^(l/(L-1)) - 1, S(t) = 2^(t/T) - 1, per sequence",
+            "exit_loss": "sum_l C(t,l) e(l) CE_l / sum_l C(t,l) e(l); e(l) = e_scale (l+1)(l+2)/2, "
+                         "e(L-1) = L + e_scale (L-1)L/2; shared final norm and head"}
 
 
 def card_markdown(c: dict) -> str:
@@ -296,6 +338,13 @@ def card_markdown(c: dict) -> str:
         rows.append(("instruction val loss before / after", f"{c['instruction_val_loss_before']:.3f} / {c['instruction_val_loss']:.3f}"))
     if c.get("note"):
         rows.append(("note", c["note"]))
+    rows.append(("generation / token rule", f"{c.get('generation', 'current')} / {c.get('tokens_rule', '')}"))
+    if c.get("layerskip"):
+        ls = c["layerskip"]
+        rows.append(("LayerSkip", ", ".join(f"{k}={ls[k]}" for k in ("p_max", "depth_scale", "time_scale", "e_scale",
+                                                                      "curriculum", "rotation"))))
+        rows += [("LayerSkip dropout", ls["dropout"]), ("LayerSkip exit loss", ls["exit_loss"]),
+                 ("LayerSkip source", ls["source"])]
     lines += [f"| {k} | {v} |" for k, v in rows]
     if c.get("license"):
         lines += ["", "## Licence", "", f"Weights: {c['license']} (the eeutils licence). Training text, by source:", ""]
@@ -307,22 +356,52 @@ def card_markdown(c: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(only: list[str] | None = None, force: bool = False, threads: int = 1, progress: bool = True) -> list[dict]:
+def build(only: list[str] | None = None, force: bool = False, threads: int = 1, progress: bool = True,
+          workers: int = 1, recipes: list[Recipe] | None = None, data_factory=None, write_docs: bool = True,
+          retrain_tokenizer: bool = False) -> list[dict]:
+    """Build the zoo (or ``only`` some recipes). ``workers`` > 1 trains models in that many processes with
+    ``threads`` torch threads each; the weights do not depend on the worker count. ``retrain_tokenizer``
+    retrains the tokenizer on the current corpus first (deterministic; every model built with another
+    tokenizer is then stale). ``recipes`` and ``data_factory`` replace the plan and the corpus data (tests)."""
+    from eeutils.zoo import parallel
+
     torch.set_num_threads(threads)
-    names = only or [r.name for r in ZOO]
-    unknown = [n for n in names if n not in RECIPES]
+    plan = list(recipes or ZOO)
+    known = {r.name for r in plan}
+    names = only or [r.name for r in plan]
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise SystemExit(f"unknown zoo recipe(s) {unknown}; known: {', '.join(RECIPES)}")
+        raise SystemExit(f"unknown zoo recipe(s) {unknown}; known: {', '.join(sorted(known))}")
     t0 = time.time()
-    data = Data()
-    print(f"[zoo] data ready in {time.time() - t0:.0f}s: vocab {data.vocab_size}, train tokens {len(data.streams['train']):,}, "
-          f"unigram val loss {data.unigram:.3f}", flush=True)
-    cards = []
-    for r in ZOO:
-        if r.name in names:
-            c = build_one(r, data, force=force, progress=progress)
-            if c:
-                cards.append(c)
-    write_zoo_markdown()
+    data = data_factory() if data_factory else Data(force_tokenizer=retrain_tokenizer)  # tokenizer + manifest, once
+    tok_sha = data.manifest.get("tokenizer", {}).get("tokenizer_json_sha256")
+    if hasattr(data, "streams"):
+        print(f"[zoo] data ready in {time.time() - t0:.0f}s: vocab {data.vocab_size}, train tokens "
+              f"{len(data.streams['train']):,}, unigram val loss {data.unigram:.3f}", flush=True)
+    todo, redo = [], set()
+    for r in plan:
+        if r.name not in names:
+            continue
+        status = build_status(r, tok_sha)
+        if status == "current" and not force:
+            print(f"[zoo] {r.name}: already built, skipping", flush=True)
+            continue
+        if status == "stale" or force:
+            print(f"[zoo] {r.name}: " + ("rebuilding (--force)" if force else "built from another recipe or tokenizer; "
+                                                                                "rebuilding"),
+                  flush=True)
+            redo.add(r.name)
+        todo.append(r)
+    print(f"[zoo] building {len(todo)} model(s) with {workers} worker(s) x {threads} thread(s)", flush=True)
+    if workers <= 1:
+        cards = [c for r in todo if (c := build_one(r, data, force=r.name in redo, progress=progress))]
+    else:
+        del data
+        cards = parallel.run(todo, workers, data_factory=data_factory or parallel.zoo_data, force=redo,
+                             threads=threads, progress=progress)
+    if write_docs:
+        from eeutils.zoo import write_zoo_markdown
+
+        write_zoo_markdown()
     print(f"[zoo] all done in {(time.time() - t0) / 60:.1f} min", flush=True)
     return cards

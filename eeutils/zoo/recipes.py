@@ -1,9 +1,9 @@
-"""Declarative zoo recipes: one config builder per family, one row per model.
+"""Declarative zoo recipes: one config builder per family, one row per model (``ZOO``).
 
 Every model sees the same corpus, the same tokenizer, the same optimiser and the same
-schedule shape (linear warmup + cosine decay). Rows differ only in architecture, size,
-seed, and (documented) in the number of tokens: gpt2-mid sees fewer tokens per parameter
-(the "previous generation" analogue) and dense-mid-tuned is a short fine-tune of dense-mid.
+schedule shape (linear warmup + cosine decay). Rows differ in architecture, size, seed,
+training objective (LayerSkip) and, by the stated rules below, in the number of tokens.
+The reasons for every row are in docs/ZOO.md ("Rebuild 2 plan").
 """
 from __future__ import annotations
 
@@ -114,6 +114,9 @@ class Recipe:
     finetune_of: str | None = None  # instruction-tune this (already built) model
     note: str = ""
     extra: dict = field(default_factory=dict)
+    layerskip: dict | None = None  # LayerSkip objective settings (eeutils.zoo.layerskip.LayerSkipConfig fields)
+    generation: str = "current"  # "previous" for the GPT-2-block analogue
+    tokens_rule: str = "main budget"  # which token-budget rule set ``steps`` (docs/ZOO.md)
 
     @property
     def family(self) -> str:
@@ -125,3 +128,82 @@ class Recipe:
 
     def config(self, vocab_size: int = VOCAB_SIZE):
         return FAMILIES[self.arch][2](self.d, self.layers, vocab_size=vocab_size, **self.extra)
+
+    @property
+    def depends_on(self) -> str | None:
+        """The zoo model that must be finished before this one can start (fine-tunes)."""
+        return self.finetune_of
+
+
+# ------------------------------------------------------------------ the rebuild-2 plan
+MAIN_STEPS = 448  # dense-mid's budget: 448 steps x batch 8 x context 128 = 458,752 tokens
+MAIN_PARAMS = 1_449_600  # dense-mid's total parameters (tied embeddings counted once)
+# dense-mid (and its seed twin) revisions: the init (0), log-spaced early steps (8, 16, 32, 64), the token
+# counts of gpt2-mid (112) and dense-small (264) for equal-token comparisons, roughly linear later (192, 352);
+# the final step-448 is the main folder, so each seed has 10 revisions (9 checkpoint folders + main).
+MID_CHECKPOINTS = (0, 8, 16, 32, 64, 112, 192, 264, 352)
+MOE = {"experts": 4, "top_k": 2}
+# Scale sweep at dense-mid's depth (6 blocks), width only: the EAS ceiling and the exit grid depend on depth,
+# so equal depth compares like with like, and width + tokens both growing makes the loss order robust.
+SCALE_WIDTHS = {"dense-small": 96, "dense-mid": 128, "dense-large": 160}
+# Total parameters of the llama rows at depth 6 (vocab 2048, tied embeddings), checked by tests/test_zoo_plan.py
+PARAMS = {"dense-small": 861_408, "dense-mid": 1_449_600, "dense-large": 2_165_280}
+
+
+def tokens_proportional_steps(params: int, multiple: int = 8) -> int:
+    """Scale rule: constant tokens per parameter (dense-mid's: 458,752 / 1,449,600 = 0.32),
+    so a larger model gets proportionally more tokens (the Chinchilla-style D proportional to N
+    rule at this toy budget). Steps rounded to a multiple of 8."""
+    return max(multiple, round(MAIN_STEPS * params / MAIN_PARAMS / multiple) * multiple)
+
+
+# LayerSkip settings for dense-mid-layerskip (reasons and sources: eeutils/zoo/layerskip.py, docs/ZOO.md)
+LAYERSKIP = {"p_max": 0.2, "depth_scale": "exp", "time_scale": "exp", "e_scale": 1.0,
+             "curriculum": "rotational", "rotation": 2}
+
+
+def _twins(r: Recipe, twin_checkpoints: tuple | None = None) -> list:
+    """``r`` and its seed-1 twin (same recipe, other initialisation; a fine-tune's twin tunes the base's twin)."""
+    from dataclasses import replace
+
+    twin = replace(r, name=f"{r.name}-s1", seed=1, finetune_of=f"{r.finetune_of}-s1" if r.finetune_of else None,
+                   checkpoints=r.checkpoints if twin_checkpoints is None else twin_checkpoints)
+    return [r, twin]
+
+
+def _plan() -> list:
+    """The zoo, in build order (longest and most depended-on first, for the two-worker schedule)."""
+    L, W = MID_LAYERS, MID_WIDTH
+    rows = []
+    rows += _twins(Recipe("dense-large", "llama", SCALE_WIDTHS["dense-large"], L,
+                          tokens_proportional_steps(PARAMS["dense-large"]), checkpoints=(MAIN_STEPS,),
+                          tokens_rule="tokens proportional to parameters",
+                          note="scale sweep at fixed depth 6: width 160; revision step-448 has dense-mid's tokens"),
+                     twin_checkpoints=())
+    rows += _twins(Recipe("dense-mid", "llama", W, L, MAIN_STEPS, checkpoints=MID_CHECKPOINTS))
+    rows += _twins(Recipe("dense-mid-layerskip", "llama", W, L, MAIN_STEPS, layerskip=dict(LAYERSKIP),
+                          note="dense-mid trained with the LayerSkip recipe (layer dropout + early-exit loss)"))
+    rows += _twins(Recipe("hybrid-mid", "bamba", W, L, MAIN_STEPS))
+    rows += _twins(Recipe("moe-mid", "moe", W, L, MAIN_STEPS, extra=dict(MOE)))
+    rows += _twins(Recipe("ssm-mid", "mamba2", W, L, MAIN_STEPS))
+    rows += _twins(Recipe("gpt2-mid-full", "gpt2", W, L, MAIN_STEPS, generation="previous",
+                          note="previous-generation analogue: GPT-2 block (LayerNorm, GELU, learned positions), "
+                               "dense-mid's token budget"))
+    # no seed twin (size budget): its noise floor is borrowed from the gpt2-mid-full twins (docs/ZOO.md)
+    rows.append(Recipe("gpt2-mid", "gpt2", W, L, MAIN_STEPS // 4, warmup=16, generation="previous",
+                       tokens_rule="1/4 of the main budget",
+                       note="previous-generation analogue: GPT-2 block (LayerNorm, GELU, learned positions), "
+                            "1/4 of the tokens"))
+    rows += _twins(Recipe("dense-small", "llama", SCALE_WIDTHS["dense-small"], L,
+                          tokens_proportional_steps(PARAMS["dense-small"]),
+                          tokens_rule="tokens proportional to parameters",
+                          note="scale sweep at fixed depth 6: width 96"))
+    rows += _twins(Recipe("dense-mid-tuned", "llama", W, L, 64, batch=16, lr=1e-3, warmup=8, finetune_of="dense-mid",
+                          tokens_rule="fine-tune",
+                          note="dense-mid fine-tuned on '### Question/### Answer' items (task + verse completion), "
+                               "loss on answers only"))
+    return rows
+
+
+ZOO: list = _plan()
+RECIPES = {r.name: r for r in ZOO}

@@ -103,6 +103,21 @@ def lm_forward(model, x: torch.Tensor, train: bool = False):
     return model(input_ids=x, labels=x, use_cache=False, **kwargs)
 
 
+def make_objective(model, recipe: Recipe):
+    """``objective(x, step) -> loss``: the plain next-token loss, or the LayerSkip objective when the
+    recipe has ``layerskip`` settings (eeutils.zoo.layerskip). Call ``objective.close()`` when done."""
+    if not recipe.layerskip:
+        def plain(x, step):
+            return lm_forward(model, x, train=True).loss
+
+        plain.close = lambda: None
+        return plain
+    from eeutils.zoo.layerskip import LayerSkipConfig, LayerSkipObjective
+
+    return LayerSkipObjective(model, LayerSkipConfig(**recipe.layerskip), recipe.steps, recipe.seed,
+                              forward=lambda m, x: lm_forward(m, x, train=True))
+
+
 @torch.no_grad()
 def evaluate(model, val_wins: torch.Tensor, batch: int = 16) -> float:
     model.eval()
@@ -185,6 +200,7 @@ def train(recipe: Recipe, train_wins: torch.Tensor, val_wins: torch.Tensor, voca
     torch.manual_seed(recipe.seed + 1000 + start)
     t0 = time.time() - elapsed
     bar = tqdm(range(start, recipe.steps), desc=recipe.name, disable=not progress, mininterval=10)
+    objective = make_objective(model, recipe)  # plain loss or LayerSkip (its randomness is keyed by seed and step)
     for step in bar:
         if checkpoint_cb and step in recipe.checkpoints:
             checkpoint_cb(step, model)
@@ -193,7 +209,7 @@ def train(recipe: Recipe, train_wins: torch.Tensor, val_wins: torch.Tensor, voca
         for g in opt.param_groups:
             g["lr"] = lr_at(step, recipe)
         x = batches.get(step)
-        loss = lm_forward(model, x, train=True).loss
+        loss = objective(x, step)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{recipe.name}: non-finite loss at step {step}")
         loss.backward()
@@ -210,6 +226,7 @@ def train(recipe: Recipe, train_wins: torch.Tensor, val_wins: torch.Tensor, voca
             os.replace(tmp, state_file)
     if checkpoint_cb and recipe.steps in recipe.checkpoints:
         checkpoint_cb(recipe.steps, model)
+    objective.close()
     seconds = time.time() - t0
     return TrainResult(model, history, seconds, recipe.steps * recipe.batch * train_wins.shape[1])
 

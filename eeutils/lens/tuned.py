@@ -1,0 +1,210 @@
+"""Tuned lens (Belrose et al. 2023, "Eliciting Latent Predictions from Transformers with the Tuned Lens",
+arXiv 2303.08112): one affine translator per layer, applied to the residual stream before the model's own
+final norm and head, trained to minimise KL(final distribution || lens distribution).
+
+Layers follow the readout's convention: 0 is the embedding output (a pre-hook on the first block), 1..L the
+block outputs (forward hooks), so the result does not depend on a family's ``output_hidden_states`` layout.
+Translators are identity-initialised (``h + W h + b`` with ``W = 0``, ``b = 0``: training starts at the logit
+lens); layer L has none (it already reproduces the model's logits). Training text is the zoo corpus' TRAIN
+split (offline, for zoo and real models alike), never the held-out workloads (which read the test split).
+Trained translators are cached as safetensors keyed by the model's weights digest, the text and the settings.
+
+The pip package ``tuned-lens`` (0.2.0, 2023) was checked with transformers 5.24: it loads for GPT-2 and Llama
+but raises ``NotImplementedError: Unknown model type`` for Qwen3-MoE, Mamba2 and Bamba (a fixed list of model
+classes), and its training CLI needs torchdata and wandb; so this module implements the method for every
+family the kit's adapter table knows.
+
+``TunedLens.translate(layer, h)`` maps a layer's hidden state to its translated state, for the readout to
+decode through the final norm and head (one extra d x d product per layer and token).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LENS_VERSION = 1  # bump when the training procedure changes a number
+
+
+@dataclass(frozen=True)
+class TunedLensSettings:
+    """Training budget (small: the zoo models have about a million parameters) and optimiser."""
+
+    n_windows: int = 512  # training windows from the corpus train split
+    context: int = 128
+    steps: int = 300
+    batch: int = 16
+    lr: float = 3e-3  # Adam, linear decay to 0 (the paper uses SGD+Nesterov on far larger models)
+    seed: int = 0
+
+    def __post_init__(self):
+        for k in ("n_windows", "context", "steps", "batch"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+class TunedLens(nn.Module):
+    """Per-layer affine translators for layers 0..L-1 (layer L is the identity)."""
+
+    def __init__(self, n_layers: int, d_model: int):
+        super().__init__()
+        self.n_layers, self.d_model = n_layers, d_model
+        self.translators = nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(n_layers))
+        for t in self.translators:
+            nn.init.zeros_(t.weight)
+            nn.init.zeros_(t.bias)
+
+    def translate(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        """The translated residual state of ``layer`` (0..L), to decode with the final norm and head."""
+        if not 0 <= layer <= self.n_layers:
+            raise IndexError(f"layer must be in 0..{self.n_layers}, got {layer}")
+        if layer == self.n_layers:
+            return h
+        t = self.translators[layer]
+        return h + t(h.to(t.weight.dtype)).to(h.dtype)
+
+    def logits(self, model, layer: int, h: torch.Tensor) -> torch.Tensor:
+        """Tuned-lens logits of ``layer`` for a LoadedModel: final norm, head and logit transforms, as
+        ``model.layer_logits`` computes them but differentiable (layer_logits runs in inference mode)."""
+        z = self.translate(layer, h.to(model.device))
+        return model.logit_fn(model.head(model.final_norm(z.to(model.dtype))).float())
+
+
+# ------------------------------------------------------------------ data and hidden states
+def corpus_windows(model, split: str = "train", n: int = 512, context: int = 128, seed: int = 0) -> torch.Tensor:
+    """``n`` token windows [n, context] of the zoo corpus (all sources, one split), tokenised by the model's tokenizer,
+    documents packed in a fixed shuffled order (``seed``) and windows chosen evenly."""
+    import random
+
+    from eeutils import corpus as C
+
+    if model.tokenizer is None:
+        raise ValueError(f"{model.name} has no tokenizer: pass token windows to train_tuned_lens instead")
+    c = C.build_corpus()
+    texts = [t for s in C.SOURCES for t in c.texts(s, split)]
+    random.Random(seed).shuffle(texts)
+    eos = model.tokenizer.eos_token_id
+    ids: list[int] = []
+    for t in texts:
+        ids += model.tokenizer(t, verbose=False)["input_ids"] + ([eos] if eos is not None else [])
+        if len(ids) >= 4 * n * context:
+            break
+    m = len(ids) // context
+    if m < 1:
+        raise ValueError(f"the {split} split gives fewer than {context} tokens")
+    wins = torch.tensor(ids[: m * context]).view(m, context)
+    return wins[torch.linspace(0, m - 1, min(n, m)).round().long()]
+
+
+def _states(model, x: torch.Tensor):
+    """(final log-probabilities [tokens, vocab], hidden states of layers 0..L each [tokens, d]) of one batch."""
+    from eeutils.readout import (
+        capture_forward,  # the kit's one hook-based capture (layers 0..L)
+    )
+
+    with torch.no_grad():
+        out, states = capture_forward(model, x)
+        final = F.log_softmax(out.logits.float().reshape(-1, out.logits.shape[-1]), dim=-1)
+    # clone: the capture may run under inference mode, whose tensors cannot enter autograd
+    return final.clone(), [s.float().reshape(-1, s.shape[-1]).clone() for s in states]
+
+
+def _kl(final_logp: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Mean over tokens of KL(final || lens), nats."""
+    return (final_logp.exp() * (final_logp - F.log_softmax(logits.float(), dim=-1))).sum(-1).mean()
+
+
+# ------------------------------------------------------------------ training, evaluation, cache
+def train_tuned_lens(model, windows: torch.Tensor, settings: TunedLensSettings = TunedLensSettings(),
+                     progress: bool = True) -> TunedLens:
+    """Fit the translators of a LoadedModel (frozen) on token ``windows`` [n, context]."""
+    from tqdm.auto import tqdm
+
+    d = model.final_norm.weight.shape[-1] if hasattr(model.final_norm, "weight") else model.describe()["d_model"]
+    torch.manual_seed(settings.seed)
+    lens = TunedLens(model.n_layers, d)
+    opt = torch.optim.Adam(lens.parameters(), lr=settings.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / settings.steps)
+    g = torch.Generator().manual_seed(settings.seed)
+    model.model.eval()
+    for p in model.model.parameters():
+        p.requires_grad_(False)
+    for _ in tqdm(range(settings.steps), desc=f"tuned lens {model.name}", disable=not progress, mininterval=5):
+        idx = torch.randint(0, len(windows), (min(settings.batch, len(windows)),), generator=g)
+        final, states = _states(model, windows[idx])
+        with torch.enable_grad():
+            loss = sum(_kl(final, lens.logits(model, l, states[l])) for l in range(model.n_layers))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        opt.step()
+        sched.step()
+    return lens.eval()
+
+
+@torch.no_grad()
+def heldout_kl(model, windows: torch.Tensor, lens: TunedLens | None = None, batch: int = 16) -> np.ndarray:
+    """Mean KL(final || layer l) for l = 0..L over ``windows``: the logit lens when ``lens`` is None."""
+    tot = np.zeros(model.n_layers + 1)
+    n = 0
+    for i in range(0, len(windows), batch):
+        final, states = _states(model, windows[i:i + batch])
+        for l, h in enumerate(states):
+            logits = lens.logits(model, l, h) if lens is not None else model.layer_logits(h)
+            tot[l] += float(_kl(final, logits)) * len(h)
+        n += len(states[0])
+    return tot / n
+
+
+def weights_digest(model) -> str:
+    """sha256 over the model's parameters and buffers (names, dtypes, shapes, bytes)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def cache_key(model, windows: torch.Tensor, settings: TunedLensSettings) -> str:
+    text = hashlib.sha256(windows.to(torch.int64).numpy().tobytes()).hexdigest()
+    blob = json.dumps({"weights": weights_digest(model), "windows": text, "settings": asdict(settings),
+                       "version": LENS_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EEUTILS_CACHE", Path.home() / ".cache" / "eeutils")) / "tuned_lens"
+
+
+def tuned_lens(model, settings: TunedLensSettings = TunedLensSettings(), windows: torch.Tensor | None = None,
+               cache: bool = True, progress: bool = True) -> TunedLens:
+    """The tuned lens of a LoadedModel: from the cache, or trained on the corpus train split and cached."""
+    from safetensors.torch import load_file, save_file
+
+    if windows is None:
+        windows = corpus_windows(model, "train", settings.n_windows, settings.context, settings.seed)
+    key = cache_key(model, windows, settings)
+    path = cache_dir() / f"{key}.safetensors"
+    d = model.final_norm.weight.shape[-1] if hasattr(model.final_norm, "weight") else model.describe()["d_model"]
+    if cache and path.is_file():
+        lens = TunedLens(model.n_layers, d)
+        lens.load_state_dict(load_file(str(path)))
+        return lens.eval()
+    lens = train_tuned_lens(model, windows, settings, progress=progress)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({k: v.contiguous() for k, v in lens.state_dict().items()}, str(tmp),
+                  metadata={"model": str(model.name), "settings": json.dumps(asdict(settings)), "key": key,
+                            "version": str(LENS_VERSION)})
+        os.replace(tmp, path)
+    return lens

@@ -1,0 +1,107 @@
+"""Tuned lens: identity start equals the logit lens; trained translators lower held-out KL at every layer;
+cache keyed by weights and settings."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from eeutils.zoo import list_zoo
+
+pytestmark = pytest.mark.skipif("dense-mid" not in list_zoo(), reason="zoo not built")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def dense_mid():
+    import eeutils
+
+    return eeutils.load_model("zoo/dense-mid")
+
+
+FAST = {"n_windows": 128, "steps": 40, "batch": 8, "lr": 3e-3}
+
+
+def test_identity_translators_are_the_logit_lens(dense_mid):
+    from eeutils.lens.tuned import TunedLens, corpus_windows, heldout_kl
+
+    va = corpus_windows(dense_mid, "validation", 8)
+    lens = TunedLens(dense_mid.n_layers, 128)
+    h = torch.randn(5, 128)
+    assert torch.equal(lens.translate(dense_mid.n_layers, h), h)
+    assert torch.allclose(lens.logits(dense_mid, 2, h), dense_mid.layer_logits(h), atol=1e-5)
+    np.testing.assert_allclose(heldout_kl(dense_mid, va, lens), heldout_kl(dense_mid, va), atol=1e-5)
+    with pytest.raises(IndexError):
+        lens.translate(dense_mid.n_layers + 1, h)
+
+
+def test_trained_translators_lower_heldout_kl_at_every_layer(dense_mid, tmp_path, monkeypatch):
+    from eeutils.lens.tuned import (
+        TunedLensSettings,
+        corpus_windows,
+        heldout_kl,
+        tuned_lens,
+    )
+
+    monkeypatch.setenv("EEUTILS_CACHE", str(tmp_path))
+    settings = TunedLensSettings(**FAST)
+    lens = tuned_lens(dense_mid, settings, progress=False)  # trained on the corpus TRAIN split
+    va = corpus_windows(dense_mid, "validation", 32)  # held out from the translators' training
+    logit, tuned = heldout_kl(dense_mid, va), heldout_kl(dense_mid, va, lens)
+    L = dense_mid.n_layers
+    assert logit[L] < 1e-5 and tuned[L] < 1e-5  # the last layer is the model's own distribution
+    assert (tuned[:L] < logit[:L]).all(), (logit.round(3), tuned.round(3))
+    assert tuned[0] < 0.5 * logit[0]  # the embedding layer gains most (the logit lens predicts the input back)
+    # cached by weights digest + text + settings: a second call loads the same translators
+    files = list((tmp_path / "tuned_lens").glob("*.safetensors"))
+    assert len(files) == 1
+    again = tuned_lens(dense_mid, settings, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(lens.state_dict().values(), again.state_dict().values()))
+
+
+def test_cache_key_changes_with_weights_and_settings(dense_mid):
+    from dataclasses import replace
+
+    from eeutils.lens.tuned import TunedLensSettings, cache_key
+
+    wins = torch.randint(3, 2048, (4, 16))
+    s = TunedLensSettings(**FAST)
+    k = cache_key(dense_mid, wins, s)
+    assert k == cache_key(dense_mid, wins.clone(), s)
+    assert k != cache_key(dense_mid, wins, replace(s, steps=41))
+    assert k != cache_key(dense_mid, wins[:3], s)
+    w = dense_mid.final_norm.weight
+    with torch.no_grad():
+        w[0] += 1.0
+    try:
+        assert k != cache_key(dense_mid, wins, s)
+    finally:
+        with torch.no_grad():
+            w[0] -= 1.0
+
+
+def test_bad_settings_are_refused():
+    from eeutils.lens.tuned import TunedLensSettings
+
+    with pytest.raises(ValueError, match="steps"):
+        TunedLensSettings(steps=0)
+    with pytest.raises(ValueError, match="lr"):
+        TunedLensSettings(lr=0.0)
+
+
+@pytest.mark.skipif("gpt2-mid" not in list_zoo(), reason="gpt2-mid not built")
+def test_another_family_layout():
+    """GPT-2 (LayerNorm with bias, learned positions): the identity start is again the logit lens."""
+    import eeutils
+    from eeutils.lens.tuned import TunedLens, corpus_windows, heldout_kl
+
+    m = eeutils.load_model("zoo/gpt2-mid")
+    va = corpus_windows(m, "validation", 4)
+    np.testing.assert_allclose(heldout_kl(m, va, TunedLens(m.n_layers, 128)), heldout_kl(m, va), atol=1e-5)
