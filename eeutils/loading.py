@@ -212,7 +212,8 @@ def _explain(name: str, revision: str | None, err: Exception) -> ModelLoadError:
 def load_model(name_or_path: str, revision: str | None = None, *, dtype="float32", device=None,
                device_map=None, trust_remote_code: bool = False, tokenizer=True,
                use_safetensors: bool | None = None, progress: bool = False) -> LoadedModel:
-    """Load a causal LM by hub id, local folder or zoo name ("zoo/dense-mid").
+    """Load a causal LM by hub id, local folder, zoo name ("zoo/dense-mid") or real model ("real/gemma-3-270m",
+    converted once from the GGUF its pip package ships; see eeutils.arch.real).
 
     dtype: "float32" (default), "bfloat16", "float16" or "auto". device: "cpu", "cuda", ...;
     device_map: e.g. "auto" to shard a large model across GPUs with accelerate (hooks stay correct:
@@ -232,6 +233,16 @@ def load_model(name_or_path: str, revision: str | None = None, *, dtype="float32
     if name.startswith("zoo/") or name.startswith("zoo:"):
         from . import zoo
         source = str(zoo.resolve(name[4:], revision))
+        revision_for_hf = None
+        use_safetensors = True
+    elif name.startswith("real/"):
+        from .arch.real import RealModelError, resolve_real
+        if revision is not None:
+            raise ModelLoadError(f"{name!r} has no revisions (it is one quantised release); drop revision={revision!r}")
+        try:
+            source = str(resolve_real(name))
+        except RealModelError as err:
+            raise ModelLoadError(str(err)) from err
         revision_for_hf = None
         use_safetensors = True
     else:
