@@ -436,6 +436,9 @@ def _register_builtins() -> None:
                       origin="online", source="allenai/ai2_arc", overwrite=True)
     register_workload("mmlu", _mmlu, "MMLU knowledge questions (57 subjects), multiple choice, answer letter", "qa",
                       origin="online", source="cais/mmlu", overwrite=True)
+    from eeutils import real_tasks  # exact-answer tasks for the real LLMs (imports nothing from eeutils)
+
+    real_tasks.register(register_workload)
 
 
 _register_builtins()

@@ -29,7 +29,7 @@ from pathlib import Path
 from eeutils._version import __version__
 from eeutils.core.env import eeutils_cache_dir
 
-FORMAT_VERSION = 1  # bump when the converted folder's layout or contents change (it is in the cache key)
+FORMAT_VERSION = 2  # bump when the converted folder's layout or contents change (it is in the cache key)
 WEIGHTS_FILE = "model.safetensors"
 SOURCE_FILE = "source.json"
 CARDS_ROOT = Path(__file__).resolve().parents[2] / "data" / "real"
@@ -281,6 +281,7 @@ def convert(spec: RealModel, gguf: Path, out: Path, versions: dict, progress: bo
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(out)
     tok.save_pretrained(out)
+    probe = reload_check(model, tok, out)
     lic = licence_path(spec)
     shutil.copyfile(lic, out / ("LICENSE" + "".join(lic.suffixes)))
     import transformers
@@ -288,10 +289,39 @@ def convert(spec: RealModel, gguf: Path, out: Path, versions: dict, progress: bo
     info = dict(name=spec.name, format_version=FORMAT_VERSION, gguf_file=spec.gguf_file, gguf_sha256=spec.sha256,
                 quantisation=spec.quantisation, dtype="float32", tied_head=tied, packages=versions,
                 transformers=transformers.__version__, torch=torch.__version__, kit_version=__version__,
-                convert_seconds=round(time.perf_counter() - t0, 1))
+                convert_seconds=round(time.perf_counter() - t0, 1), probe=probe)
     info["files"] = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
                      for p in sorted(out.iterdir()) if p.is_file() and p.name != SOURCE_FILE}
     return info
+
+
+PROBE_TEXT = "The capital of France is Paris. The capital of Germany is"
+
+
+def probe_logits(model, tok, text: str = PROBE_TEXT):
+    """fp32 logits [tokens x vocab] of `model` on `text` (the conversion's reference probe)."""
+    import torch
+
+    ids = torch.tensor([tok(text)["input_ids"]])
+    with torch.inference_mode():
+        return ids[0].tolist(), model(input_ids=ids, use_cache=False).logits[0].float()
+
+
+def reload_check(model, tok, out: Path) -> dict:
+    """Reload the written folder and require the same logits as the GGUF-loaded model on a probe text;
+    returns the probe summary kept in source.json (token ids, top-1 ids, max and logsumexp per position)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ids, ref = probe_logits(model, tok)
+    again = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, use_safetensors=True).eval()
+    ids2, got = probe_logits(again, AutoTokenizer.from_pretrained(out))
+    diff = float((got - ref).abs().max()) if ids2 == ids else float("inf")
+    if not diff <= 1e-5:
+        raise RealModelError(f"the converted folder {out} does not reproduce the GGUF model (tokens equal: "
+                             f"{ids2 == ids}, max |logit diff| {diff}); nothing was cached")
+    return dict(text=PROBE_TEXT, ids=ids, top1=ref.argmax(-1).tolist(), max=ref.max(-1).values.tolist(),
+                logsumexp=torch.logsumexp(ref, -1).tolist(), reload_max_abs_diff=diff)
 
 
 def resolve_real(name: str, *, cache_dir=None, progress: bool = True, verify: bool = False) -> Path:
