@@ -10,8 +10,9 @@ Two parts, each a list of ``(prompt, answer)`` pairs scored by exact match on th
   the same relation: ``"The capital of Japan is Tokyo. The capital of Peru is Lima. The capital of
   France is"`` -> ``" Paris"``.
 - **context**: answers that are in (or follow from) the prompt, generated from a fixed seed:
-  continuing a sequence (weekdays, months, letters, counting in steps), recalling who owns which
-  coloured object, and repeating a list of words.
+  continuing a sequence (weekdays, months, letters, counting in steps), recalling a marked word
+  among distractors, and repeating a list of words. (Binding tasks such as "Anna has a red car. Ben
+  has a blue car. Ben has a" -> " blue" were tried and dropped: SmolLM2-135M answers them near chance.)
 
 The zoo models were never trained on this text, and do not solve it; it exists so that "accuracy
 loss of an exit rule" means something for the real models (``real/gemma-3-270m``,
@@ -37,10 +38,6 @@ DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sun
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December")
 LETTERS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-NAMES = ("Anna", "Ben", "Clara", "David", "Emma", "Frank", "Grace", "Henry", "Julia", "Mark", "Nora", "Paul",
-         "Rosa", "Sam", "Tina", "Victor")
-COLOURS = ("red", "blue", "green", "yellow", "black", "white", "pink", "brown", "orange", "purple")
-OBJECTS = ("car", "hat", "bike", "cup", "bag", "ball", "kite", "coat")
 WORDS = ("apple", "river", "stone", "cloud", "horse", "table", "garden", "window", "bread", "music", "paper",
          "forest", "candle", "mirror", "island", "silver", "castle", "pepper", "rabbit", "ocean")
 
@@ -86,13 +83,10 @@ def _sequence(rng: random.Random) -> tuple[str, str]:
     return ", ".join(seq[:4]) + ",", " " + seq[4]
 
 
-def _ownership(rng: random.Random) -> tuple[str, str]:
-    obj = rng.choice(OBJECTS)
-    names = rng.sample(NAMES, 3)
-    colours = rng.sample(COLOURS, 3)
-    facts = " ".join(f"{n} has a {c} {obj}." for n, c in zip(names, colours))
-    j = rng.randrange(3)
-    return f"{facts} {names[j]} has a", f" {colours[j]}"
+def _recall(rng: random.Random) -> tuple[str, str]:
+    words = rng.sample(WORDS, 3)
+    return (f"The secret word is {words[0]}. Remember it. Other words: {words[1]}, {words[2]}. "
+            "The secret word is"), " " + words[0]
 
 
 def _repeat(rng: random.Random) -> tuple[str, str]:
@@ -100,7 +94,7 @@ def _repeat(rng: random.Random) -> tuple[str, str]:
     return f"Words: {' '.join(words)}. Again: {' '.join(words[:4])}", " " + words[4]
 
 
-_CONTEXT = {"context-sequence": _sequence, "context-ownership": _ownership, "context-repeat": _repeat}
+_CONTEXT = {"context-sequence": _sequence, "context-recall": _recall, "context-repeat": _repeat}
 
 
 def context_items(seed: int = SEED, n_each: int = 30) -> list[tuple[str, str, str]]:
@@ -129,7 +123,7 @@ def real_task_pairs(part: str = "all", seed: int = SEED) -> list[tuple[str, str]
 DESCRIPTIONS = {
     "real-task": "facts + in-context completions for real LLMs, exact-match answers (data/real/facts.tsv + seeded)",
     "real-facts": "world facts after two solved examples (capitals, countries, languages, opposites), exact match",
-    "real-context": "in-context completions (sequences, who-owns-what recall, word-list repeat), exact match",
+    "real-context": "in-context completions (sequences, marked-word recall, word-list repeat), exact match",
 }
 PARTS = {"real-task": "all", "real-facts": "facts", "real-context": "context"}
 

@@ -176,6 +176,7 @@ def _folder(converted, name):
 
 
 @pytest.mark.slow
+@pytest.mark.real
 @pytest.mark.parametrize("name", [SMOL, GEMMA])
 def test_real_model_last_layer_and_reload(converted, name, monkeypatch):
     folder = _folder(converted, name)
@@ -200,6 +201,7 @@ def test_real_model_last_layer_and_reload(converted, name, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.real
 @pytest.mark.parametrize("name", [SMOL, GEMMA])
 def test_real_model_reads_out_offline_workloads(converted, name):
     """Prose/technical text goes through the model's own tokenizer; answers of real-task are scored."""

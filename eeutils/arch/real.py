@@ -290,6 +290,8 @@ def convert(spec: RealModel, gguf: Path, out: Path, versions: dict, progress: bo
                 quantisation=spec.quantisation, dtype="float32", tied_head=tied, packages=versions,
                 transformers=transformers.__version__, torch=torch.__version__, kit_version=__version__,
                 convert_seconds=round(time.perf_counter() - t0, 1), probe=probe)
+    for p in out.iterdir():  # readable by everyone sharing the cache, like any downloaded model
+        p.chmod(0o644)
     info["files"] = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
                      for p in sorted(out.iterdir()) if p.is_file() and p.name != SOURCE_FILE}
     return info
