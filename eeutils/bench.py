@@ -247,6 +247,15 @@ def check_model(name: str, revision: str | None = None) -> None:
                 msg = f"unknown zoo model {name!r}{'@' + revision if revision else ''}: {msg}"
             raise BenchmarkError(msg) from err
         return
+    if name.startswith("real/"):  # a real GGUF model: registered and its package installed (converted on load)
+        from eeutils.arch.real import RealModelError, installed_versions, real_spec
+        try:
+            installed_versions(real_spec(name))
+        except RealModelError as err:
+            raise BenchmarkError(str(err)) from err
+        if revision:
+            raise BenchmarkError(f"{name!r} has no revisions; drop '@{revision}'")
+        return
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import eeutils
-from eeutils.arch import real
+from eeutils.arch import real, real_cli
 from eeutils.arch.real import (CacheNotWritable, ChecksumMismatch, RealModelNotInstalled, UnknownRealModel,
                                check_folder, resolve_real)
 from eeutils.core.env import eeutils_cache_dir
@@ -46,7 +46,7 @@ def test_registry_and_unknown_name():
 @pytest.mark.parametrize("name", [GEMMA, SMOL])
 def test_cards_match_registry(name):
     folder = real.CARDS_ROOT / name
-    assert json.loads((folder / "card.json").read_text()) == json.loads(json.dumps(real.card_dict(real.real_spec(name))))
+    assert json.loads((folder / "card.json").read_text()) == json.loads(json.dumps(real_cli.card_dict(real.real_spec(name))))
     card = (folder / "CARD.md").read_text()
     assert "dequantised to fp32" in card and real.real_spec(name).licence in card
 

@@ -14,7 +14,6 @@ CLI: ``python -m eeutils.arch.real list | convert --all | convert NAME | verify 
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -22,7 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -368,77 +367,7 @@ def resolve_real(name: str, *, cache_dir=None, progress: bool = True, verify: bo
     return target
 
 
-def card_dict(spec: RealModel) -> dict:
-    """The registry row as stored in ``data/real/<name>/card.json``."""
-    d = asdict(spec)
-    d.update(packages=list(spec.packages), kind=spec.kind, load=f"load_model('real/{spec.name}')",
-             dtype_in_kit="float32 (dequantised from the GGUF)")
-    return d
+if __name__ == "__main__":  # python -m eeutils.arch.real ...
+    from eeutils.arch.real_cli import main
 
-
-def write_cards(root: Path = CARDS_ROOT) -> list[Path]:
-    """(Re)write ``card.json`` of every real model from the registry."""
-    paths = []
-    for spec in REAL_MODELS.values():
-        p = Path(root) / spec.name / "card.json"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(card_dict(spec), indent=2) + "\n")
-        paths.append(p)
-    return paths
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m eeutils.arch.real", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="registered real models and whether they are installed/converted")
-    c = sub.add_parser("convert", help="convert once into $EEUTILS_CACHE (skips what is already converted)")
-    c.add_argument("names", nargs="*")
-    c.add_argument("--all", action="store_true", help="every registered model")
-    c.add_argument("--skip-missing", action="store_true", help="skip models whose packages are not installed")
-    v = sub.add_parser("verify", help="re-hash a converted folder")
-    v.add_argument("names", nargs="+")
-    sub.add_parser("cards", help="rewrite data/real/*/card.json from the registry")
-    args = ap.parse_args(argv)
-    if args.cmd == "list":
-        for n in list_real():
-            spec = REAL_MODELS[n]
-            try:
-                installed_versions(spec)
-                inst = "installed"
-            except RealModelNotInstalled:
-                inst = f"not installed ({spec.install})"
-            conv = "converted" if check_folder(cache_folder(spec), spec) is None else "not converted"
-            print(f"{n:24s} {spec.quantisation:7s} {spec.kind:24s} {inst}; {conv}")
-        return 0
-    if args.cmd == "cards":
-        for p in write_cards():
-            print(p)
-        return 0
-    names = list_real() if getattr(args, "all", False) else args.names
-    if not names:
-        ap.error("name a model or pass --all")
-    status = 0
-    for n in names:
-        try:
-            if args.cmd == "verify":
-                folder = cache_folder(real_spec(n))
-                reason = check_folder(folder, real_spec(n), full=True) if folder.is_dir() else "not converted"
-                print(f"{n}: {'ok' if reason is None else reason} ({folder})")
-                status |= reason is not None
-            else:
-                t0 = time.perf_counter()
-                print(f"{n}: {resolve_real(n)} ({time.perf_counter() - t0:.1f} s)")
-        except RealModelNotInstalled as err:
-            if args.cmd == "convert" and args.skip_missing:
-                print(f"{n}: skipped ({err})", file=sys.stderr)
-                continue
-            print(f"{n}: {err}", file=sys.stderr)
-            status = 1
-        except RealModelError as err:
-            print(f"{n}: {err}", file=sys.stderr)
-            status = 1
-    return status
-
-
-if __name__ == "__main__":
     sys.exit(main())
