@@ -98,9 +98,15 @@ _CONTEXT = {"context-sequence": _sequence, "context-recall": _recall, "context-r
 
 
 def context_items(seed: int = SEED, n_each: int = 30) -> list[tuple[str, str, str]]:
-    """(subtask, prompt, answer): `n_each` items of every in-context subtask, generated from `seed`."""
+    """(subtask, prompt, answer): `n_each` distinct items of every in-context subtask, generated from `seed`."""
     rng = random.Random(seed)
-    return [(name, *make(rng)) for name, make in _CONTEXT.items() for _ in range(n_each)]
+    items = []
+    for name, make in _CONTEXT.items():
+        seen: dict = {}
+        while len(seen) < n_each:  # distinct items only
+            seen.setdefault(make(rng), None)
+        items += [(name, p, a) for p, a in seen]
+    return items
 
 
 def real_task_items(part: str = "all", seed: int = SEED) -> list[tuple[str, str, str]]:
