@@ -25,8 +25,14 @@ def list_zoo():
     return zoo.list_zoo()
 
 
+def list_real():
+    """Names of the real pretrained LLMs (GGUF in pip packages), loadable as load_model('real/<name>')."""
+    from .arch.real import list_real as _list_real
+    return _list_real()
+
+
 __all__ = [
     "__version__", "ADAPTERS", "ArchSpec", "AdapterError", "register_adapter", "LoadedModel", "ModelLoadError",
     "load_model", "wrap_model", "readout", "check_last_layer", "STATISTICS", "Readout", "Doc", "Workload",
-    "list_zoo", "quiet",
+    "list_zoo", "list_real", "quiet",
 ]

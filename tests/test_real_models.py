@@ -35,7 +35,7 @@ def installed(name) -> bool:
 # ---------------------------------------------------------------------------------------- registry, cards
 
 def test_registry_and_unknown_name():
-    assert real.list_real() == [GEMMA, SMOL]
+    assert real.list_real() == eeutils.list_real() == [GEMMA, SMOL]
     assert real.real_spec("real/" + SMOL).tuned and not real.real_spec(GEMMA).tuned
     with pytest.raises(UnknownRealModel, match="known: gemma-3-270m, smollm2-135m-instruct"):
         real.real_spec("llama-7b")
@@ -162,29 +162,30 @@ def test_failed_conversion_leaves_nothing(fake_conversion, monkeypatch, tmp_path
 # ---------------------------------------------------------------------------------------- the real models
 
 @pytest.fixture(scope="module")
-def converted():
-    """name -> converted folder in the persistent cache (converted at most once, ever)."""
+def loaded():
+    """name -> LoadedModel, converted at most once ever (persistent cache) and loaded once per module."""
     return {}
 
 
-def _folder(converted, name):
+def _lm(loaded, name):
     if not installed(name):
         pytest.skip(f"{real.real_spec(name).install} (not installed)")
-    if name not in converted:
-        converted[name] = resolve_real(name, progress=False)
-    return converted[name]
+    if name not in loaded:
+        resolve_real(name, progress=False)
+        loaded[name] = eeutils.load_model("real/" + name)
+    return loaded[name]
 
 
 @pytest.mark.slow
 @pytest.mark.real
 @pytest.mark.parametrize("name", [SMOL, GEMMA])
-def test_real_model_last_layer_and_reload(converted, name, monkeypatch):
-    folder = _folder(converted, name)
+def test_real_model_last_layer_and_reload(loaded, name, monkeypatch):
+    lm = _lm(loaded, name)
     spec = real.real_spec(name)
+    monkeypatch.setattr(real, "convert", lambda *a, **k: pytest.fail("a converted folder must be reused"))
+    folder = resolve_real(name)
     info = json.loads((folder / real.SOURCE_FILE).read_text())
     assert info["gguf_sha256"] == spec.sha256 and info["tied_head"] is True
-    monkeypatch.setattr(real, "convert", lambda *a, **k: pytest.fail("a converted folder must be reused"))
-    lm = eeutils.load_model("real/" + name)
     assert (lm.n_layers, lm.config.hidden_size, lm.vocab_size) == (spec.n_layers, spec.d_model, spec.vocab)
     assert lm.params_total == spec.params
     assert lm.model.lm_head.weight.data_ptr() == lm.model.get_input_embeddings().weight.data_ptr()
@@ -203,15 +204,14 @@ def test_real_model_last_layer_and_reload(converted, name, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.real
 @pytest.mark.parametrize("name", [SMOL, GEMMA])
-def test_real_model_reads_out_offline_workloads(converted, name):
+def test_real_model_reads_out_offline_workloads(loaded, name):
     """Prose/technical text goes through the model's own tokenizer; answers of real-task are scored."""
-    _folder(converted, name)
     from eeutils.exits import evaluate
     from eeutils.workloads import get_workload
 
-    lm = eeutils.load_model("real/" + name)
-    docs = get_workload("zoo-technical", n_docs=1, max_chars=200).docs + \
-        get_workload("real-facts", n_docs=2, seed=1).docs
+    lm = _lm(loaded, name)
+    facts = [d for d in get_workload("real-facts").docs if d.answer in (" Paris", " Tokyo")]
+    docs = get_workload("zoo-technical", n_docs=1, max_chars=200).docs + facts
     ro = eeutils.readout(lm, docs, max_length=48, progress=False)
     assert ro.meta["vocab"] == lm.vocab_size and ro.n_layers == lm.n_layers
     assert np.abs(ro.stats["kl_to_final"][:, -1]).max() < 1e-4
