@@ -217,3 +217,15 @@ def test_real_model_reads_out_offline_workloads(loaded, name):
     assert np.abs(ro.stats["kl_to_final"][:, -1]).max() < 1e-4
     res = evaluate(ro, np.full(ro.n_tokens, ro.n_layers))
     assert res["n_answer_docs"] == 2 and res["full_exact_match"] == 1.0
+
+
+def test_bench_accepts_real_models():
+    from eeutils.bench import BenchmarkError, check_model
+
+    if installed(SMOL):
+        check_model("real/" + SMOL)
+    with pytest.raises(BenchmarkError, match="known: gemma-3-270m"):
+        check_model("real/gemma-2b")
+    if installed(GEMMA):
+        with pytest.raises(BenchmarkError, match="no revisions"):
+            check_model("real/" + GEMMA, "main")
