@@ -25,7 +25,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 setup: $(VENV)/.installed real-models  ## venv with the CPU torch wheel, eeutils and its extras, a python3 Jupyter kernel, the real LLMs
 
-real-models: $(VENV)/.installed  ## convert the real GGUF LLMs once into $$EEUTILS_CACHE (~/.cache/eeutils); skipped when done
+real-models: $(VENV)/.installed  ## convert the real GGUF LLMs once into EEUTILS_CACHE (default ~/.cache/eeutils); skipped when done
 	$(BIN)/python -m eeutils.arch.real convert --all
 
 notebooks: setup  ## executed notebooks, HTML, figures, findings table -> $(OUT)/

@@ -149,6 +149,19 @@ def test_cache_reused_and_corruption_redone(fake_conversion, tmp_path):
     assert sorted(p.name for p in (cache / "real").iterdir()) == [folder.name]  # no temporaries left
 
 
+def test_stale_temporaries_of_killed_conversions_are_removed(fake_conversion, tmp_path):
+    import os
+
+    root = tmp_path / "cache" / "real"
+    old, fresh = root / f".tmp-{SMOL}-old", root / f".tmp-{SMOL}-running"
+    for p in (old, fresh):
+        (p / "model").mkdir(parents=True)
+    os.utime(old, (0, 0))
+    folder = resolve_real(SMOL, cache_dir=tmp_path / "cache")
+    assert not old.exists() and fresh.exists()  # a recent one may belong to a conversion still running
+    assert check_folder(folder, real.real_spec(SMOL)) is None
+
+
 def test_failed_conversion_leaves_nothing(fake_conversion, monkeypatch, tmp_path):
     def boom(*a, **k):
         raise RuntimeError("killed mid-conversion")

@@ -246,6 +246,20 @@ def _writable_root(folder: Path) -> None:
             f"at a writable folder (e.g. export EEUTILS_CACHE=/tmp/eeutils-cache) or fix its permissions.") from err
 
 
+STALE_SECONDS = 6 * 3600
+
+
+def _remove_stale(root: Path, spec: RealModel) -> None:
+    """Delete temporary folders of `spec` left by killed conversions (untouched for STALE_SECONDS)."""
+    now = time.time()
+    for p in root.glob(f".tmp-{spec.name}-*"):
+        try:
+            if p.is_dir() and now - p.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def convert(spec: RealModel, gguf: Path, out: Path, versions: dict, progress: bool = True) -> dict:
     """Dequantise `gguf` to fp32 and write a Hugging Face folder into `out` (which must exist); returns source info."""
     import torch
@@ -342,6 +356,7 @@ def resolve_real(name: str, *, cache_dir=None, progress: bool = True, verify: bo
               file=sys.stderr)
     versions = installed_versions(spec)
     _writable_root(target)
+    _remove_stale(target.parent, spec)
     work = Path(tempfile.mkdtemp(prefix=f".tmp-{spec.name}-", dir=target.parent))
     try:
         out = work / "model"
