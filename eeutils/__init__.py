@@ -10,6 +10,7 @@ are described in docs/DESIGN.md.
 from ._version import __version__
 from .arch.loading import LoadedModel, ModelLoadError, load_model, quiet, wrap_model
 from .arch.names import list_zoo
+from .arch.real import list_real
 from .arch.table import ADAPTERS, AdapterError, ArchSpec, register_adapter
 from .lens.readout import check_last_layer, readout
 from .lens.result import Readout
@@ -19,5 +20,5 @@ from .workloads.types import Doc, Workload
 __all__ = [
     "__version__", "ADAPTERS", "ArchSpec", "AdapterError", "register_adapter", "LoadedModel", "ModelLoadError",
     "load_model", "wrap_model", "readout", "check_last_layer", "STATISTICS", "Readout", "Doc", "Workload",
-    "list_zoo", "quiet",
+    "list_zoo", "list_real", "quiet",
 ]

@@ -1,4 +1,4 @@
-"""Load any Hugging Face causal LM (hub id, local folder, or zoo name) and describe it for the readout."""
+"""Load any Hugging Face causal LM (hub id, local folder, zoo or real name) and describe it for the readout."""
 from __future__ import annotations
 
 import os
@@ -13,6 +13,7 @@ from .. import _version
 from ..core.env import hf_cache_dir, hf_offline, offline_setting
 from . import table as adapters
 from .names import is_zoo_name, resolve as resolve_zoo
+from .real import RealModelError, is_real_name, resolve_real
 from .params import count_params, hidden_size
 
 
@@ -192,7 +193,8 @@ def _explain(name: str, revision: str | None, err: Exception) -> ModelLoadError:
 def load_model(name_or_path: str, revision: str | None = None, *, dtype="float32", device=None,
                device_map=None, trust_remote_code: bool = False, tokenizer=True,
                use_safetensors: bool | None = None, progress: bool = False) -> LoadedModel:
-    """Load a causal LM by hub id, local folder or zoo name ("zoo/dense-mid").
+    """Load a causal LM by hub id, local folder, zoo name ("zoo/dense-mid") or real model ("real/gemma-3-270m",
+    converted once from the GGUF its pip package ships; see eeutils.arch.real).
 
     dtype: "float32" (default), "bfloat16", "float16" or "auto". device: "cpu", "cuda", ...;
     device_map: e.g. "auto" to shard a large model across GPUs with accelerate (hooks stay correct:
@@ -211,6 +213,15 @@ def load_model(name_or_path: str, revision: str | None = None, *, dtype="float32
     source = name
     if is_zoo_name(name):
         source = str(resolve_zoo(name[4:], revision))
+        revision_for_hf = None
+        use_safetensors = True
+    elif is_real_name(name):
+        if revision is not None:
+            raise ModelLoadError(f"{name!r} has no revisions (it is one quantised release); drop revision={revision!r}")
+        try:
+            source = str(resolve_real(name))
+        except RealModelError as err:
+            raise ModelLoadError(str(err)) from err
         revision_for_hf = None
         use_safetensors = True
     else:

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..analysis.similarity import SIMILARITY_KINDS
 from ..arch.names import is_zoo_name, resolve as resolve_zoo
+from ..arch.real import RealModelError, installed_versions, is_real_name, real_spec
 from ..core.env import hf_cache_dir, hf_offline
 from ..workloads.types import Workload
 from .config import BenchmarkError
@@ -23,7 +24,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?
 def check_model(name: str, revision: str | None = None) -> None:
     """Raise BenchmarkError if `name` cannot be a loadable model here (cheap: no weights are read).
 
-    zoo/<name> must be in the zoo; an existing path must be a folder with config.json; a path-like
+    zoo/<name> must be in the zoo; real/<name> registered and its pip package installed (it is converted
+    on first load); an existing path must be a folder with config.json; a path-like
     name must exist; a hub id must be cached when offline (HF_HUB_OFFLINE=1). Online hub ids are not
     checked here (loading reports them).
     """
@@ -35,6 +37,14 @@ def check_model(name: str, revision: str | None = None) -> None:
             if "zoo" not in msg:
                 msg = f"unknown zoo model {name!r}{'@' + revision if revision else ''}: {msg}"
             raise BenchmarkError(msg) from err
+        return
+    if is_real_name(name):
+        try:
+            installed_versions(real_spec(name))
+        except RealModelError as err:
+            raise BenchmarkError(str(err)) from err
+        if revision:
+            raise BenchmarkError(f"{name!r} has no revisions; drop '@{revision}'")
         return
     path = Path(name).expanduser()
     if path.exists():
