@@ -255,6 +255,10 @@ def _v0_chunk_statistics(z, h, h_prev, ref, target, k):
 def run_naive(lm, ids, args):
     """All layers' logits kept: [L+1, T, V] fp32, then the statistics layer by layer."""
     import torch
+    need = 2 * (lm.n_layers + 1) * ids.numel() * lm.vocab_size * 4 / 2**30  # the logits and their log-softmax
+    cap = getattr(args, "naive_max_gib", None)
+    if cap is not None and need > cap:
+        return f"skipped: needs ~{need:.1f} GiB of logits (> --naive-max-gib {cap:g})"
     out = lm.model(input_ids=ids, output_hidden_states=True, use_cache=False)
     hs = out.hidden_states  # L+1 entries; the last may already be normalised (GPT-2), so its logits
     L = lm.n_layers         # are taken from the model's own output

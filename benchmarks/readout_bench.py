@@ -75,6 +75,9 @@ def parse_args(argv=None):
     ap.add_argument("--paired", default="", help="instead of the subprocess table: time these methods in ONE "
                     "process, each between two plain forwards, and report time / forward-around-it "
                     "(e.g. 'floor,readout,readout_v0,readout_c512=512'); memory is not measured in this mode")
+    ap.add_argument("--naive-max-gib", type=float, default=4.0,
+                    help="skip the naive lens when its [L+1, T, V] fp32 logits (x2 for the log-softmax) would exceed "
+                         "this many GiB (at a 262k vocabulary that is ~2 MB per token per layer)")
     ap.add_argument("--no-check", action="store_true", help="skip comparing the statistics between methods")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per subprocess")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
@@ -243,7 +246,8 @@ def main(argv=None):
     variants = dict(v.split("=") for v in args.variants.split(",") if v.strip())
     base_args = ["--tokens", str(args.tokens), "--doc-len", str(args.doc_len), "--vocab", str(args.vocab),
                  "--layers", str(args.layers), "--d-model", str(args.d_model), "--arch", args.arch,
-                 "--threads", str(args.threads), "--chunk", str(args.chunk), "--k", str(args.k)]
+                 "--threads", str(args.threads), "--chunk", str(args.chunk), "--k", str(args.k),
+                 "--naive-max-gib", str(args.naive_max_gib)]
     if args.model:
         base_args += ["--model", args.model]
 
