@@ -117,8 +117,11 @@ class LoadedModel:
     @torch.inference_mode()
     def layer_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logit lens of a residual-stream state: final norm, head, the model's logit transforms; fp32 out."""
-        hidden = hidden.to(self.device)
-        z = self.head(self.final_norm(hidden)).float()
+        x = self.final_norm(hidden.to(self.device))
+        weight = getattr(self.head, "weight", None)
+        if weight is not None:  # cast to the head's dtype as the model does (Mamba2: fp32 residual, bf16 head)
+            x = x.to(weight.dtype)
+        z = self.head(x).float()
         return self.logit_fn(z)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:

@@ -41,6 +41,7 @@ def _lens_into(model: LoadedModel):
     weight = getattr(head, "weight", None)
     fast = (type(head) is torch.nn.Linear and weight is not None and weight.dtype == torch.float32
             and weight.dim() == 2)
+    head_dtype = weight.dtype if weight is not None else None
 
     def apply(h, out):
         x = norm(h.to(out.device))
@@ -48,8 +49,8 @@ def _lens_into(model: LoadedModel):
             torch.mm(x, weight.t(), out=out)
             if head.bias is not None:
                 out.add_(head.bias)
-        else:
-            out.copy_(head(x))
+        else:  # the head's dtype, as the model casts it (e.g. Mamba2 keeps an fp32 residual under a bf16 head)
+            out.copy_(head(x if head_dtype is None else x.to(head_dtype)))
         return apply_logit_ops(out, ops, inplace=True)
     return apply
 
