@@ -1,6 +1,6 @@
 """Realised early-exit decoding vs full greedy decoding, next to the readout-based simulation.
 
-A command-line front end to ``eeutils.decode_eval.compare_decoding`` (the measurement lives in the package;
+A command-line front end to ``eeutils.decoding.evaluation.compare_decoding`` (the measurement lives in the package;
 this script picks models and prompts and prints the table). For each model, workload prompt and
 (rule, threshold) x strategy, one run reports:
 
@@ -19,7 +19,7 @@ this script picks models and prompts and prints the table). For each model, work
 Each configuration runs once per round, rounds interleave all configurations (rotating their order, so a
 background load drifting over time hits all alike), and each speed is the median over --repeats rounds of
 the ratio to full decoding in the same round. Only ratios are printed (absolute times and every column of
-``eeutils.decode_eval.COLUMNS`` go to --csv). Prompts: ``eeutils.decode_eval.workload_prompts`` (qa: the
+``eeutils.decoding.evaluation.COLUMNS`` go to --csv). Prompts: ``eeutils.decoding.evaluation.workload_prompts`` (qa: the
 last --prompt-tokens tokens of the question and the answer; plain text: its first --prompt-tokens tokens).
 
 Models: zoo/dense-mid, zoo/moe-mid, zoo/ssm-mid when data/zoo has them, otherwise random-init
@@ -43,7 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import eeutils  # noqa: E402
-from eeutils import decode_eval  # noqa: E402
+from eeutils.decoding import evaluation as decode_eval  # noqa: E402
 
 DEFAULT_MODELS = ["zoo/dense-mid", "zoo/moe-mid", "zoo/ssm-mid"]
 DEFAULT_RULES = decode_eval.DEFAULT_RULES
@@ -99,7 +99,7 @@ def load_models(names: list[str]):
 
 
 def model_prompts(lm, workload: str | None, n_docs: int, prompt_tokens: int, max_new: int):
-    """(workload name, [(prompt ids, answer ids or None)]) for one model: eeutils.decode_eval.workload_prompts,
+    """(workload name, [(prompt ids, answer ids or None)]) for one model: eeutils.decoding.evaluation.workload_prompts,
     or the built-in prompts when the workload cannot be loaded."""
     if workload:
         try:
@@ -115,7 +115,7 @@ def model_prompts(lm, workload: str | None, n_docs: int, prompt_tokens: int, max
 
 
 def bench_model(lm, workload, rule_spec, strategies, max_new, repeats, n_docs, prompt_tokens):
-    """One model's rows: eeutils.decode_eval.compare_decoding on its prompts (interleaved rounds, medians)."""
+    """One model's rows: eeutils.decoding.evaluation.compare_decoding on its prompts (interleaved rounds, medians)."""
     wl_name, pairs = model_prompts(lm, workload, n_docs, prompt_tokens, max_new)
     frame = decode_eval.compare_decoding(lm, [p for p, _ in pairs], rule_spec, strategies=strategies,
                                          max_new_tokens=max_new, repeats=repeats, answers=[a for _, a in pairs],

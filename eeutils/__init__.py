@@ -1,29 +1,20 @@
 """eeutils: measure how suitable a causal LM is for layer-wise early exit.
 
 Load a model (`load_model`), read out every layer in one streaming pass (`readout`),
-score it (`eeutils.metrics`), simulate exit rules (`eeutils.exits`) and benchmark
-models x workloads (`eeutils.bench`). Runs offline on an embedded zoo of tiny trained models.
+score it (`eeutils.metrics`), simulate exit rules (`eeutils.exits`), decode with early exit
+(`eeutils.decoding`) and benchmark models x workloads (`eeutils.bench`). Runs offline on an
+embedded zoo of tiny trained models. The public API is listed in docs/API.md; the package's
+layers (core -> arch -> workloads -> lens -> analysis -> decoding -> bench -> notebook / zoo)
+are described in docs/DESIGN.md.
 """
 from ._version import __version__
-from .adapters import ADAPTERS, ArchSpec, AdapterError, register_adapter
-from .loading import LoadedModel, ModelLoadError, load_model, wrap_model
-from .readout import check_last_layer, readout
-from .result import STATISTICS, Readout
-from .workloads import Doc, Workload
-
-
-def quiet() -> None:
-    """Silence transformers' warnings about optional CUDA kernels and similar chatter (errors still show)."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-
-
-def list_zoo():
-    """Names of the embedded zoo models, loadable as load_model('zoo/<name>')."""
-    from . import zoo
-    return zoo.list_zoo()
-
+from .arch.loading import LoadedModel, ModelLoadError, load_model, quiet, wrap_model
+from .arch.names import list_zoo
+from .arch.table import ADAPTERS, AdapterError, ArchSpec, register_adapter
+from .lens.readout import check_last_layer, readout
+from .lens.result import Readout
+from .lens.statistics import STATISTICS
+from .workloads.types import Doc, Workload
 
 __all__ = [
     "__version__", "ADAPTERS", "ArchSpec", "AdapterError", "register_adapter", "LoadedModel", "ModelLoadError",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eeutils.result import Readout
+from eeutils.lens.result import Readout
 
 _DEFAULTS = dict(max_prob=0.5, margin=0.0, entropy=1.0, kl_to_final=0.0, ce=1.0, logit_cos=1.0,
                  hidden_cos=1.0, hidden_cos_prev=1.0)

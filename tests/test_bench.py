@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eeutils import bench
+from eeutils.bench import cli as bench_cli
+from eeutils.bench import runner as bench_runner
 from eeutils.bench import BenchmarkError, CellFailed, parse_model, run_benchmark, safe_name
-from eeutils.cli import main
+from eeutils.bench.cli import main
 from eeutils.workloads import Workload, workload_from_pairs, workload_from_texts
 
 MODELS = ["fake/alpha", "fake/beta@v2"]
@@ -281,14 +282,13 @@ def test_cli_argument_errors_exit_2_with_a_message(tmp_path, capsys):
 
 
 def test_cli_unknown_workload_and_model_exit_2(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(bench, "_default_pipeline_check", lambda sims: None)
     out = str(tmp_path / "out")
     assert main(["bench", "--models", "zoo/not-in-the-zoo", "--workloads", "zoo-prose", "--out", out]) == 2
     err = capsys.readouterr().err
     assert "not-in-the-zoo" in err and "Traceback" not in err
     assert main(["bench", "--models", "./no/such/dir", "--workloads", "zoo-prose", "--out", out]) == 2
     assert "no such local folder" in capsys.readouterr().err
-    monkeypatch.setattr(bench, "check_model", lambda name, revision=None: None)
+    monkeypatch.setattr(bench_runner, "check_model", lambda name, revision=None: None)
     assert main(["bench", "--models", "x/y", "--workloads", "no-such-workload", "--out", out]) == 2
     err = capsys.readouterr().err
     assert "unknown workload" in err and "register_workload" in err
@@ -297,13 +297,13 @@ def test_cli_unknown_workload_and_model_exit_2(tmp_path, capsys, monkeypatch):
 
 def test_cli_bench_passes_arguments_through(tmp_path, monkeypatch, capsys):
     seen = {}
-    real = bench.run_benchmark
+    real = bench_runner.run_benchmark
 
     def wrapped(models, workloads, out_dir, **kw):
         seen.update(kw, models=models, workloads=workloads)
         return real(MODELS, _workloads(), out_dir, **{**kw, "compute_cell": Counter()})
 
-    monkeypatch.setattr(bench, "run_benchmark", wrapped)
+    monkeypatch.setattr(bench_cli, "run_benchmark", wrapped)
     out = tmp_path / "out"
     code = main(["bench", "--models", "zoo/dense-mid", "zoo/moe-mid", "--workloads", "zoo-prose", "zoo-task",
                  "--out", str(out), "--budget", "0.1", "--n-docs", "7", "--no-progress"])
@@ -315,8 +315,8 @@ def test_cli_bench_passes_arguments_through(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_cell_failure_exits_1_and_says_rerun(tmp_path, monkeypatch, capsys):
-    real = bench.run_benchmark
-    monkeypatch.setattr(bench, "run_benchmark",
+    real = bench_runner.run_benchmark
+    monkeypatch.setattr(bench_cli, "run_benchmark",
                         lambda m, w, o, **kw: real(MODELS, _workloads(), o, **{**kw, "compute_cell": Counter(2)}))
     assert main(["bench", "--models", "m", "--workloads", "w", "--out", str(tmp_path), "--no-progress"]) == 1
     assert "rerun" in capsys.readouterr().err
@@ -326,7 +326,6 @@ def test_cli_workloads_and_zoo_list(capsys):
     assert main(["workloads"]) == 0
     out = capsys.readouterr().out
     assert "zoo-prose" in out and "gsm8k" in out
-    pytest.importorskip("eeutils.zoo")
     assert main(["zoo", "list"]) == 0
     assert main(["zoo"]) == 2
 
@@ -368,15 +367,6 @@ def test_ray_executor_matches_local_run(tmp_path):
 
 # ---- the real pipeline (needs the loading, readout, metrics and exits modules) ----------------------
 
-def _pipeline_missing():
-    for mod in ("eeutils.loading", "eeutils.readout", "eeutils.metrics", "eeutils.exits"):
-        try:
-            __import__(mod)
-        except Exception as err:  # noqa: BLE001
-            return f"{mod} is not available yet ({type(err).__name__}: {err})"
-    return None
-
-
 TINY_TEXTS = ["the quick brown fox jumps over the lazy dog and the cat " * 2,
               "lorem ipsum dolor sit amet, consectetur adipiscing elit", "Q: 12 + 30 = ?\nA: 42"]
 
@@ -407,9 +397,6 @@ def _tiny_model_folder(folder: Path) -> Path:
 
 
 def test_default_pipeline_end_to_end_on_a_tiny_local_model(tmp_path):
-    why = _pipeline_missing()
-    if why:
-        pytest.skip(why)
     model = str(_tiny_model_folder(tmp_path / "tiny-llama"))
     wls = [workload_from_texts(TINY_TEXTS, "tiny-text"),
            workload_from_pairs([("Q: 1 + 2 = ?\nA:", " 3"), ("Q: 5 + 5 = ?\nA:", " 10")], "tiny-qa")]
@@ -429,7 +416,7 @@ def test_default_pipeline_end_to_end_on_a_tiny_local_model(tmp_path):
     assert (ms["budget"] == 0.05).all() and set(ms["rule"]) <= set(trade["rule"])
     assert (frame["n_layers"] == 3).all() and (frame["family"] == "dense").all()
     assert frame["params_total"].notna().all() and (frame["model"] == model).all()
-    from eeutils.result import Readout
+    from eeutils.lens.result import Readout
     npz = out / "readouts" / f"{safe_name(model)}__tiny-qa.npz"
     ro = Readout.load(npz)
     assert ro.n_docs == 2 and ro.meta["workload"] == "tiny-qa" and ro.answer.any()
@@ -443,9 +430,6 @@ def test_default_pipeline_end_to_end_on_a_tiny_local_model(tmp_path):
 
 
 def test_default_pipeline_on_a_zoo_model(tmp_path):
-    why = _pipeline_missing()
-    if why:
-        pytest.skip(why)
     from eeutils import zoo
     names = zoo.list_zoo()
     if not names:
@@ -456,3 +440,54 @@ def test_default_pipeline_on_a_zoo_model(tmp_path):
     assert {"tradeoff", "eas", "max_skip"} == set(frame["row_type"])
     assert set(frame["workload_kind"]) == {"qa", "lm"}
     assert (tmp_path / "readouts" / f"{safe_name(model)}__zoo-task.npz").exists()
+
+
+def _perturbed_copy(src_name: str, dest):
+    """A local copy of a zoo model and a function that perturbs its weights in place (same file size)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from eeutils.arch.names import resolve
+    src = resolve(src_name)
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("checkpoints"))
+    weights = sorted(Path(dest).glob("*.safetensors"))[0]
+
+    def perturb():
+        tensors = load_file(str(weights))
+        name = next(n for n in tensors if "layers.0." in n and n.endswith("weight") and tensors[n].dim() == 2)
+        tensors[name] = tensors[name] * 1.5
+        save_file(tensors, str(weights), metadata={"format": "pt"})
+    return perturb
+
+
+def test_bench_readout_cache_follows_the_weights(tmp_path):
+    """Issue 12: rebuilding a local model's weights in place must invalidate the benchmark's saved readout."""
+    from eeutils.bench import BenchConfig, Cell, cell_readout
+
+    folder = tmp_path / "model"
+    perturb = _perturbed_copy("zoo/dense-small", folder)
+    wl = workload_from_texts(["In the beginning God created the heaven and the earth."] * 2, "tiny")
+    config = BenchConfig(out_dir=str(tmp_path / "out"), progress=False, max_tokens=32)
+    cell = Cell(model=str(folder), name=str(folder), revision=None, workload="tiny", key=safe_name("m__tiny"))
+    first = cell_readout(cell, wl, config)
+    assert cell_readout(cell, wl, config).meta["bench_readout"] == first.meta["bench_readout"]  # reused
+    perturb()
+    second = cell_readout(cell, wl, config)
+    assert second.meta["bench_readout"] != first.meta["bench_readout"]
+    assert not np.allclose(second["kl_to_final"], first["kl_to_final"])
+
+
+def test_notebook_readout_cache_follows_the_weights(tmp_path):
+    """The notebooks' cached_readout uses the same content-addressed key (weights included)."""
+    from eeutils.notebook.experiments import cached_readout
+
+    folder = tmp_path / "model"
+    perturb = _perturbed_copy("zoo/dense-small", folder)
+    wl = workload_from_texts(["And God said, Let there be light: and there was light."] * 2, "tiny")
+    first = cached_readout(str(folder), wl, cache_dir=tmp_path, max_tokens=32)
+    assert len(list((tmp_path / "readouts").glob("*.npz"))) == 1
+    perturb()
+    second = cached_readout(str(folder), wl, cache_dir=tmp_path, max_tokens=32)
+    assert len(list((tmp_path / "readouts").glob("*.npz"))) == 2
+    assert not np.allclose(second["kl_to_final"], first["kl_to_final"])

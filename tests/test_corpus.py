@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from eeutils import corpus as C
+from eeutils.workloads import corpus as C
 
 PYVER = f"{sys.version_info.major}.{sys.version_info.minor}"
 

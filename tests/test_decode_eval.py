@@ -1,11 +1,11 @@
-"""eeutils.decode_eval: realised vs simulated early-exit decoding in one tidy frame (tiny random-init models)."""
+"""eeutils.decoding.evaluation: realised vs simulated early-exit decoding in one tidy frame (tiny random-init models)."""
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 import eeutils
-from eeutils import decode_eval as de
+from eeutils.decoding import evaluation as de
 from eeutils.exits import ExitRule
 from eeutils.workloads import workload_from_pairs, workload_from_texts
 

@@ -296,7 +296,7 @@ def test_stop_at_eos():
 def test_hybrid_propagate_runs_only_the_mixer_of_skipped_ssm_layers(monkeypatch):
     """In a hybrid, a skipped SSM layer's state is advanced by its mixer alone; that must leave the same
     state as running the whole block on the copied state (the block's MLP does not touch the cache)."""
-    import eeutils.decoding as dec
+    import eeutils.decoding.drivers as dec
     lm = lm_for("bamba")
     ids = prompt(13)
     kw = dict(max_new_tokens=5, strategy="propagate", stop_at_eos=False)

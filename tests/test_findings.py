@@ -7,8 +7,8 @@ import pytest
 
 matplotlib.use("Agg")
 
-from eeutils import experiments, findings, plotting, series  # noqa: E402
-from eeutils.findings import Finding  # noqa: E402
+from eeutils.notebook import experiments, findings, plotting, series  # noqa: E402
+from eeutils.notebook.findings import Finding  # noqa: E402
 
 from readout_factory import make_readout  # noqa: E402
 

@@ -38,7 +38,7 @@ def test_notebook_runs(path, tmp_path):
     pm = pytest.importorskip("papermill")
     out = tmp_path / "out"
     executed = tmp_path / path.name
-    from eeutils.series import parameters_for
+    from eeutils.notebook.series import parameters_for
 
     pm.execute_notebook(str(path), str(executed), cwd=str(NB_DIR), kernel_name="python3", progress_bar=False,
                         parameters=parameters_for(path, out, smoke=True, models=None, preset={}))

@@ -2,7 +2,7 @@
 import torch
 
 import eeutils
-from eeutils import pitfalls
+from eeutils.lens import pitfalls
 
 import tiny_models as tm
 

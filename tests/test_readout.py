@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import eeutils
-from eeutils.readout import NonFiniteLogits
-from eeutils.stats import FinalRef, chunk_statistics
+from eeutils.lens import NonFiniteLogits
+from eeutils.lens.kernel import FinalRef, chunk_statistics
 
 import tiny_models as tm
 
@@ -224,7 +224,7 @@ def test_local_folder_roundtrip_and_trust_remote_code_off(tmp_path):
 
 
 def test_unknown_architecture_discovery_and_error(monkeypatch):
-    from eeutils import adapters
+    from eeutils.arch import table as adapters
     monkeypatch.delitem(adapters.ADAPTERS, "llama")
     lm = eeutils.wrap_model(tm.make_model("llama"))
     assert lm.resolved.discovered and lm.resolved.paths["final_norm"] == "model.norm"
@@ -240,7 +240,7 @@ def test_unknown_architecture_discovery_and_error(monkeypatch):
 
 
 def test_register_adapter_row():
-    from eeutils import adapters
+    from eeutils.arch import table as adapters
     spec = eeutils.ArchSpec(model_types=("my_tiny_llama",), family="dense")
     eeutils.register_adapter(spec)
     try:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import eeutils
-from eeutils import widgets
+from eeutils.notebook import widgets
 
 
 @pytest.fixture(scope="module")

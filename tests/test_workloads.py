@@ -194,7 +194,7 @@ def test_workload_from_text_file(tmp_path):
 # ---- offline built-ins (the zoo corpus' test split) -----------------------------------------------
 
 def test_zoo_workloads_from_the_corpus_test_split():
-    corpus = pytest.importorskip("eeutils.corpus")
+    from eeutils.workloads import corpus
     try:
         task = get_workload("zoo-task", n_docs=6, seed=0)
     except corpus.CorpusError as err:  # pragma: no cover - depends on the environment

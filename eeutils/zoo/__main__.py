@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from eeutils.zoo import list_revisions, list_zoo, write_zoo_markdown, zoo_markdown
+from eeutils.zoo.build import build
+
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m eeutils.zoo", description="Build or inspect the embedded zoo.")
@@ -16,18 +19,12 @@ def main(argv=None) -> None:
     sub.add_parser("table", help="print the zoo table and regenerate docs/ZOO.md")
     a = p.parse_args(argv)
     if a.cmd == "build":
-        from eeutils.zoo.build import build
-
         build(only=a.only, force=a.force, threads=a.threads, progress=not a.no_progress)
     elif a.cmd == "list":
-        from eeutils.zoo import list_revisions, list_zoo
-
         for n in list_zoo():
             revs = list_revisions(n)
             print(n + (f"  revisions: {', '.join(revs)}" if revs else ""))
     else:
-        from eeutils.zoo import write_zoo_markdown, zoo_markdown
-
         print(zoo_markdown())
         write_zoo_markdown()
 

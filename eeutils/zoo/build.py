@@ -6,13 +6,21 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
-from eeutils.zoo import REPO_ROOT, TOKENIZER_DIRNAME, zoo_root
-from eeutils.zoo.recipes import CONTEXT, PAD_ID, VOCAB_SIZE, Recipe
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM
+
+from eeutils.arch.names import TOKENIZER_DIRNAME, resolve, zoo_root
+from eeutils.core.resources import repo_root
+from eeutils.workloads import corpus as C
+from eeutils.zoo import tokenizer as T
+from eeutils.zoo import train as TR
+from eeutils.zoo import write_zoo_markdown
+from eeutils.zoo.recipes import CONTEXT, PAD_ID, Recipe
 
 MAIN_STEPS = 448  # x batch 8 x context 128 = 458,752 tokens
 CHECKPOINTS = (0, 8, 32, 128, 256)  # dense-mid revisions step-<n>; step-448 is the main folder
@@ -48,11 +56,11 @@ def code_version() -> dict:
     try:
         import tomllib
 
-        v["eeutils"] = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+        v["eeutils"] = tomllib.loads((repo_root() / "pyproject.toml").read_text())["project"]["version"]
     except Exception:
         pass
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True, timeout=10)
         if out.returncode == 0:
             v["git_commit"] = out.stdout.strip()
     except Exception:
@@ -65,12 +73,6 @@ class Data:
     """Corpus, tokenizer and token streams shared by every model of one build."""
 
     def __init__(self, force_tokenizer: bool = False):
-        import torch
-
-        from eeutils import corpus as C
-        from eeutils.zoo import tokenizer as T
-        from eeutils.zoo import train as TR
-
         self.corpus = C.build_corpus()
         self.tok_dir = zoo_root() / TOKENIZER_DIRNAME
         if force_tokenizer or not (self.tok_dir / "tokenizer.json").is_file():
@@ -103,13 +105,10 @@ class Data:
             "data_order": "train docs shuffled with random.Random(0), <|bos|> doc <|eos|>, packed, "
                           f"non-overlapping {CONTEXT}-token windows visited in torch.randperm(seed=epoch)",
         })
-        del torch
 
 
 # ------------------------------------------------------------------ instruction tuning
 def _instruction_batches(tokenizer, docs, batch: int):
-    import torch
-
     enc = tokenizer.backend_tokenizer
     items = []
     for d in docs:
@@ -132,8 +131,6 @@ def _instruction_batches(tokenizer, docs, batch: int):
 
 
 def _instruction_loss(model, batches) -> float:
-    import torch
-
     model.eval()
     tot, n = 0.0, 0
     with torch.no_grad():
@@ -147,14 +144,6 @@ def _instruction_loss(model, batches) -> float:
 
 def finetune(recipe: Recipe, data: Data, progress: bool = True):
     """Answer-only supervised fine-tuning of an already built zoo model."""
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM
-
-    from eeutils import corpus as C
-    from eeutils.zoo import resolve
-    from eeutils.zoo import train as TR
-
     base = AutoModelForCausalLM.from_pretrained(str(resolve(recipe.finetune_of)), dtype=torch.float32)
     train_b = _instruction_batches(data.tokenizer, C.instruction_docs("train"), recipe.batch)
     val_b = _instruction_batches(data.tokenizer, C.instruction_docs("validation", n_verse=200), recipe.batch)[:8]
@@ -181,10 +170,6 @@ def finetune(recipe: Recipe, data: Data, progress: bool = True):
 
 # ------------------------------------------------------------------ one model
 def build_one(recipe: Recipe, data: Data, force: bool = False, progress: bool = True) -> dict | None:
-    import torch
-
-    from eeutils.zoo import train as TR
-
     folder = zoo_root() / recipe.name
     if (folder / "card.json").is_file() and not force:
         print(f"[zoo] {recipe.name}: already built, skipping", flush=True)
@@ -292,8 +277,6 @@ def card_markdown(c: dict) -> str:
 
 
 def build(only: list[str] | None = None, force: bool = False, threads: int = 1, progress: bool = True) -> list[dict]:
-    import torch
-
     torch.set_num_threads(threads)
     names = only or [r.name for r in ZOO]
     unknown = [n for n in names if n not in RECIPES]
@@ -309,8 +292,6 @@ def build(only: list[str] | None = None, force: bool = False, threads: int = 1, 
             c = build_one(r, data, force=force, progress=progress)
             if c:
                 cards.append(c)
-    from eeutils.zoo import write_zoo_markdown
-
     write_zoo_markdown()
     print(f"[zoo] all done in {(time.time() - t0) / 60:.1f} min", flush=True)
     return cards

@@ -88,9 +88,11 @@ def _swiglu_width(d: int) -> int:
     return int(round(8 * d / 3 / 8)) * 8
 
 
+# arch -> (family: a family of eeutils.arch.table, class, config builder). gpt2-mid is the "previous
+# generation" dense analogue (its recipe note says so); cards built before this table said "dense-prevgen".
 FAMILIES = {
     "llama": ("dense", "LlamaForCausalLM", llama_config),
-    "gpt2": ("dense-prevgen", "GPT2LMHeadModel", gpt2_config),
+    "gpt2": ("dense", "GPT2LMHeadModel", gpt2_config),
     "moe": ("moe", "Qwen3MoeForCausalLM", moe_config),
     "mamba2": ("ssm", "Mamba2ForCausalLM", mamba2_config),
     "bamba": ("hybrid", "BambaForCausalLM", bamba_config),

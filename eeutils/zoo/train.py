@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from eeutils.arch.params import count_params, moe_shape  # noqa: F401  (count_params: the cards' parameter counts)
 from eeutils.zoo.recipes import CONTEXT, EOS_ID, PAD_ID, Recipe
 
 DATA_SEED = 0
@@ -116,20 +117,9 @@ def build_model(recipe: Recipe, vocab_size: int):
     return cls(recipe.config(vocab_size))
 
 
-def count_params(model) -> tuple[int, int]:
-    """(total, active per token). For MoE, only ``top_k / num_experts`` of the expert weights are active."""
-    total = sum(p.numel() for p in model.parameters())
-    cfg = model.config
-    n_exp, k = getattr(cfg, "num_experts", None), getattr(cfg, "num_experts_per_tok", None)
-    if not n_exp or not k:
-        return total, total
-    expert = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
-    return total, int(total - expert * (1 - k / n_exp))
-
-
 def lm_forward(model, x: torch.Tensor, train: bool = False):
     kwargs = {}
-    if train and getattr(model.config, "num_experts", None):
+    if train and moe_shape(model.config):
         kwargs["output_router_logits"] = True  # adds the load-balancing loss during training only
     return model(input_ids=x, labels=x, use_cache=False, **kwargs)
 

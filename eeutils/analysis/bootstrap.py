@@ -1,0 +1,205 @@
+"""Document bootstrap of the EAS (vectorised: each replicate is a vector of document multiplicities)
+and the per-layer similarity curve with its interval. The one bootstrap of the kit."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..lens.result import Readout
+from .eas import (DEFAULT_AGGREGATE, DEFAULT_ALPHA, DEFAULT_INCLUDE_EMBEDDING, DEFAULT_INDEX_BASE, DEFAULT_SIMILARITY,
+                  _eas_from_setup, _setup)
+from .similarity import similarity as _similarity
+
+__all__ = ["EASBootstrap", "bootstrap_eas", "layer_curve", "eas_replicates"]
+
+
+@dataclass
+class EASBootstrap:
+    """EAS with a percentile bootstrap interval over documents.
+
+    value/ceiling/normalised: the point estimate (as `eas`). lo/hi, normalised_lo/normalised_hi:
+    the ci interval. samples: the n_boot bootstrap EAS values. curve: the point curve with S_lo,
+    S_hi, A_lo, A_hi per layer. This is sampling noise of the evaluation text only; variation
+    between training seeds is usually far larger.
+    """
+
+    value: float
+    lo: float
+    hi: float
+    ceiling: float
+    normalised: float
+    normalised_lo: float
+    normalised_hi: float
+    ci: float
+    n_boot: int
+    seed: int
+    params: dict
+    curve: pd.DataFrame = field(repr=False)
+    samples: np.ndarray = field(repr=False)
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+
+def _doc_groups(readout: Readout):
+    """(n_docs, order, starts): tokens sorted by document, start row of each document."""
+    _, inv = np.unique(readout.doc, return_inverse=True)
+    inv = inv.reshape(-1)
+    order = np.argsort(inv, kind="stable")
+    n_docs = int(inv.max()) + 1
+    starts = np.searchsorted(inv[order], np.arange(n_docs), side="left")
+    return n_docs, order, starts
+
+
+def _doc_sums(X: np.ndarray, order: np.ndarray, starts: np.ndarray):
+    """Per-document sums of the finite entries of X [n, m] and their counts: ([d, m], [d, m])."""
+    finite = np.isfinite(X)
+    Xs = np.where(finite, X, 0.0)[order]
+    return np.add.reduceat(Xs, starts, axis=0), np.add.reduceat(finite[order].astype(np.float64), starts, axis=0)
+
+
+def _draw_docs(seed: int, n_docs: int, n_boot: int) -> np.ndarray:
+    """Bootstrap draws of document positions, [n_boot, n_docs] (the same draws select_docs would use)."""
+    return np.random.default_rng(seed).integers(0, n_docs, size=(n_boot, n_docs))
+
+
+def _draw_counts(seed: int, n_docs: int, n_boot: int) -> np.ndarray:
+    idx = _draw_docs(seed, n_docs, n_boot)
+    flat = (idx + np.arange(n_boot)[:, None] * n_docs).reshape(-1)
+    return np.bincount(flat, minlength=n_boot * n_docs).reshape(n_boot, n_docs).astype(np.float64)
+
+
+def _check_boot(n_boot, ci):
+    if isinstance(n_boot, bool) or int(n_boot) != n_boot or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+    if not (0.0 < float(ci) < 1.0):
+        raise ValueError(f"ci must be in (0, 1), got {ci!r}")
+
+
+def _quantiles(x: np.ndarray, ci: float, axis=0):
+    q = [(1.0 - ci) / 2.0, 1.0 - (1.0 - ci) / 2.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanquantile(x, q, axis=axis)
+    return lo, hi
+
+
+_EAS_OPTIONS = ("alpha", "similarity", "include_embedding", "index_base", "aggregate", "k")
+
+
+def _eas_setup(readout: Readout, eas_kwargs: dict):
+    unknown = set(eas_kwargs) - set(_EAS_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown EAS option(s) {sorted(unknown)}; allowed: {sorted(_EAS_OPTIONS)}")
+    opts = dict(alpha=DEFAULT_ALPHA, similarity=DEFAULT_SIMILARITY, include_embedding=DEFAULT_INCLUDE_EMBEDDING,
+                index_base=DEFAULT_INDEX_BASE, aggregate=DEFAULT_AGGREGATE, k=None)
+    opts.update(eas_kwargs)
+    return _setup(readout, opts["alpha"], opts["similarity"], opts["include_embedding"], opts["index_base"],
+                  opts["aggregate"], opts["k"])
+
+
+def _replicate_curves(st, counts: np.ndarray, order, starts):
+    """Per-replicate token-mean S and A terms ([n_boot, m] each) for document multiplicities `counts`."""
+    sum_S, cnt = _doc_sums(st.S, order, starts)
+    den = counts @ cnt
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_S = (counts @ sum_S) / den
+        if st.aggregate == "mean_of_power":
+            sum_Sa, _ = _doc_sums(np.power(st.S, st.alpha), order, starts)
+            P = (counts @ sum_Sa) / den
+        else:
+            P = np.power(mean_S, st.alpha)
+    return mean_S, P * np.power(st.w, 1.0 - st.alpha)
+
+
+def eas_replicates(readout: Readout, draws, value: str = "eas", **eas_kwargs) -> np.ndarray:
+    """EAS (value="eas") or EAS / ceiling (value="normalised") of each bootstrap replicate, [n_boot].
+
+    draws: [n_boot, n_docs] document positions (into the readout's sorted unique documents), e.g. one
+    shared draw for several models read on the same documents. Replicate b equals
+    `eas(readout.select_docs(unique_docs[draws[b]]))` up to float rounding.
+    """
+    if value not in ("eas", "normalised"):
+        raise ValueError(f"value must be 'eas' or 'normalised', got {value!r}")
+    st = _eas_setup(readout, eas_kwargs)
+    n_docs, order, starts = _doc_groups(readout)
+    draws = np.asarray(draws)
+    if draws.ndim != 2 or (draws.size and (draws.min() < 0 or draws.max() >= n_docs)):
+        raise ValueError(f"draws must be [n_boot, n_docs] document positions in 0..{n_docs - 1}")
+    n_boot = draws.shape[0]
+    flat = (draws + np.arange(n_boot)[:, None] * n_docs).reshape(-1)
+    counts = np.bincount(flat, minlength=n_boot * n_docs).reshape(n_boot, n_docs).astype(np.float64)
+    _, A = _replicate_curves(st, counts, order, starts)
+    samples = A.mean(axis=1)
+    if value == "eas":
+        return samples
+    ceiling = float(np.power(st.w, 1.0 - st.alpha).mean())
+    return samples / ceiling if ceiling > 0 else np.full(n_boot, np.nan)
+
+
+def bootstrap_eas(readout: Readout, n_boot: int = 200, ci: float = 0.95, seed: int = 0, **eas_kwargs) -> EASBootstrap:
+    """EAS with a percentile bootstrap interval, resampling whole DOCUMENTS with replacement.
+
+    Tokens within a document are correlated, so documents are the sampling unit. Vectorised: the
+    per-document, per-layer sums of S (and of S^alpha) and counts of finite values are computed
+    once; each bootstrap replicate is a vector of document multiplicities, so per-layer means are
+    (counts @ sums) / (counts @ n). Replicate b equals `eas(readout.select_docs(draw_b))` for the
+    document draws of `np.random.default_rng(seed).integers(0, n_docs, (n_boot, n_docs))`.
+    Deterministic given seed. With a single document the interval has zero width (a warning says so).
+    eas_kwargs: alpha, similarity, include_embedding, index_base, aggregate, k (as in `eas`).
+    """
+    _check_boot(n_boot, ci)
+    st = _eas_setup(readout, eas_kwargs)
+    point = _eas_from_setup(st)
+    n_docs, order, starts = _doc_groups(readout)
+    if n_docs < 2:
+        warnings.warn("bootstrap over a single document: the interval has zero width", RuntimeWarning, stacklevel=2)
+    counts = _draw_counts(int(seed), n_docs, int(n_boot))
+    mean_S, A = _replicate_curves(st, counts, order, starts)
+    samples = A.mean(axis=1)
+    lo, hi = _quantiles(samples, ci)
+    S_lo, S_hi = _quantiles(mean_S, ci)
+    A_lo, A_hi = _quantiles(A, ci)
+    curve = point.curve.copy()
+    curve["S_lo"], curve["S_hi"], curve["A_lo"], curve["A_hi"] = S_lo, S_hi, A_lo, A_hi
+    c = point.ceiling
+    params = dict(point.params, n_boot=int(n_boot), ci=float(ci), seed=int(seed), unit="document")
+    return EASBootstrap(value=point.value, lo=float(lo), hi=float(hi), ceiling=c, normalised=point.normalised,
+                        normalised_lo=float(lo) / c if c > 0 else float("nan"),
+                        normalised_hi=float(hi) / c if c > 0 else float("nan"),
+                        ci=float(ci), n_boot=int(n_boot), seed=int(seed), params=params, curve=curve,
+                        samples=samples)
+
+
+def layer_curve(readout: Readout, similarity: str = DEFAULT_SIMILARITY, n_boot: int = 0, ci: float = 0.95,
+                seed: int = 0, k: int | None = None) -> pd.DataFrame:
+    """Tidy per-layer frame of the token-mean similarity, for plotting: every readout layer 0..L.
+
+    Columns: model, similarity, layer, rel_depth (layer / L), S (mean over tokens, NaN skipped),
+    S_std (token standard deviation), n_tokens (finite values), S_lo, S_hi (document-bootstrap
+    percentile interval when n_boot > 0, else NaN).
+    """
+    S = _similarity(readout, similarity, k=k)
+    L = readout.n_layers
+    finite = np.isfinite(S)
+    n = finite.sum(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(S, axis=0)
+        std = np.nanstd(S, axis=0)
+    lo = np.full(L + 1, np.nan)
+    hi = np.full(L + 1, np.nan)
+    if n_boot:
+        _check_boot(n_boot, ci)
+        n_docs, order, starts = _doc_groups(readout)
+        sums, cnt = _doc_sums(S, order, starts)
+        counts = _draw_counts(int(seed), n_docs, int(n_boot))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boot = (counts @ sums) / (counts @ cnt)
+        lo, hi = _quantiles(boot, ci)
+    layers = np.arange(L + 1)
+    return pd.DataFrame({"model": readout.meta.get("model", ""), "similarity": similarity, "layer": layers,
+                         "rel_depth": layers / L, "S": mean, "S_std": std, "n_tokens": n, "S_lo": lo, "S_hi": hi})

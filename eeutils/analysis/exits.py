@@ -1,0 +1,201 @@
+"""Early-exit rules simulated on one Readout (no model re-run), their trade-off curves, and the
+maximum skip ratio under an accuracy budget.
+
+The rules themselves (kinds, thresholds, conventions, the predicate `rule_fires`) are the table in
+`eeutils.analysis.rules`; `rule_fires` is the one predicate the simulator and the decoder share:
+the simulator calls it with whole columns of the readout, a decoder with 1-element arrays (or
+scalars) of the current layer's statistics for the token being generated.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..lens.result import Readout
+from .depth import saturated_matrix
+from .similarity import _check_readout
+from .rules import (DEFAULT_THRESHOLDS, EXIT_KINDS, ExitRule, as_rule, default_rules, rule_fires,  # noqa: F401
+                    top1_streak, update_streak)
+
+__all__ = [
+    "EXIT_KINDS", "DEFAULT_THRESHOLDS", "ExitRule", "rule_fires", "top1_streak", "update_streak",
+    "default_rules", "simulate", "evaluate", "tradeoff", "max_skip_under_budget",
+]
+
+
+# ---------------------------------------------------------------------------
+# simulation
+# ---------------------------------------------------------------------------
+def _rule_inputs(readout: Readout, rule: ExitRule, cache: dict | None = None) -> dict:
+    """Per-statistic arrays for `rule`: [n, L+1] matrices, or [n] vectors that apply at every layer."""
+    cache = {} if cache is None else cache
+    out = {}
+    for name in rule.required_stats:
+        if name not in cache:
+            if name == "saturated":
+                cache[name] = saturated_matrix(readout.stats["top1"])
+            elif name == "top1_streak":
+                cache[name] = top1_streak(readout.stats["top1"])
+            elif name == "target":
+                cache[name] = np.asarray(readout.target)
+            elif name in readout.stats:
+                cache[name] = np.asarray(readout.stats[name])
+            else:
+                raise ValueError(f"rule {rule.label!r} needs the statistic {name!r}, which this readout lacks "
+                                 f"(it has: {sorted(readout.stats)})")
+        out[name] = cache[name]
+    return out
+
+
+def simulate(readout: Readout, rule: ExitRule, _cache: dict | None = None) -> np.ndarray:
+    """Exit layer per token (int array in min_layer..L) if `rule` were applied while decoding.
+
+    Teacher-forced simulation: each token's exit is decided from its own readout row, as if the
+    earlier tokens had been produced by the full model (the readout's hidden states come from a
+    full forward; a real decoder's later tokens would see early-exited states).
+    """
+    _check_readout(readout, "simulate")
+    if not isinstance(rule, ExitRule):
+        raise TypeError(f"expected an ExitRule, got {type(rule).__name__}")
+    L = readout.n_layers
+    rule.validate_for(L)
+    inputs = _rule_inputs(readout, rule, _cache)
+    n = readout.n_tokens
+    exit_layer = np.full(n, L, dtype=np.int64)
+    undecided = np.ones(n, dtype=bool)
+    for layer in range(rule.min_layer, L):
+        stats = {k: (v[:, layer] if v.ndim == 2 else v) for k, v in inputs.items()} or {"_": undecided}
+        fires = rule_fires(rule, stats, layer, L) & undecided
+        exit_layer[fires] = layer
+        undecided &= ~fires
+        if not undecided.any():
+            break
+    return exit_layer
+
+
+def evaluate(readout: Readout, exit_layers) -> dict:
+    """Savings and quality of given exit layers (one per token) against the full model.
+
+    Returns: n_tokens, n_layers; mean_layers (mean exit layer = blocks run); skip_ratio =
+    mean (L - exit)/L; agreement = share of tokens whose exited top1 equals the final top1;
+    token_accuracy / full_token_accuracy = exited / final top1 == target over tokens with a target
+    (n_scored_tokens); exact_match / full_exact_match over documents with answer positions
+    (a document is correct iff every answer-position prediction equals its target; n_answer_docs);
+    accuracy / full_accuracy = the exact match if the workload has answers, else token accuracy
+    (accuracy_kind says which); rel_acc_loss = (full - accuracy) / full (NaN when full is 0 or
+    undefined; negative = the exit improves accuracy).
+    """
+    _check_readout(readout, "simulate")
+    L = readout.n_layers
+    e = np.asarray(exit_layers)
+    if e.shape != (readout.n_tokens,):
+        raise ValueError(f"exit_layers must have one entry per token, shape ({readout.n_tokens},), got {e.shape}")
+    if e.dtype.kind not in "iu":
+        if e.dtype.kind == "f" and np.all(np.isfinite(e)) and np.all(e == np.round(e)):
+            e = e.astype(np.int64)
+        else:
+            raise ValueError("exit_layers must be integers")
+    if e.min() < 0 or e.max() > L:
+        raise ValueError(f"exit layers must lie in 0..{L}, got range {e.min()}..{e.max()}")
+    top1 = np.asarray(readout.stats["top1"])
+    rows = np.arange(readout.n_tokens)
+    pred = top1[rows, e]
+    final = top1[:, -1]
+    target = np.asarray(readout.target)
+    has_t = target >= 0
+    correct = pred == target
+    full_correct = final == target
+    res = dict(n_tokens=readout.n_tokens, n_layers=L, mean_layers=float(e.mean()),
+               skip_ratio=float(((L - e) / L).mean()), agreement=float((pred == final).mean()),
+               n_scored_tokens=int(has_t.sum()))
+    res["token_accuracy"] = float(correct[has_t].mean()) if has_t.any() else float("nan")
+    res["full_token_accuracy"] = float(full_correct[has_t].mean()) if has_t.any() else float("nan")
+    ans = np.asarray(readout.answer, dtype=bool) & has_t
+    if ans.any():
+        docs, inv = np.unique(np.asarray(readout.doc)[ans], return_inverse=True)
+        wrong = np.bincount(inv, weights=(~correct[ans]).astype(np.float64), minlength=len(docs))
+        full_wrong = np.bincount(inv, weights=(~full_correct[ans]).astype(np.float64), minlength=len(docs))
+        res.update(exact_match=float((wrong == 0).mean()), full_exact_match=float((full_wrong == 0).mean()),
+                   n_answer_docs=int(len(docs)))
+        res.update(accuracy=res["exact_match"], full_accuracy=res["full_exact_match"], accuracy_kind="exact_match")
+    else:
+        res.update(exact_match=float("nan"), full_exact_match=float("nan"), n_answer_docs=0)
+        res.update(accuracy=res["token_accuracy"], full_accuracy=res["full_token_accuracy"],
+                   accuracy_kind="token_accuracy")
+    full = res["full_accuracy"]
+    res["rel_acc_loss"] = float((full - res["accuracy"]) / full) if (np.isfinite(full) and full > 0) else float("nan")
+    return res
+
+
+TRADEOFF_COLUMNS = ["model", "rule", "threshold", "label", "min_layer", "mean_layers", "skip_ratio", "agreement",
+                    "accuracy", "full_accuracy", "rel_acc_loss", "accuracy_kind", "n_tokens"]
+
+
+def tradeoff(readout: Readout, rules=None) -> pd.DataFrame:
+    """One row per rule (kind and threshold) simulated on `readout`.
+
+    Columns: model, rule (kind), threshold (NaN for oracles), label, min_layer, mean_layers,
+    skip_ratio, agreement, accuracy, full_accuracy, rel_acc_loss, accuracy_kind, n_tokens.
+    rules: iterable of ExitRule (or (kind, threshold) tuples, or dicts of ExitRule fields);
+    None = `default_rules(L)`.
+    """
+    _check_readout(readout, "simulate")
+    rules = default_rules(readout.n_layers) if rules is None else [as_rule(r) for r in rules]
+    cache: dict = {}
+    rows = []
+    for rule in rules:
+        r = evaluate(readout, simulate(readout, rule, _cache=cache))
+        rows.append(dict(model=readout.meta.get("model", ""), rule=rule.kind,
+                         threshold=float("nan") if rule.threshold is None else float(rule.threshold),
+                         label=rule.label, min_layer=rule.min_layer, mean_layers=r["mean_layers"],
+                         skip_ratio=r["skip_ratio"], agreement=r["agreement"], accuracy=r["accuracy"],
+                         full_accuracy=r["full_accuracy"], rel_acc_loss=r["rel_acc_loss"],
+                         accuracy_kind=r["accuracy_kind"], n_tokens=r["n_tokens"]))
+    return pd.DataFrame(rows, columns=TRADEOFF_COLUMNS)
+
+
+def max_skip_under_budget(tradeoff_frame: pd.DataFrame, budget: float = 0.05, metric: str = "accuracy",
+                          by=None) -> pd.DataFrame:
+    """Per rule, the largest skip ratio among thresholds whose quality loss is within `budget`.
+
+    metric="accuracy": loss = rel_acc_loss = (full_accuracy - accuracy) / full_accuracy (the
+    paper's "at most 5% accuracy loss", read as relative). metric="agreement": loss =
+    1 - agreement (share of tokens whose prediction changes). A row is admissible iff
+    loss <= budget (NaN losses are not). Ties in skip ratio go to the smaller loss.
+    A rule with no admissible threshold gets skip_ratio 0 (run the full model) and threshold NaN.
+    by: grouping columns besides "rule"; default: whichever of model, workload the frame has.
+    Returns: group columns, rule, skip_ratio, threshold, label, mean_layers, loss, n_admissible,
+    budget, metric.
+    """
+    try:
+        b = float(budget)
+    except (TypeError, ValueError):
+        raise ValueError(f"budget must be a number in [0, 1), got {budget!r}") from None
+    if not (0.0 <= b < 1.0):
+        raise ValueError(f"budget must be in [0, 1) (a fraction, e.g. 0.05 for 5%), got {budget!r}")
+    if metric not in ("accuracy", "agreement"):
+        raise ValueError(f"metric must be 'accuracy' or 'agreement', got {metric!r}")
+    need = ["rule", "threshold", "skip_ratio"] + (["rel_acc_loss"] if metric == "accuracy" else ["agreement"])
+    missing = [c for c in need if c not in tradeoff_frame]
+    if missing:
+        raise ValueError(f"the trade-off frame lacks column(s) {missing}")
+    groups = [c for c in (("model", "workload") if by is None else by) if c in tradeoff_frame] + ["rule"]
+    f = tradeoff_frame.copy()
+    f["loss"] = f["rel_acc_loss"] if metric == "accuracy" else 1.0 - f["agreement"]
+    f["admissible"] = f["loss"].notna() & (f["loss"] <= b + 1e-12)
+    out = []
+    for key, g in f.groupby(groups, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(groups, key))
+        ok = g[g["admissible"]]
+        if ok.empty:
+            row.update(skip_ratio=0.0, threshold=float("nan"), label="", mean_layers=float("nan"),
+                       loss=float("nan"), n_admissible=0)
+        else:
+            best = ok.sort_values(["skip_ratio", "loss"], ascending=[False, True], kind="stable").iloc[0]
+            row.update(skip_ratio=float(best["skip_ratio"]), threshold=float(best["threshold"]),
+                       label=best.get("label", ""), mean_layers=float(best.get("mean_layers", float("nan"))),
+                       loss=float(best["loss"]), n_admissible=int(len(ok)))
+        row.update(budget=b, metric=metric)
+        out.append(row)
+    return pd.DataFrame(out)

@@ -1,0 +1,282 @@
+"""Architecture table: every fact the kit knows about a model family, one `ArchSpec` row per family.
+
+Each supported family is one row of `ADAPTERS`, keyed by `config.model_type`.
+A row names module paths (first match wins, so one row can cover renamed
+attributes across transformers versions), the transforms the model applies
+to its logits after the head, and what the early-exit decoder needs: its driver
+kind (attention / ssm / hybrid, or none), whether an SSM mixer continues a
+multi-token chunk from its cached state, the K/V projection names and an
+embedding multiplier. Anything unlisted goes through `discover`, which
+finds the longest repeated-block ModuleList, the output embeddings and the
+norm just before them; the last-layer check in the tests (and
+`eeutils.check_last_layer`) verifies the result.
+
+To add a family::
+
+    from eeutils.arch import ArchSpec, register_adapter
+    register_adapter(ArchSpec(model_types=("my_model",), family="dense",
+                              blocks=("model.layers",), final_norm=("model.norm",)))
+
+The tests build a tiny random model of every row (tests/tiny_models.py) and check that the readout
+at the last layer reproduces the model's logits; `families()` and `model_types()` list the table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .params import moe_shape
+
+FAMILIES = ("dense", "moe", "ssm", "hybrid")
+DRIVERS = ("attention", "ssm", "hybrid")  # how the early-exit decoder runs a family's blocks (see eeutils.decoding)
+# projections a block runs to write its K/V entries (input norm aside): q, k, v and fused variants
+KV_NAMES = ("q_proj", "k_proj", "v_proj", "qkv_proj", "c_attn", "query_key_value", "q_a_proj", "q_b_proj",
+            "kv_a_proj_with_mqa", "kv_b_proj", "Wqkv", "in_proj_qkv")
+LOGIT_OPS = ("mul", "div", "softcap")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One architecture row.
+
+    blocks, final_norm, head: candidate dotted paths from the *ForCausalLM module.
+    logit_ops: what the model does to the head's output, in order, each op a
+    (kind, config attribute) pair: ("mul", "logit_scale"), ("div", "logits_scaling"),
+    ("softcap", "final_logit_softcapping"). Ops whose attribute is None are skipped.
+    A block's output is its residual stream: a tensor, or the first element of a tuple.
+    driver: how the early-exit decoder runs the blocks: "attention", "ssm", "hybrid" (attention and
+    SSM layers), or None (not driven; the readout and the simulation still work). Default: "attention"
+    for dense and moe rows, None otherwise. ssm_chunk_continues: the SSM mixer's multi-token path
+    continues from the cached recurrent state (Mamba2) rather than restarting from zero (Mamba-1).
+    kv_names: parameter names of the projections that write K/V (the decoder's cost model).
+    embed_scale: config attribute the embeddings are multiplied by (Granite's embedding_multiplier).
+    """
+
+    model_types: tuple[str, ...]
+    family: str
+    blocks: tuple[str, ...] = ("model.layers",)
+    final_norm: tuple[str, ...] = ("model.norm",)
+    head: tuple[str, ...] = ("lm_head",)
+    logit_ops: tuple[tuple[str, str], ...] = ()
+    notes: str = ""
+    driver: str | None = "auto"
+    ssm_chunk_continues: bool = False
+    kv_names: tuple[str, ...] = KV_NAMES
+    embed_scale: str | None = None
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
+        if self.driver == "auto":
+            object.__setattr__(self, "driver", "attention" if self.family in ("dense", "moe") else None)
+        if self.driver is not None and self.driver not in DRIVERS:
+            raise ValueError(f"driver must be one of {DRIVERS} or None, got {self.driver!r}")
+        bad = [k for k, _ in self.logit_ops if k not in LOGIT_OPS]
+        if bad:
+            raise ValueError(f"unknown logit op(s) {bad}; known: {LOGIT_OPS}")
+
+
+_LLAMA_LIKE = dict(blocks=("model.layers",), final_norm=("model.norm",), head=("lm_head",))
+_SOFTCAP = (("softcap", "final_logit_softcapping"),)
+
+ADAPTERS: dict[str, ArchSpec] = {}
+
+
+def register_adapter(spec: ArchSpec, overwrite: bool = False) -> ArchSpec:
+    """Add a row to the table (for every model_type it lists)."""
+    for mt in spec.model_types:
+        if mt in ADAPTERS and not overwrite:
+            raise ValueError(f"an adapter for model_type {mt!r} exists; pass overwrite=True to replace it")
+        ADAPTERS[mt] = spec
+    return spec
+
+
+_GRANITE = dict(logit_ops=(("div", "logits_scaling"),), embed_scale="embedding_multiplier")
+
+for _spec in [
+    ArchSpec(("gpt2",), "dense", blocks=("transformer.h",), final_norm=("transformer.ln_f",)),
+    ArchSpec(("gpt_neox",), "dense", blocks=("gpt_neox.layers",), final_norm=("gpt_neox.final_layer_norm",),
+             head=("lm_head", "embed_out"), notes="Pythia"),
+    ArchSpec(("llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "olmo3", "phi3", "smollm3"), "dense", **_LLAMA_LIKE),
+    ArchSpec(("gemma",), "dense", **_LLAMA_LIKE, notes="embeddings scaled by sqrt(d); norm gain is (1 + w)"),
+    ArchSpec(("gemma2", "gemma3_text"), "dense", **_LLAMA_LIKE, logit_ops=_SOFTCAP),
+    ArchSpec(("cohere", "cohere2"), "dense", **_LLAMA_LIKE, logit_ops=(("mul", "logit_scale"),)),
+    ArchSpec(("granite",), "dense", **_LLAMA_LIKE, **_GRANITE),
+    ArchSpec(("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "deepseek_v2", "deepseek_v3",
+              "phimoe"), "moe", **_LLAMA_LIKE),
+    ArchSpec(("granitemoe",), "moe", **_LLAMA_LIKE, **_GRANITE),
+    ArchSpec(("mamba", "falcon_mamba"), "ssm", blocks=("backbone.layers",), final_norm=("backbone.norm_f",),
+             driver="ssm"),
+    ArchSpec(("mamba2",), "ssm", blocks=("backbone.layers",), final_norm=("backbone.norm_f",), driver="ssm",
+             ssm_chunk_continues=True),
+    ArchSpec(("jamba",), "hybrid", blocks=("model.layers",), final_norm=("model.final_layernorm", "model.norm"),
+             driver="hybrid"),
+    ArchSpec(("bamba",), "hybrid", blocks=("model.layers",), final_norm=("model.final_layernorm", "model.norm"),
+             driver="hybrid", ssm_chunk_continues=True),
+    ArchSpec(("falcon_h1",), "hybrid", blocks=("model.layers",), final_norm=("model.final_layernorm",),
+             logit_ops=(("mul", "lm_head_multiplier"),)),
+    ArchSpec(("granitemoehybrid",), "hybrid", **_LLAMA_LIKE, **_GRANITE),
+    ArchSpec(("nemotron_h",), "hybrid", blocks=("backbone.layers", "model.layers"),
+             final_norm=("backbone.norm_f", "model.norm_f")),
+]:
+    register_adapter(_spec)
+
+
+def model_types(family: str | None = None, driver: str | None = None) -> list[str]:
+    """model_types of the table, optionally of one family and/or one decoder driver kind."""
+    return sorted(mt for mt, spec in ADAPTERS.items()
+                  if (family is None or spec.family == family) and (driver is None or spec.driver == driver))
+
+
+def families() -> dict[str, str]:
+    """{model_type: family} for every row of the table."""
+    return {mt: spec.family for mt, spec in sorted(ADAPTERS.items())}
+
+
+class AdapterError(RuntimeError):
+    """The kit cannot find a model's blocks, final norm or head."""
+
+
+def get_path(root: nn.Module, dotted: str):
+    obj = root
+    for part in dotted.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def _first(root: nn.Module, paths) -> tuple[str, nn.Module] | tuple[None, None]:
+    for p in paths:
+        m = get_path(root, p)
+        if m is not None:
+            return p, m
+    return None, None
+
+
+@dataclass
+class Resolved:
+    """An adapter applied to one model instance."""
+
+    spec: ArchSpec
+    blocks: nn.ModuleList
+    final_norm: nn.Module
+    head: nn.Module
+    paths: dict = field(default_factory=dict)
+    discovered: bool = False
+
+
+def how_to_register(model_type: str) -> str:
+    return (
+        f"To support model_type {model_type!r}, add a row:\n"
+        "    from eeutils.arch import ArchSpec, register_adapter\n"
+        f"    register_adapter(ArchSpec(model_types=({model_type!r},), family='dense',\n"
+        "        blocks=('model.layers',), final_norm=('model.norm',), head=('lm_head',)))\n"
+        "with the dotted paths of its repeated blocks, the norm applied before the head, and the head."
+    )
+
+
+def resolve(model: nn.Module, spec: ArchSpec | None = None) -> Resolved:
+    """Apply the table row for `model` (or `spec`), falling back to auto-discovery."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    spec = spec or ADAPTERS.get(model_type)
+    if spec is not None:
+        bp, blocks = _first(model, spec.blocks)
+        np_, norm = _first(model, spec.final_norm)
+        hp, head = _first(model, spec.head)
+        if blocks is not None and norm is not None and head is not None:
+            return Resolved(spec, blocks, norm, head, {"blocks": bp, "final_norm": np_, "head": hp})
+        missing = [n for n, m in (("blocks", blocks), ("final_norm", norm), ("head", head)) if m is None]
+        raise AdapterError(
+            f"adapter row for {model_type!r} does not match this model: {missing} not found "
+            f"(tried {spec.blocks}, {spec.final_norm}, {spec.head}).\n" + how_to_register(model_type)
+        )
+    return discover(model)
+
+
+def _guess_family(model: nn.Module) -> str:
+    cfg = getattr(model, "config", None)
+    names = {type(m).__name__.lower() for m in model.modules()}
+    has_ssm = any("mamba" in n or "mixer" in n and "ssm" in n for n in names)
+    has_attn = any("attention" in n for n in names)
+    n_experts = moe_shape(cfg) if cfg is not None else None
+    if has_ssm and has_attn:
+        return "hybrid"
+    if has_ssm:
+        return "ssm"
+    return "moe" if n_experts else "dense"
+
+
+def discover(model: nn.Module) -> Resolved:
+    """Find blocks (longest ModuleList of identical classes), head and final norm without a table row."""
+    model_type = getattr(getattr(model, "config", None), "model_type", "unknown")
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    best = None
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) > 0:
+            kinds = {type(m) for m in mod}
+            if len(kinds) == 1 and (best is None or len(mod) > len(best[1])):
+                best = (name, mod)
+    norm = None
+    norm_path = None
+    if best is not None:
+        prefix = best[0].rsplit(".", 1)[0] if "." in best[0] else ""
+        parent = get_path(model, prefix) if prefix else model
+        # the norm before the head: a child of the blocks' parent registered after them, with "norm" in its name
+        candidates = [(n, m) for n, m in parent.named_children()
+                      if "norm" in n.lower() or "ln_f" in n.lower() or "norm" in type(m).__name__.lower()]
+        candidates = [(n, m) for n, m in candidates if sum(p.numel() for p in m.parameters()) > 0 or "norm" in n]
+        if candidates:
+            norm_path = f"{prefix}.{candidates[-1][0]}" if prefix else candidates[-1][0]
+            norm = candidates[-1][1]
+    if best is None or head is None or norm is None:
+        missing = [n for n, m in (("blocks", best), ("final_norm", norm), ("head", head)) if m is None]
+        raise AdapterError(
+            f"no adapter row for model_type {model_type!r} and auto-discovery could not find {missing}.\n"
+            + how_to_register(model_type)
+        )
+    head_path = next((n for n, m in model.named_modules() if m is head), "lm_head")
+    spec = ArchSpec((model_type,), _guess_family(model), blocks=(best[0],), final_norm=(norm_path,),
+                    head=(head_path,), notes="auto-discovered")  # driver: "attention" if dense/moe, else None
+    return Resolved(spec, best[1], norm, head, {"blocks": best[0], "final_norm": norm_path, "head": head_path},
+                    discovered=True)
+
+
+def apply_logit_ops(logits: torch.Tensor, ops, inplace: bool = False) -> torch.Tensor:
+    """The model's post-head transforms, ops = ((kind, value), ...), on fp32 logits (in place if asked)."""
+    for kind, v in ops:
+        if kind == "mul":
+            logits = logits.mul_(v) if inplace else logits * v
+        elif kind == "div":
+            logits = logits.div_(v) if inplace else logits / v
+        elif kind == "softcap":
+            logits = logits.div_(v).tanh_().mul_(v) if inplace else torch.tanh(logits / v) * v
+        else:
+            raise ValueError(f"unknown logit op {kind!r}")
+    return logits
+
+
+def logit_op_values(spec: ArchSpec, config) -> tuple[tuple[str, float], ...]:
+    """The row's logit ops with their values read from the config (ops whose attribute is None dropped)."""
+    ops = []
+    for kind, attr in spec.logit_ops:
+        value = getattr(config, attr, None)
+        if value is None and hasattr(config, "get_text_config"):
+            value = getattr(config.get_text_config(), attr, None)
+        if value is None:
+            continue
+        ops.append((kind, float(value)))
+    return tuple(ops)
+
+
+def make_logit_fn(spec: ArchSpec, config):
+    """A function applying the model's post-head transforms to fp32 logits (`apply_logit_ops`)."""
+    ops = logit_op_values(spec, config)
+
+    def apply(logits: torch.Tensor) -> torch.Tensor:
+        return apply_logit_ops(logits, ops)
+
+    apply.ops = ops
+    return apply

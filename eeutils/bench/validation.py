@@ -1,0 +1,99 @@
+"""Argument checks of the benchmark: everything is checked before any cell runs."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..analysis.similarity import SIMILARITY_KINDS
+from ..arch.names import is_zoo_name, resolve as resolve_zoo
+from ..core.env import hf_cache_dir, hf_offline
+from ..workloads.types import Workload
+from .config import BenchmarkError
+
+def _looks_like_path(name: str) -> bool:
+    return (name.startswith(("/", "./", "../", "~", ".\\")) or name.endswith(("/", "\\"))
+            or name.count("/") > 1 or bool(re.match(r"^[A-Za-z]:[\\/]", name)))
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def check_model(name: str, revision: str | None = None) -> None:
+    """Raise BenchmarkError if `name` cannot be a loadable model here (cheap: no weights are read).
+
+    zoo/<name> must be in the zoo; an existing path must be a folder with config.json; a path-like
+    name must exist; a hub id must be cached when offline (HF_HUB_OFFLINE=1). Online hub ids are not
+    checked here (loading reports them).
+    """
+    if is_zoo_name(name):
+        try:
+            resolve_zoo(name[4:], revision)
+        except Exception as err:  # noqa: BLE001 - ZooError and friends
+            msg = str(err)
+            if "zoo" not in msg:
+                msg = f"unknown zoo model {name!r}{'@' + revision if revision else ''}: {msg}"
+            raise BenchmarkError(msg) from err
+        return
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise BenchmarkError(f"{name!r} exists but is not a model folder (a folder with config.json)")
+        return
+    if _looks_like_path(name) or not _HUB_ID.match(name):
+        raise BenchmarkError(f"model {name!r}: no such local folder (and not a hub id like 'org/model'); "
+                             "for an embedded model use zoo/<name> (see `eeutils zoo list`)")
+    if hf_offline():
+        cached = None
+        try:
+            from huggingface_hub import try_to_load_from_cache
+            cached = try_to_load_from_cache(name, "config.json", cache_dir=hf_cache_dir(), revision=revision)
+        except Exception:  # noqa: BLE001
+            cached = None
+        if not isinstance(cached, str):
+            raise BenchmarkError(
+                f"model {name!r}{'@' + revision if revision else ''} is neither a local folder nor in the Hugging Face "
+                f"cache ({hf_cache_dir()}), and HF_HUB_OFFLINE is set: download it once online "
+                f"(`hf download {name}`), pass a local folder, or use a zoo model such as zoo/dense-mid")
+
+
+def _check_fraction(name, value, hi_open: bool):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+    if ok:
+        ok = 0.0 <= value < 1.0 if hi_open else 0.0 <= value <= 1.0
+    if not ok:
+        rng = "[0, 1)" if hi_open else "[0, 1]"
+        hint = " (a relative accuracy loss, e.g. 0.05 for 5%)" if name == "budget" else ""
+        raise BenchmarkError(f"{name} must be a number in {rng}{hint}, got {value!r}")
+
+
+def _check_int(name, value, minimum, allow_none=True):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise BenchmarkError(f"{name} must be an integer >= {minimum}{' or None' if allow_none else ''}, got {value!r}")
+
+
+def _as_list(x, what: str) -> list:
+    if isinstance(x, (str, Workload)):
+        x = [x]
+    try:
+        out = list(x)
+    except TypeError:
+        raise BenchmarkError(f"{what} must be a list, got {type(x).__name__}") from None
+    if not out:
+        raise BenchmarkError(f"no {what} given")
+    return out
+
+
+def _check_similarities(similarities) -> tuple:
+    if isinstance(similarities, str):
+        similarities = (similarities,)
+    sims = tuple(similarities or ())
+    if not sims:
+        raise BenchmarkError("similarities must name at least one similarity, e.g. ('logit_cos', 'top1')")
+    bad = [s for s in sims if s not in SIMILARITY_KINDS]
+    if bad:
+        raise BenchmarkError(f"unknown similarity {bad}; choose from {sorted(SIMILARITY_KINDS)}")
+    return sims

@@ -1,0 +1,1 @@
+"""Utilities with no eeutils imports: atomic files, environment, cache keys, model specs, package data."""

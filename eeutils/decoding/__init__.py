@@ -1,0 +1,14 @@
+"""Realised early-exit greedy decoding (`generate_early_exit`), its baselines, and the comparison of realised
+against potential speed-up (`compare_decoding`).
+
+Modules: `drivers` (per-family block drivers, chosen by `ArchSpec.driver`), `decoder` (the per-token exit loop
+and its cache strategies), `baselines` (full greedy, self-speculative), `evaluation` (compare_decoding, the cost
+model, batching), `summary` (the conclusions of a comparison), `result` (GenerationResult).
+"""
+from .baselines import generate_full, generate_self_speculative
+from .decoder import generate_early_exit
+from .drivers import supported_model_types
+from .result import STRATEGIES, DecodingUnsupported, GenerationResult
+
+__all__ = ["GenerationResult", "DecodingUnsupported", "generate_early_exit", "generate_full",
+           "generate_self_speculative", "supported_model_types", "STRATEGIES"]

@@ -1,0 +1,69 @@
+"""Input checks shared by the decoder and the baselines: the model, the prompt, lengths, EOS ids."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..arch.loading import LoadedModel, load_model, wrap_model
+
+
+def as_loaded(model) -> LoadedModel:
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, str):
+        return load_model(model)
+    if isinstance(model, torch.nn.Module):
+        return wrap_model(model)
+    raise TypeError(f"model must be a LoadedModel, a model name or a torch.nn.Module, got {type(model).__name__}")
+
+
+def prompt_ids(lm: LoadedModel, prompt) -> list[int]:
+    if isinstance(prompt, str):
+        if lm.tokenizer is None:
+            raise ValueError(f"{lm.name} has no tokenizer: pass the prompt as a list of token ids")
+        ids = lm.encode(prompt)
+    elif isinstance(prompt, torch.Tensor):
+        if prompt.dim() == 2 and prompt.shape[0] == 1:
+            prompt = prompt[0]
+        if prompt.dim() != 1:
+            raise ValueError(f"prompt must be one sequence (batch size 1), got a tensor of shape {tuple(prompt.shape)}")
+        ids = [int(t) for t in prompt.tolist()]
+    elif isinstance(prompt, np.ndarray):
+        return prompt_ids(lm, torch.as_tensor(prompt))
+    else:
+        try:
+            ids = [int(t) for t in prompt]
+        except (TypeError, ValueError):
+            raise ValueError(f"prompt must be text or a sequence of token ids, got {type(prompt).__name__}") from None
+    if not ids:
+        raise ValueError("the prompt has no tokens: pass at least one token (e.g. the BOS token id)")
+    V = lm.vocab_size
+    bad = [t for t in ids if not 0 <= t < V]
+    if bad:
+        raise ValueError(f"prompt token ids must be in [0, {V}); got {bad[:5]}")
+    return ids
+
+
+def check_lengths(lm: LoadedModel, ids: list[int], max_new_tokens) -> int:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)):
+        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    n = int(max_new_tokens)
+    if n <= 0:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
+    ctx = lm.max_length
+    if ctx is not None:
+        if len(ids) > ctx:
+            raise ValueError(f"the prompt has {len(ids)} tokens, longer than the model's context of {ctx}: "
+                             f"shorten it to at most {ctx - 1} tokens")
+        if len(ids) + n - 1 > ctx:
+            raise ValueError(f"prompt ({len(ids)} tokens) + max_new_tokens ({n}) exceeds the model's context of "
+                             f"{ctx} positions: lower max_new_tokens to {ctx - len(ids) + 1} or shorten the prompt")
+    return n
+
+
+def eos_ids(lm: LoadedModel) -> set[int]:
+    gc = getattr(lm.model, "generation_config", None)
+    eos = getattr(gc, "eos_token_id", None) if gc is not None else None
+    if eos is None:
+        return set()
+    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}

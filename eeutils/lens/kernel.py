@@ -1,0 +1,187 @@
+"""Per-chunk statistic kernels: reduce one layer's [chunk x vocab] logits to per-token numbers.
+
+Everything here is fp32. The final layer's distribution is computed once per
+chunk (`FinalRef`) and reused for every layer, and each layer costs a small,
+fixed number of passes over [chunk x vocab]:
+
+    top-k (read z)  ->  the row max m and the top-k ids
+    z > z[final top-1], counted (read z, write a scratch row, sum it)
+    e = exp(z) into the same scratch (one pass; exp(z - m), two passes, when some row max m is outside
+        [-60, 60] where exp(z) could overflow or lose the top of the distribution), S = sum e
+    one batched product z . [p_f, z_f, z, e]  (reads z once, gives four row dot products)
+
+No logsumexp pass and no normalised probabilities: logsumexp(z) = (m +) log S, sum_v p_l z_l = (e . z) / S.
+KL(p_f || p_l) is taken from reductions rather than a materialised difference:
+    KL = sum_v p_f log p_f - sum_v p_f z_l + logsumexp(z_l)
+entropy from H(p_l) = logsumexp(z_l) - sum_v p_l z_l.
+
+`ChunkReducer` is the readout's workspace: one [chunk, 4, vocab] fp32 buffer holding p_f, z_f, the
+current layer's logits and the scratch row side by side, so nothing of vocab size is allocated per layer.
+`chunk_statistics` / `FinalRef.build` are the same arithmetic on ordinary tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# order of the columns of the float and int blocks that `ChunkReducer` returns: the statistic registry's
+from .statistics import FLOAT_STATS, INT_STATS  # noqa: F401  (INT_STATS is followed by the k top-k ids)
+
+_PF, _ZF, _Z, _E = 0, 1, 2, 3  # rows of the ChunkReducer buffer
+_EXP_SAFE = 60.0  # exp(z) without a shift when every row max is within +-this: no overflow (V * e^60 << 3e38),
+#                   and everything within e^-27 of the top stays a normal fp32 number
+
+
+def _exp_sum(z: torch.Tensor, m: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """out = exp(z - shift) with shift 0 when the row maxima m allow it (one pass instead of two).
+
+    Returns (sum of out per row, logsumexp of z per row)."""
+    lo, hi = torch.aminmax(m)
+    if -_EXP_SAFE <= float(lo) and float(hi) <= _EXP_SAFE:
+        torch.exp(z, out=out)
+        s = out.sum(-1)
+        return s, s.log()
+    torch.sub(z, m[:, None], out=out).exp_()
+    s = out.sum(-1)
+    return s, m + s.log()
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum_v a[c, v] * b[c, v] without allocating the product (a batched matmul)."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor, b_norm: torch.Tensor | None = None) -> torch.Tensor:
+    a_norm = _rowdot(a, a).sqrt()
+    b_norm = _rowdot(b, b).sqrt() if b_norm is None else b_norm
+    return _rowdot(a, b) / (a_norm * b_norm).clamp_min(1e-30)
+
+
+@dataclass
+class FinalRef:
+    """What every layer is compared against, for one chunk of tokens."""
+
+    logits: torch.Tensor  # [C, V] fp32
+    probs: torch.Tensor  # [C, V]
+    neg_entropy: torch.Tensor  # [C] sum p log p
+    norm: torch.Tensor  # [C] ||z_f||
+    top1: torch.Tensor  # [C]
+    topk: torch.Tensor  # [C, k]
+    hidden: torch.Tensor  # [C, d] fp32, last block's output
+
+    @classmethod
+    def build(cls, logits: torch.Tensor, hidden: torch.Tensor, k: int) -> "FinalRef":
+        logits = logits.float()
+        vals, ids = torch.topk(logits, k, dim=-1)
+        probs = torch.sub(logits, vals[:, :1]).exp_()
+        s = probs.sum(-1)
+        lse = vals[:, 0] + s.log()
+        neg_entropy = _rowdot(probs, logits) / s - lse
+        probs.div_(s[:, None])
+        return cls(logits, probs, neg_entropy, _rowdot(logits, logits).sqrt(), ids[:, 0], ids, hidden.float())
+
+
+class NonFiniteLogits(FloatingPointError):
+    """NaN or inf in a layer's logits; says which layer and token."""
+
+
+def _finish(vals, ids, s, lse, dots, rank, z_t, h, h_prev, ref: FinalRef, target, k):
+    """Per-token statistics from the reductions of one layer.
+
+    vals/ids: top-k of z; e = exp(z - shift) for some per-row shift, s = sum e, lse = logsumexp(z);
+    dots: [C, 4] = z . [p_f, z_f, z, e]; rank: [C] count of z > z[final top-1]; z_t: z at the target (any value
+    where target < 0). Returns (float [C, 9], top1, rank).
+    """
+    bad = ~torch.isfinite(lse)
+    if bool(bad.any()):
+        raise NonFiniteLogits(int(bad.nonzero()[0, 0]))
+    zpf, zzf, zz, ze = dots.unbind(1)
+    top_p = torch.exp(vals[:, :2] - lse[:, None])
+    entropy = (lse - ze / s).clamp_min(0.0)
+    kl = (ref.neg_entropy - zpf + lse).clamp_min(0.0)
+    ce = torch.where(target >= 0, lse - z_t, torch.full_like(lse, float("nan")))
+    logit_cos = zzf / (zz.sqrt() * ref.norm).clamp_min(1e-30)
+    hf = h.float()
+    hidden_cos = _cos(hf, ref.hidden)
+    hidden_prev = torch.ones_like(lse) if h_prev is None else _cos(hf, h_prev.float())
+    overlap = (ids[:, :, None] == ref.topk[:, None, :]).any(-1).sum(-1).float() / k
+    floats = torch.stack([top_p[:, 0], top_p[:, 0] - top_p[:, 1], entropy, kl, ce, logit_cos, hidden_cos,
+                          hidden_prev, overlap], dim=1)
+    return floats, ids[:, 0], rank
+
+
+def chunk_statistics(z: torch.Tensor, h: torch.Tensor, h_prev: torch.Tensor | None, ref: FinalRef,
+                     target: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+    """All statistics of one layer for one chunk.
+
+    z: [C, V] fp32 logits of this layer (after the model's logit transforms);
+    h, h_prev: [C, d] residual stream at this and the previous layer (h_prev None at layer 0);
+    target: [C] next-token ids, -1 where there is none.
+    Returns tensors of shape [C] plus "topk" [C, k].
+    """
+    z = z.float()
+    vals, ids = torch.topk(z, k, dim=-1)
+    rank = (z > z.gather(1, ref.top1[:, None])).sum(-1)
+    e = torch.empty_like(z)
+    s, lse = _exp_sum(z, vals[:, 0], e)
+    dots = torch.stack([_rowdot(z, ref.probs), _rowdot(z, ref.logits), _rowdot(z, z), _rowdot(z, e)], 1)
+    z_t = z.gather(1, target.clamp_min(0)[:, None]).squeeze(1)
+    floats, top1, rank = _finish(vals, ids, s, lse, dots, rank, z_t, h, h_prev, ref, target, k)
+    st = {name: floats[:, i] for i, name in enumerate(FLOAT_STATS)}
+    st.update(top1=top1, rank_of_final=rank, topk=ids)
+    return st
+
+
+class ChunkReducer:
+    """A reusable fp32 workspace reducing every layer of one chunk of tokens to statistics.
+
+    Use per chunk: write the final layer's logits into `slot(C, final=True)` and call `final(...)`,
+    then for each other layer write its logits into `slot(C)` and call `layer(...)`. Each call returns
+    (floats [C, len(FLOAT_STATS)], ints [C, 2 + k]: top1, rank_of_final, top-k ids).
+    Memory: 4 x rows x vocab fp32.
+    """
+
+    def __init__(self, rows: int, vocab: int, k: int, device=None):
+        self.k = k
+        self.buf = torch.empty((rows, 4, vocab), dtype=torch.float32, device=device)
+        self.ref: FinalRef | None = None
+
+    def slot(self, n: int, final: bool = False) -> torch.Tensor:
+        """The [n, vocab] buffer (rows contiguous, row stride 4 x vocab) where a layer's logits go."""
+        return self.buf[:n, _ZF if final else _Z]
+
+    def final(self, h_last: torch.Tensor, target: torch.Tensor):
+        """Build the chunk's FinalRef from the logits in slot(final=True); statistics of the final layer."""
+        n, k = target.shape[0], self.k
+        buf = self.buf[:n]
+        z, e = buf[:, _ZF], buf[:, _PF]
+        vals, ids = torch.topk(z, k, dim=-1)
+        s, lse = _exp_sum(z, vals[:, 0], e)
+        dots = torch.bmm(z.unsqueeze(1), buf[:, :2].transpose(1, 2)).view(n, 2)  # z . e, z . z
+        ze, zz = dots.unbind(1)
+        e.div_(s[:, None])  # now p_f
+        norm = zz.sqrt()
+        self.ref = FinalRef(z, e, ze / s - lse, norm, ids[:, 0], ids, h_last.float())
+        # this layer against itself: z . p_f = ze / s, z . z_f = zz
+        all_dots = torch.stack([ze / s, zz, zz, ze], 1)
+        z_t = z.gather(1, target.clamp_min(0)[:, None]).squeeze(1)
+        floats, top1, _ = _finish(vals, ids, s, lse, all_dots, None, z_t, h_last, None, self.ref, target, k)
+        return floats, self._ints(top1, torch.zeros_like(top1), ids)
+
+    def layer(self, h: torch.Tensor, h_prev: torch.Tensor | None, target: torch.Tensor):
+        """Statistics of the layer whose logits are in slot(n), against the chunk's FinalRef."""
+        n, k, ref = target.shape[0], self.k, self.ref
+        buf = self.buf[:n]
+        z, e = buf[:, _Z], buf[:, _E]
+        vals, ids = torch.topk(z, k, dim=-1)
+        rank = torch.gt(z, z.gather(1, ref.top1[:, None]), out=e).sum(-1)
+        s, lse = _exp_sum(z, vals[:, 0], e)
+        dots = torch.bmm(z.unsqueeze(1), buf.transpose(1, 2)).view(n, 4)  # z . [p_f, z_f, z, e]
+        z_t = z.gather(1, target.clamp_min(0)[:, None]).squeeze(1)
+        floats, top1, rank = _finish(vals, ids, s, lse, dots, rank, z_t, h, h_prev, ref, target, k)
+        return floats, self._ints(top1, rank, ids)
+
+    @staticmethod
+    def _ints(top1, rank, ids):
+        return torch.cat([top1[:, None], rank.to(ids.dtype)[:, None], ids], 1)

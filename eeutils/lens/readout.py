@@ -1,0 +1,303 @@
+"""The streaming logit-lens readout: one forward pass per batch, every layer reduced to per-token statistics.
+
+Each block's residual stream is captured with hooks (a pre-hook on the first
+block gives layer 0, forward hooks give layers 1..L), so the result does not
+depend on how a family lays out `output_hidden_states`. Only the backbone runs
+(the model's own head is skipped); every layer, the last included, is then
+decoded through the model's final norm, head and logit transforms in token
+chunks, so memory holds at most [chunk x vocab] logits at a time, never
+[layers x tokens x vocab].
+"""
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import _version
+from ..arch.loading import LoadedModel, load_model
+from ..arch.table import apply_logit_ops
+from ..workloads.types import Doc, Workload
+from .kernel import ChunkReducer, NonFiniteLogits, _cos
+from .result import Readout
+from .statistics import FLOAT_STATS, INT_STATS, SPECS
+
+_HPREV = FLOAT_STATS.index("hidden_cos_prev")
+
+
+def _lens_into(model: LoadedModel):
+    """A function (h, out) writing the logit lens of residual states h into the fp32 buffer out.
+
+    Same result as `model.layer_logits(h)`; for an fp32 linear head it runs the head's matmul straight into
+    `out` and the model's logit transforms in place, so no [chunk x vocab] tensor is allocated per layer.
+    """
+    head, norm = model.head, model.final_norm
+    ops = getattr(model.logit_fn, "ops", None)
+    if ops is None:  # a custom logit_fn: use it as it is
+        return lambda h, out: out.copy_(model.layer_logits(h))
+    weight = getattr(head, "weight", None)
+    fast = (type(head) is torch.nn.Linear and weight is not None and weight.dtype == torch.float32
+            and weight.dim() == 2)
+
+    def apply(h, out):
+        x = norm(h.to(out.device))
+        if fast and x.dtype == torch.float32:
+            torch.mm(x, weight.t(), out=out)
+            if head.bias is not None:
+                out.add_(head.bias)
+        else:
+            out.copy_(head(x))
+        return apply_logit_ops(out, ops, inplace=True)
+    return apply
+
+
+class _Capture:
+    """Hooks that keep each block's residual-stream output for one forward pass."""
+
+    def __init__(self, blocks):
+        self.states: list[torch.Tensor | None] = [None] * (len(blocks) + 1)
+        self.handles = [blocks[0].register_forward_pre_hook(self._pre, with_kwargs=True)]
+        for i, block in enumerate(blocks):
+            self.handles.append(block.register_forward_hook(self._post(i + 1)))
+
+    def _pre(self, module, args, kwargs):
+        h = args[0] if args else kwargs.get("hidden_states", kwargs.get("hidden_state"))
+        if not isinstance(h, torch.Tensor):
+            raise RuntimeError(f"cannot find the hidden state entering {type(module).__name__}")
+        self.states[0] = h.detach()
+
+    def _post(self, index: int):
+        def hook(module, args, output):
+            h = output[0] if isinstance(output, (tuple, list)) else output
+            if not isinstance(h, torch.Tensor):
+                h = getattr(output, "hidden_states", None) or getattr(output, "last_hidden_state", None)
+            self.states[index] = h.detach()
+        return hook
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def _as_docs(inputs) -> tuple[list, str | None]:
+    """Normalise texts, token-id lists, Docs or a Workload into a list of Doc | list[int]."""
+    name = None
+    if isinstance(inputs, Workload):
+        name, inputs = inputs.name, inputs.docs
+    if isinstance(inputs, (str, Doc)):
+        inputs = [inputs]
+    if isinstance(inputs, torch.Tensor):
+        inputs = inputs.tolist() if inputs.dim() == 2 else [inputs.tolist()]
+    if isinstance(inputs, np.ndarray):
+        inputs = inputs.tolist() if inputs.ndim == 2 else [inputs.tolist()]
+    inputs = list(inputs)
+    if not inputs:
+        raise ValueError("no input: pass a text, a list of texts, token-id lists or a Workload with documents")
+    if all(isinstance(x, int) for x in inputs):
+        inputs = [inputs]
+    return inputs, name
+
+
+def tokenize_docs(model: LoadedModel, docs, max_length: int | None, on_overflow: str):
+    """Token ids and answer masks per document; answer tokens are tokenised apart from the prompt."""
+    ids_list, answer_list, n_truncated = [], [], 0
+    for i, d in enumerate(docs):
+        if isinstance(d, str):
+            d = Doc(text=d)
+        if isinstance(d, Doc):
+            if d.has_answer:
+                p_ids = model.encode(d.prompt)
+                a_ids = model.encode(d.answer, add_special_tokens=False)
+                ids, answer_from = p_ids + a_ids, len(p_ids)
+            else:
+                if not d.text.strip():
+                    raise ValueError(f"document {i} is empty: every document needs some text")
+                ids, answer_from = model.encode(d.text), None
+        else:
+            ids, answer_from = [int(t) for t in d], None
+        if len(ids) == 0:
+            raise ValueError(f"document {i} has no tokens")
+        if max_length is not None and len(ids) > max_length:
+            if on_overflow == "error":
+                raise ValueError(f"document {i} has {len(ids)} tokens, more than max_length={max_length}; "
+                                 "shorten it, raise max_length (up to the model's context), or pass "
+                                 "on_overflow='truncate'")
+            ids, n_truncated = ids[:max_length], n_truncated + 1
+        # answer[t] is True when the token at t + 1 belongs to the answer
+        answer = np.zeros(len(ids), dtype=bool)
+        if answer_from is not None and answer_from < len(ids):
+            answer[max(answer_from - 1, 0):len(ids) - 1] = True
+        ids_list.append(ids)
+        answer_list.append(answer)
+    if n_truncated:
+        warnings.warn(f"{n_truncated} document(s) were truncated to max_length={max_length} tokens")
+    return ids_list, answer_list, n_truncated
+
+
+def _validate(k, batch_size, chunk_tokens, on_overflow, vocab):
+    if not isinstance(k, int) or not 2 <= k <= vocab:
+        raise ValueError(f"k must be an int in [2, vocab={vocab}], got {k!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(chunk_tokens, int) or chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be a positive int, got {chunk_tokens!r}")
+    if on_overflow not in ("truncate", "error"):
+        raise ValueError(f"on_overflow must be 'truncate' or 'error', got {on_overflow!r}")
+
+
+def _backbone(model):
+    base = getattr(model, "base_model", None)
+    return base if base is not None and base is not model else model
+
+
+@torch.inference_mode()
+def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int = 256,
+            max_length: int | None = None, on_overflow: str = "truncate", progress: bool = True,
+            workload: str | None = None, revision: str | None = None) -> Readout:
+    """Read out every layer of `model` on `inputs` and reduce it to per-token statistics.
+
+    model: a LoadedModel or a name for `load_model`. inputs: a text, texts, token-id lists, Docs or a
+    Workload. k: size of the top-k sets (>= 2). max_length: tokens per document (default: the model's
+    context); longer documents are truncated with a warning, or rejected with on_overflow="error".
+    Memory: the residual streams of one batch ((L + 1) x batch tokens x d_model in the model's dtype)
+    plus one [chunk_tokens x 4 x vocab] fp32 workspace (see `eeutils.lens.kernel.ChunkReducer`).
+    """
+    if not isinstance(model, LoadedModel):
+        model = load_model(model, revision=revision)
+    _validate(k, batch_size, chunk_tokens, on_overflow, model.vocab_size)
+    docs, wl_name = _as_docs(inputs)
+    limit = model.max_length
+    if max_length is not None:
+        if not isinstance(max_length, int) or max_length < 1:
+            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+        if limit is not None and max_length > limit:
+            raise ValueError(f"max_length={max_length} exceeds the model's context of {limit} tokens")
+        limit = max_length
+    ids_list, answer_list, n_trunc = tokenize_docs(model, docs, limit, on_overflow)
+
+    L = model.n_layers
+    lengths = np.array([len(x) for x in ids_list])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    n_tok = int(offsets[-1])
+    out = {s.name: np.empty((n_tok, L + 1), dtype=s.dtype) for s in SPECS}
+    topk_out = np.empty((n_tok, L + 1, k), dtype=np.int32)
+    targets = np.full(n_tok, -1, dtype=np.int64)
+    for i, ids in enumerate(ids_list):
+        targets[offsets[i]:offsets[i + 1] - 1] = ids[1:]
+
+    order = np.argsort(-lengths, kind="stable")  # longest first: less padding, early OOM
+    capture = _Capture(model.blocks)
+    backbone = _backbone(model.model)
+    first_device = model.model.get_input_embeddings().weight.device
+    lens = _lens_into(model)
+    reducer = None
+    bar = tqdm(total=n_tok, desc=f"readout {model.name}", unit="tok", disable=not progress, leave=False)
+    t0 = time.perf_counter()
+    try:
+        for b in range(0, len(order), batch_size):
+            batch = order[b:b + batch_size]
+            T = int(lengths[batch].max())
+            ids = torch.zeros((len(batch), T), dtype=torch.long)
+            mask = torch.zeros((len(batch), T), dtype=torch.long)
+            for r, d in enumerate(batch):
+                ids[r, :lengths[d]] = torch.tensor(ids_list[d])
+                mask[r, :lengths[d]] = 1
+            backbone(input_ids=ids.to(first_device), attention_mask=mask.to(first_device), use_cache=False)
+            flat_mask = mask.bool()
+            # rows of the flattened valid tokens, mapped to global token indices
+            rows = np.concatenate([np.arange(offsets[d], offsets[d + 1]) for d in batch])
+            states = [s[flat_mask.to(s.device)] for s in capture.states]
+            capture.states = [None] * (L + 1)
+            tgt = torch.from_numpy(targets[rows])
+            for c in range(0, len(rows), chunk_tokens):
+                sl = slice(c, c + chunk_tokens)
+                dst = rows[sl]
+                n = len(dst)
+                if reducer is None or reducer.buf.shape[0] < n:
+                    reducer = ChunkReducer(min(chunk_tokens, len(rows)), model.vocab_size, k, model.device)
+                fl = torch.empty((n, L + 1, len(FLOAT_STATS)), dtype=torch.float32, device=model.device)
+                it = torch.empty((n, L + 1, len(INT_STATS) + k), dtype=torch.int32, device=model.device)
+                h_last = states[L][sl].to(model.device)
+                t_chunk = tgt[sl].to(model.device)
+                lens(h_last, reducer.slot(n, final=True))
+                try:
+                    fl[:, L], it[:, L] = reducer.final(h_last, t_chunk)
+                    bad = ~torch.isfinite(reducer.ref.norm)  # ||z_f|| is finite iff every logit is
+                    row = int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
+                except NonFiniteLogits as e:
+                    row = e.args[0]
+                if row is not None:  # report the first layer where this token went wrong
+                    first = next((layer for layer in range(L + 1)
+                                  if not torch.isfinite(model.layer_logits(states[layer][sl][row:row + 1])).all()), L)
+                    _raise_nonfinite(first, dst[row], offsets)
+                prev = None
+                for layer in range(L):
+                    h = states[layer][sl].to(model.device)
+                    lens(h, reducer.slot(n))
+                    try:
+                        fl[:, layer], it[:, layer] = reducer.layer(h, prev, t_chunk)
+                    except NonFiniteLogits as e:
+                        _raise_nonfinite(layer, dst[e.args[0]], offsets)
+                    prev = h
+                # layer L's hidden_cos_prev needs layer L-1's state
+                fl[:, L, _HPREV] = _cos(h_last.float(), prev.float()) if prev is not None else 1.0
+                fl_np, it_np = fl.cpu().numpy(), it.cpu().numpy()
+                for i, name in enumerate(FLOAT_STATS):
+                    out[name][dst] = fl_np[:, :, i]
+                for i, name in enumerate(INT_STATS):
+                    out[name][dst] = it_np[:, :, i]
+                topk_out[dst] = it_np[:, :, len(INT_STATS):]
+                bar.update(n)
+            del states
+    finally:
+        capture.remove()
+        bar.close()
+    elapsed = time.perf_counter() - t0
+
+    doc = np.repeat(np.arange(len(ids_list), dtype=np.int32), lengths)
+    position = np.concatenate([np.arange(n, dtype=np.int32) for n in lengths])
+    meta = model.describe()
+    meta.update(workload=wl_name or workload or "", k=k, n_docs=len(ids_list), n_tokens=n_tok,
+                n_truncated=n_trunc, max_length=limit, chunk_tokens=chunk_tokens, batch_size=batch_size,
+                seconds=round(elapsed, 3), kit_version=_version.__version__)
+    return Readout(stats=out, topk=topk_out, doc=doc, position=position,
+                   token=np.concatenate([np.asarray(x, dtype=np.int64) for x in ids_list]),
+                   target=targets, answer=np.concatenate(answer_list), meta=meta)
+
+
+def _locate(token_index: int, offsets) -> tuple[int, int]:
+    d = int(np.searchsorted(offsets, token_index, side="right") - 1)
+    return d, int(token_index - offsets[d])
+
+
+def _raise_nonfinite(layer, token_index, offsets):
+    d, pos = _locate(int(token_index), offsets)
+    raise NonFiniteLogits(
+        f"NaN or inf logits at layer {layer}, document {d}, position {pos}. Common causes: fp16 overflow "
+        "(load with dtype='bfloat16' or 'float32'), corrupted weights, or a custom layer producing NaN.")
+
+
+@torch.inference_mode()
+def capture_forward(model: LoadedModel, input_ids, **forward_kwargs):
+    """Run the full model (head included) on `input_ids` and return (its output, the hooked residual
+    streams of layers 0..L): what the checks and pitfall demonstrations compare against."""
+    ids = torch.as_tensor(input_ids, dtype=torch.long)
+    if ids.dim() == 1:
+        ids = ids[None]
+    ids = ids.to(model.model.get_input_embeddings().weight.device)
+    capture = _Capture(model.blocks)
+    try:
+        out = model.model(input_ids=ids, use_cache=False, **forward_kwargs)
+        return out, list(capture.states)
+    finally:
+        capture.remove()
+
+
+def check_last_layer(model: LoadedModel, input_ids) -> float:
+    """Max |readout logits at layer L - the model's own logits| on `input_ids` (a sanity check for adapters)."""
+    out, states = capture_forward(model, input_ids)
+    own = out.logits.float()
+    return float((model.layer_logits(states[-1]).to(own.device) - own).abs().max())

@@ -1,0 +1,183 @@
+"""The readout's data object: per-token, per-layer statistics, saved and loaded with metadata.
+
+Layer indexing: layer 0 is the residual stream entering the first block (the
+embeddings, after any scaling or position embeddings the model adds), layer l
+is the output of block l, layer L is the last block's output. Every statistic
+is an array of shape [n_tokens, L + 1]; tokens of all documents are
+concatenated and located by `doc` and `position`. The statistics at position t
+describe the prediction of token t + 1.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..core.io import atomic_write
+from .statistics import INT_STATISTICS, STATISTICS  # noqa: F401  (the registry: eeutils.lens.statistics)
+
+
+@dataclass
+class Readout:
+    """Per-token, per-layer early-exit statistics for one model on one workload."""
+
+    stats: dict[str, np.ndarray]
+    topk: np.ndarray  # [n_tokens, L + 1, k] int32, ids sorted by decreasing logit
+    doc: np.ndarray  # [n_tokens] int32
+    position: np.ndarray  # [n_tokens] int32
+    token: np.ndarray  # [n_tokens] int64, the input token at this position
+    target: np.ndarray  # [n_tokens] int64, the next token, -1 at a document's last position
+    answer: np.ndarray  # [n_tokens] bool, True where the next token belongs to a reference answer
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        n = len(self.doc)
+        for name, arr in self.stats.items():
+            if arr.ndim != 2 or arr.shape[0] != n:
+                raise ValueError(f"statistic {name!r} has shape {arr.shape}, expected [{n}, n_layers + 1]")
+        for name in ("position", "token", "target", "answer"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries, expected {n}")
+
+    # ---- shape -------------------------------------------------------------
+    @property
+    def n_tokens(self) -> int:
+        return int(len(self.doc))
+
+    @property
+    def n_layers(self) -> int:
+        """L, the number of blocks; layers run 0..L."""
+        return int(self.stats["top1"].shape[1] - 1)
+
+    @property
+    def layers(self) -> np.ndarray:
+        return np.arange(self.n_layers + 1)
+
+    @property
+    def n_docs(self) -> int:
+        return int(len(np.unique(self.doc)))
+
+    @property
+    def k(self) -> int:
+        return int(self.topk.shape[2])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.stats[name]
+
+    @property
+    def final_top1(self) -> np.ndarray:
+        return self.stats["top1"][:, -1]
+
+    @property
+    def has_target(self) -> np.ndarray:
+        return self.target >= 0
+
+    # ---- selection ---------------------------------------------------------
+    def select(self, mask_or_index) -> "Readout":
+        """A readout restricted to some tokens (boolean mask or integer index)."""
+        idx = np.asarray(mask_or_index)
+        return Readout(
+            stats={k: v[idx] for k, v in self.stats.items()},
+            topk=self.topk[idx], doc=self.doc[idx], position=self.position[idx],
+            token=self.token[idx], target=self.target[idx], answer=self.answer[idx],
+            meta=dict(self.meta),
+        )
+
+    def select_docs(self, docs) -> "Readout":
+        """Tokens of the given documents, in the order given (repeats allowed, as in a bootstrap).
+
+        Repeated documents get fresh document numbers so per-document grouping stays valid.
+        """
+        docs = np.asarray(docs)
+        order = np.argsort(self.doc, kind="stable")
+        sorted_doc = self.doc[order]
+        starts = np.searchsorted(sorted_doc, docs, side="left")
+        ends = np.searchsorted(sorted_doc, docs, side="right")
+        parts = [order[s:e] for s, e in zip(starts, ends)]
+        idx = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        out = self.select(idx)
+        out.doc = np.repeat(np.arange(len(docs), dtype=np.int32), [len(p) for p in parts])
+        return out
+
+    # ---- conversion --------------------------------------------------------
+    def to_frame(self, layers=None, columns=None) -> pd.DataFrame:
+        """Tidy frame: one row per (doc, position, layer), one column per statistic."""
+        layer_idx = self.layers if layers is None else np.asarray(layers)
+        cols = list(self.stats) if columns is None else list(columns)
+        n, m = self.n_tokens, len(layer_idx)
+        data = {
+            "doc": np.repeat(self.doc, m),
+            "position": np.repeat(self.position, m),
+            "layer": np.tile(layer_idx, n),
+            "rel_depth": np.tile(layer_idx / self.n_layers, n),
+            "token": np.repeat(self.token, m),
+            "target": np.repeat(self.target, m),
+            "answer": np.repeat(self.answer, m),
+        }
+        for c in cols:
+            data[c] = self.stats[c][:, layer_idx].reshape(-1)
+        frame = pd.DataFrame(data)
+        frame["model"] = self.meta.get("model", "")
+        return frame
+
+    def layer_means(self, columns=None) -> pd.DataFrame:
+        """Mean of each statistic per layer over tokens (NaN-aware): one row per layer."""
+        cols = [c for c in (columns or self.stats) if c not in ("top1",)]
+        rows = {c: np.nanmean(self.stats[c].astype(np.float64), axis=0) for c in cols}
+        frame = pd.DataFrame(rows)
+        frame.insert(0, "layer", self.layers)
+        frame.insert(1, "rel_depth", self.layers / self.n_layers)
+        frame["model"] = self.meta.get("model", "")
+        return frame
+
+    # ---- persistence -------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write one .npz (arrays + JSON metadata) atomically."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(".npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"stat__{k}": v for k, v in self.stats.items()}
+        arrays.update(topk=self.topk, doc=self.doc, position=self.position, token=self.token,
+                      target=self.target, answer=self.answer,
+                      meta=np.frombuffer(json.dumps(self.meta, default=str).encode(), dtype=np.uint8))
+
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: numpy adds no ".npz" to the temporary name
+                np.savez_compressed(f, **arrays)
+        return atomic_write(path, write)
+
+    @classmethod
+    def load(cls, path) -> "Readout":
+        with np.load(Path(path), allow_pickle=False) as z:
+            stats = {k[len("stat__"):]: z[k] for k in z.files if k.startswith("stat__")}
+            meta = json.loads(z["meta"].tobytes().decode())
+            return cls(stats=stats, topk=z["topk"], doc=z["doc"], position=z["position"],
+                       token=z["token"], target=z["target"], answer=z["answer"], meta=meta)
+
+    @classmethod
+    def concat(cls, parts: list["Readout"]) -> "Readout":
+        """Concatenate readouts of the same model; documents are renumbered consecutively."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        docs, offset = [], 0
+        for p in parts:
+            _, inv = np.unique(p.doc, return_inverse=True)
+            docs.append(inv.astype(np.int32) + offset)
+            offset += int(inv.max()) + 1 if len(inv) else 0
+        return cls(
+            stats={k: np.concatenate([p.stats[k] for p in parts]) for k in parts[0].stats},
+            topk=np.concatenate([p.topk for p in parts]), doc=np.concatenate(docs),
+            position=np.concatenate([p.position for p in parts]),
+            token=np.concatenate([p.token for p in parts]),
+            target=np.concatenate([p.target for p in parts]),
+            answer=np.concatenate([p.answer for p in parts]), meta=dict(parts[0].meta),
+        )
+
+    def __repr__(self) -> str:
+        return (f"Readout(model={self.meta.get('model')!r}, docs={self.n_docs}, tokens={self.n_tokens}, "
+                f"layers=0..{self.n_layers}, k={self.k})")

@@ -1,0 +1,176 @@
+"""Building blocks the notebooks share: cached readouts of several models, tidy per-layer and EAS
+frames, and group comparisons with intervals that include the spread between training seeds.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..analysis.bootstrap import bootstrap_eas, eas_replicates, layer_curve
+from ..analysis.eas import eas
+from ..arch.loading import load_model
+from ..arch.names import card_meta
+from ..core.spec import parse_model_spec
+from ..lens.cache import readout_key
+from ..lens.readout import readout
+from ..lens.result import Readout
+from ..workloads.registry import get_workload
+from ..workloads.types import Workload
+
+
+def model_spec(spec) -> tuple[str, str | None]:
+    """'name', 'name@revision' or (name, revision) -> (name, revision) (`eeutils.core.spec.parse_model_spec`)."""
+    return parse_model_spec(spec)
+
+
+def label_of(spec) -> str:
+    name, rev = model_spec(spec)
+    short = name[4:] if name.startswith("zoo/") else name
+    return f"{short}@{rev}" if rev else short
+
+
+def _slug(*parts) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "__".join(str(p) for p in parts))[:60]
+
+
+def cached_readout(spec, workload="zoo-prose", *, n_docs: int | None = 32, max_tokens: int | None = None,
+                   k: int = 5, cache_dir=None, dtype="float32", device=None, device_map=None,
+                   progress: bool = False, batch_size: int = 8) -> Readout:
+    """Readout of one model on a named workload (or a Workload), saved under cache_dir/readouts for reuse.
+
+    The file name carries `eeutils.lens.cache.readout_key` (weights digest, documents and settings), so a
+    changed model or setting never reuses a stale readout."""
+    name, rev = model_spec(spec)
+    wl = workload if isinstance(workload, Workload) else get_workload(workload, n_docs=n_docs)
+    path = None
+    if cache_dir is not None:
+        key = readout_key(name, rev, wl, max_tokens=max_tokens, k=k, dtype=dtype, batch_size=batch_size, device=device,
+                          device_map=device_map)
+        path = Path(cache_dir) / "readouts" / f"{_slug(name, rev, wl.name)}-{key[:16]}.npz"
+        if path.exists():
+            return Readout.load(path)
+    model = load_model(name, revision=rev, dtype=dtype, device=device, device_map=device_map)
+    limit = token_limit(model, max_tokens)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*truncated.*")
+        r = readout(model, wl, k=k, max_length=limit, progress=progress, batch_size=batch_size)
+    r.meta["label"] = label_of(spec)
+    r.meta["revision"] = rev
+    r.meta.update(card_meta(name))  # seed, recipe, arch from the model card (empty for hub models)
+    if path is not None:
+        r.save(path)
+    return r
+
+
+def read_models(specs, workload="zoo-prose", **kwargs) -> dict[str, Readout]:
+    """{label: Readout} for several models on the same workload (same documents, so pairs are comparable)."""
+    out = {}
+    for spec in tqdm(list(specs), desc="models", leave=False, disable=not kwargs.pop("bar", True)):
+        out[label_of(spec)] = cached_readout(spec, workload, **kwargs)
+    return out
+
+
+def curves(readouts: dict[str, Readout], similarity: str = "logit_cos", n_boot: int = 0, seed: int = 0) -> pd.DataFrame:
+    """Per-layer mean similarity for every model, tidy, with the model's label."""
+    frames = []
+    for label, r in readouts.items():
+        f = layer_curve(r, similarity=similarity, n_boot=n_boot, seed=seed)
+        f["model"] = label
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True)
+
+
+def stat_curves(readouts: dict[str, Readout], columns=("kl_to_final", "entropy", "max_prob")) -> pd.DataFrame:
+    """Per-layer token means of raw statistics for every model (long format: statistic, value)."""
+    frames = []
+    for label, r in readouts.items():
+        f = r.layer_means(columns)
+        f["model"] = label
+        frames.append(f.melt(id_vars=["model", "layer", "rel_depth"], value_vars=list(columns),
+                             var_name="statistic", value_name="value"))
+    return pd.concat(frames, ignore_index=True)
+
+
+def eas_table(readouts: dict[str, Readout], similarities=("logit_cos", "top1", "kl"), alpha: float = 0.5,
+              n_boot: int = 100, seed: int = 0, **eas_kwargs) -> pd.DataFrame:
+    """EAS with bootstrap interval for every model x similarity."""
+    rows = []
+    for label, r in readouts.items():
+        for sim in similarities:
+            b = bootstrap_eas(r, n_boot=n_boot, seed=seed, alpha=alpha, similarity=sim, **eas_kwargs)
+            rows.append({"model": label, "similarity": sim, "alpha": alpha, "eas": b.value, "lo": b.lo,
+                         "hi": b.hi, "ceiling": b.ceiling, "normalised": b.normalised,
+                         "normalised_lo": b.normalised_lo, "normalised_hi": b.normalised_hi,
+                         "n_layers": r.n_layers, "family": r.meta.get("family", ""),
+                         "params_active": r.meta.get("params_active"), "params_total": r.meta.get("params_total")})
+    return pd.DataFrame(rows)
+
+
+def group_effect(readouts: dict[str, Readout], group_a, group_b, *, value: str = "normalised",
+                 n_boot: int = 200, seed: int = 0, ci: float = 0.95, **eas_kwargs) -> dict:
+    """mean EAS(group_a) - mean EAS(group_b), with an interval that covers both noise sources.
+
+    Each group lists model labels (e.g. the seeds of one architecture). The bootstrap resamples
+    documents jointly for all models (they read the same workload). Seed spread: every pairwise
+    difference between a member of A and a member of B. The reported interval is the union of the
+    bootstrap interval and the range of pairwise differences, so a verdict needs both to agree.
+    value: "normalised" (EAS / its ceiling; comparable across depths) or "eas".
+    """
+    def score(r):
+        e = eas(r, **eas_kwargs)
+        return e.normalised if value == "normalised" else e.value
+
+    members = list(group_a) + list(group_b)
+    for m in members:
+        if m not in readouts:
+            raise KeyError(f"no readout for {m!r}; have {sorted(readouts)}")
+    docs = {m: np.unique(readouts[m].doc) for m in members}
+    n_docs = {len(d) for d in docs.values()}
+    if len(n_docs) != 1:
+        raise ValueError("group_effect needs every model read on the same documents")
+    point = {m: score(readouts[m]) for m in members}
+    mean_a = float(np.mean([point[m] for m in group_a]))
+    mean_b = float(np.mean([point[m] for m in group_b]))
+    effect = mean_a - mean_b
+    rng = np.random.default_rng(seed)
+    n = n_docs.pop()
+    # one document draw per replicate, shared by every model (they read the same documents)
+    draws = np.array([rng.integers(0, n, n) for _ in range(n_boot)]).reshape(n_boot, n)
+    reps = {m: eas_replicates(readouts[m], draws, value=value, **eas_kwargs) for m in members}
+    boots = list(np.mean([reps[m] for m in group_a], axis=0) - np.mean([reps[m] for m in group_b], axis=0))
+    q = (1 - ci) / 2
+    b_lo, b_hi = (np.quantile(boots, [q, 1 - q]) if boots else (np.nan, np.nan))
+    pairwise = [point[a] - point[b] for a in group_a for b in group_b]
+    lo, hi = float(min(b_lo, min(pairwise))), float(max(b_hi, max(pairwise)))
+    return {"effect": effect, "lo": lo, "hi": hi, "boot_lo": float(b_lo), "boot_hi": float(b_hi),
+            "seed_min": float(min(pairwise)), "seed_max": float(max(pairwise)), "mean_a": mean_a,
+            "mean_b": mean_b, "scores": point, "value": value, "n_boot": n_boot}
+
+
+def results_dir(out_dir) -> Path:
+    """<out_dir>/results, created: where notebooks write their tidy tables."""
+    path = Path(out_dir) / "results"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def token_limit(model, max_tokens: int | None) -> int | None:
+    """Tokens per document for a readout: the smaller of max_tokens and the model's context."""
+    limits = [v for v in (max_tokens, model.max_length) if v is not None]
+    return min(limits) if limits else None
+
+
+def unigram_entropy(readout: Readout) -> float:
+    """Entropy (nats/token) of the workload's own next-token distribution: the loss of a model that
+    knows only how often each token occurs in this text (an in-sample unigram predictor)."""
+    t = readout.target[readout.target >= 0]
+    if len(t) == 0:
+        raise ValueError("the readout has no next-token targets")
+    p = np.bincount(t).astype(np.float64)
+    p = p[p > 0] / len(t)
+    return float(-(p * np.log(p)).sum())

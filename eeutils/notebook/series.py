@@ -1,0 +1,147 @@
+"""Run the whole notebook series headlessly (papermill) and gather its outputs in one folder.
+
+    python -m eeutils.series --out results            # the kit's main job, on the embedded zoo
+    python -m eeutils.series --out r --smoke          # a quick pass with few tokens
+    python -m eeutils.series --preset paper --out r   # the paper's hub models (online, GPU)
+    EEUTILS_MODELS=gpt2,EleutherAI/pythia-160m python -m eeutils.series --only 01 02 03
+
+The output folder gets: notebooks/ (executed), html/ (nbconvert), figures/ (PNG), results/
+(tidy tables the notebooks write), findings/ (records) and findings.md / findings.csv.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..core.resources import data_path, repo_root
+from .findings import write_findings_table
+
+PRESET_DIR = data_path("presets")
+
+
+def notebook_dir() -> Path:
+    """The notebooks/ folder of the source checkout (the series runs from a checkout, not a wheel)."""
+    root = repo_root()
+    if root is None or not (root / "notebooks").is_dir():
+        raise SystemExit("the notebook series runs from a source checkout of eeutils (its notebooks/ folder)")
+    return root / "notebooks"
+
+
+def list_notebooks(only=None) -> list[Path]:
+    nbs = sorted(notebook_dir().glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        wanted = {str(o).zfill(2)[:2] for o in only}
+        nbs = [p for p in nbs if p.name[:2] in wanted]
+        if not nbs:
+            raise SystemExit(f"no notebook matches --only {' '.join(only)}")
+    return nbs
+
+
+def load_preset(name_or_path: str) -> dict:
+    """Per-notebook parameter overrides: {"*": {...}, "05": {...}} from data/presets/<name>.json or a path."""
+    path = Path(name_or_path)
+    if not path.exists():
+        path = PRESET_DIR / f"{name_or_path}.json"
+    if not path.exists():
+        known = sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+        raise SystemExit(f"unknown preset {name_or_path!r}; known: {known} (or pass a JSON file path)")
+    return json.loads(path.read_text())
+
+
+def declared_parameters(nb: Path) -> set[str]:
+    """Names assigned in a notebook's `parameters` cell."""
+    import papermill as pm
+
+    return set(pm.inspect_notebook(str(nb)))
+
+
+def parameters_for(nb: Path, out: Path, smoke: bool, models, preset: dict) -> dict:
+    """The run's parameters for one notebook; shared ones ("*" in a preset, --models) only where declared."""
+    declared = declared_parameters(nb)
+    shared = {"OUT_DIR": str(out), "SMOKE": bool(smoke), "INTERACTIVE": False}
+    shared.update(preset.get("*", {}))
+    if models:
+        shared["MODELS"] = list(models)
+    params = {k: v for k, v in shared.items() if k in declared}
+    params.update(preset.get(nb.name[:2], {}))  # explicit per-notebook values always pass (papermill warns if unknown)
+    return params
+
+
+def to_html(executed: Path, html_dir: Path) -> Path:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    html_dir.mkdir(parents=True, exist_ok=True)
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    dest = html_dir / (executed.stem + ".html")
+    dest.write_text(body, encoding="utf-8")
+    return dest
+
+
+def run_series(out="results", smoke: bool = False, only=None, models=None, preset: str | None = None,
+               html: bool = True, kernel: str = "python3") -> dict:
+    import papermill as pm
+
+    out = Path(out).resolve()
+    (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    preset_params = load_preset(preset) if preset else {}
+    env_models = os.environ.get("EEUTILS_MODELS")
+    if models is None and env_models:
+        models = [m.strip() for m in env_models.split(",") if m.strip()]
+    timings, failed = {}, None
+    notebooks = list_notebooks(only)
+    bar = tqdm(notebooks, desc="notebooks", unit="nb")
+    for nb in bar:
+        bar.set_postfix_str(nb.name)
+        dest = out / "notebooks" / nb.name
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(str(nb), str(dest), parameters=parameters_for(nb, out, smoke, models, preset_params),
+                                kernel_name=kernel, cwd=str(notebook_dir()), progress_bar=False)
+        except Exception as err:  # keep going: later notebooks do not depend on earlier ones
+            failed = failed or []
+            failed.append((nb.name, str(err).splitlines()[0] if str(err) else type(err).__name__))
+        timings[nb.name] = round(time.perf_counter() - t0, 1)
+        if html and dest.exists():
+            to_html(dest, out / "html")
+    md, csv = write_findings_table(out)
+    summary = {"out": str(out), "smoke": smoke, "models": models, "preset": preset, "seconds": timings,
+               "total_seconds": round(sum(timings.values()), 1), "failed": failed or [],
+               "findings": str(md)}
+    (out / "run.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m eeutils.series", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="results", help="output folder (default: results)")
+    ap.add_argument("--smoke", action="store_true", help="tiny, fast parameters in every notebook")
+    ap.add_argument("--only", nargs="+", help="notebook numbers to run, e.g. 01 05")
+    ap.add_argument("--models", help="comma-separated models for notebooks that take a flat MODELS list "
+                                     "(also EEUTILS_MODELS)")
+    ap.add_argument("--preset", help="per-notebook parameters: a name in data/presets/ or a JSON path")
+    ap.add_argument("--no-html", action="store_true")
+    args = ap.parse_args(argv)
+    models = [m.strip() for m in args.models.split(",")] if args.models else None
+    summary = run_series(args.out, smoke=args.smoke, only=args.only, models=models, preset=args.preset,
+                         html=not args.no_html)
+    print(f"\nwrote {summary['out']} in {summary['total_seconds']:.0f} s; findings: {summary['findings']}")
+    for name, secs in summary["seconds"].items():
+        print(f"  {name:40s} {secs:7.1f} s")
+    if summary["failed"]:
+        print("FAILED notebooks (see the executed copies for the error cell):", file=sys.stderr)
+        for name, err in summary["failed"]:
+            print(f"  {name}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

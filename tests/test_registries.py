@@ -1,0 +1,138 @@
+"""One registry per extension point: statistics (readout, kernel, decoder), exit rules (simulator,
+decoder, widget), and the conclusions of notebook 11 computed by a tested function."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from eeutils.analysis import rules as R
+from eeutils.lens import statistics as S
+
+
+# ---- statistics -------------------------------------------------------------------------------------
+def test_statistic_registry_matches_the_kernel_and_the_readout():
+    from eeutils.lens.kernel import FinalRef, chunk_statistics
+    g = torch.Generator().manual_seed(0)
+    zf, z = torch.randn(4, 11, generator=g), torch.randn(4, 11, generator=g)
+    h, hl = torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g)
+    st = chunk_statistics(z, h, None, FinalRef.build(zf, hl, 3), torch.tensor([1, 2, -1, 0]), 3)
+    assert set(st) - {"topk"} == set(S.REGISTRY)
+    # column order: each float column holds its own statistic (max_prob is the largest probability)
+    p = torch.softmax(z, -1)
+    assert torch.allclose(st["max_prob"], p.max(-1).values, atol=1e-6)
+    assert torch.allclose(st["entropy"], -(p * p.log()).sum(-1), atol=1e-5)
+    assert S.FLOAT_STATS + S.INT_STATS == tuple(n for n in S.STATISTICS if n in S.FLOAT_STATS) + S.INT_STATS
+    assert all(S.REGISTRY[n].dtype == np.int32 for n in S.INT_STATS)
+
+
+def test_readout_columns_and_dtypes_come_from_the_registry():
+    import eeutils
+    lm = eeutils.load_model("zoo/dense-small")
+    r = eeutils.readout(lm, ["In the beginning God created"], progress=False, k=3)
+    assert list(r.stats) == list(S.STATISTICS)
+    assert all(r.stats[s.name].dtype == s.dtype for s in S.SPECS)
+
+
+def test_decoder_token_statistics_agree_with_the_kernel():
+    from eeutils.lens.kernel import FinalRef, chunk_statistics
+    z = torch.randn(1, 13, generator=torch.Generator().manual_seed(1))
+    st = chunk_statistics(z, torch.ones(1, 2), None, FinalRef.build(z, torch.ones(1, 2), 2), torch.tensor([-1]), 2)
+    tok = S.token_statistics(z, S.DECODABLE)
+    for name in ("max_prob", "margin", "entropy"):
+        assert tok[name] == pytest.approx(float(st[name][0]), abs=1e-5)
+    assert tok["top1"] == int(st["top1"][0])
+    assert set(S.DECODABLE) >= {"max_prob", "margin", "entropy", "top1", "hidden_cos_prev"}
+
+
+# ---- exit rules ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", sorted(R.RULE_KINDS))
+def test_every_rule_kind_is_usable_from_its_row(kind):
+    row = R.RULE_KINDS[kind]
+    t = None if row.threshold is None else (2 if row.threshold == "int" else row.bounds[0])
+    rule = R.ExitRule(kind, t)
+    assert rule.required_stats == row.reads and rule.realisable == row.realisable
+    stats = {"saturated": np.array([True]), "top1": np.array([3]), "target": np.array([3]),
+             "top1_streak": np.array([5]), "max_prob": np.array([1.0]), "margin": np.array([1.0]),
+             "entropy": np.array([0.0]), "hidden_cos_prev": np.array([1.0])}
+    assert R.rule_fires(rule, {s: stats[s] for s in row.reads}, 3, 4)[0]  # every kind fires at its easy end
+    if row.threshold is not None and row.bounds[1] != math.inf:
+        with pytest.raises(ValueError):
+            R.ExitRule(kind, row.bounds[1] + 1)
+
+
+def test_rule_table_drives_defaults_decoder_and_widget():
+    from eeutils.notebook.widgets import RULES
+    assert set(RULES) == {k for k, r in R.RULE_KINDS.items() if r.widget}
+    assert set(R.REALISABLE) == {k for k, r in R.RULE_KINDS.items() if r.realisable}
+    assert {"oracle", "oracle_correct"}.isdisjoint(R.REALISABLE)
+    kinds = [r.kind for r in R.default_rules(4)]
+    assert kinds.count("static") == 4 and kinds.count("consecutive") == 3
+    assert kinds.count("max_prob") == len(R.RULE_KINDS["max_prob"].grid)
+
+
+def test_rule_arguments_are_parsed_in_one_place():
+    import eeutils.decoding.evaluation as de
+    from eeutils.analysis.exits import tradeoff  # noqa: F401  (uses as_rule too)
+    assert R.as_rule("static:50%", 6) == R.ExitRule("static", 3)
+    assert R.as_rule(("margin", 0.5)) == R.as_rule({"kind": "margin", "threshold": 0.5}) == R.as_rule("margin:0.5")
+    assert R.as_rule("oracle").kind == "oracle"
+    assert de.parse_rules("max_prob:0.9", 4) == R.parse_rules("max_prob:0.9", 4)
+    with pytest.raises(ValueError, match="kind:threshold"):
+        R.as_rule("entropy")
+    with pytest.raises(ValueError, match="unknown exit rule kind"):
+        R.as_rule("frobnicate")
+
+
+# ---- notebook 11's conclusions ------------------------------------------------------------------------
+def _comparison():
+    base = dict(label="m", family="dense", n_layers=4, oracle_skip_ratio=0.5, head_cost_blocks=0.8,
+                kv_cost_blocks=0.25, driver_vs_generate=0.9, sim_skip_ratio=0.3, sim_agreement=0.9, owed_per_token=1.0,
+                kv_writes_per_token=2.0, flop_speedup=0.7)
+    rows = [dict(base, rule="full", kind="full", strategy="driver", speed_ratio=1.0, skip_ratio=0.0, agreement=1.0),
+            dict(base, rule="margin>=1", kind="margin", strategy="propagate", speed_ratio=0.6, skip_ratio=0.0,
+                 agreement=1.0),
+            dict(base, rule="max_prob>=0.6", kind="max_prob", strategy="propagate", speed_ratio=1.3, skip_ratio=0.4,
+                 agreement=0.97),
+            dict(base, rule="static@2", kind="static", strategy="propagate", speed_ratio=1.8, skip_ratio=0.5,
+                 agreement=0.4)]
+    return pd.DataFrame(rows)
+
+
+def test_decoding_summary_facts_and_text():
+    from eeutils.decoding.summary import decoding_summary
+    batch = pd.DataFrame({"batch_size": [1, 8], "rule": ["oracle (saturation)"] * 2, "skip_ratio": [0.5, 0.125],
+                          "label": ["m", "m"]})
+    s = decoding_summary(_comparison(), batch, never_label="margin>=1", quality=0.95, repeats=3, n_prompts=2,
+                         max_new_tokens=5)
+    row = s.facts.iloc[0]
+    assert row.best_rule == "max_prob>=0.6" and row.best_speed_ratio == 1.3  # static@2 loses quality
+    assert row.oracle_speedup == pytest.approx(2.0) and row.check_speed_ratio == 0.6
+    assert "The fastest configuration that exits early and keeps ≥ 95% agreement is max_prob>=0.6" in s.markdown
+    assert "the saturation oracle would skip **50%**" in s.markdown
+    assert "falls to **12%** at batch 8" in s.markdown and s.batching["oracle_batch8"] == 0.125
+    slow = _comparison().assign(speed_ratio=lambda d: d.speed_ratio.where(d.rule != "max_prob>=0.6", 0.5))
+    assert "Every configuration that exits early" in decoding_summary(slow, None, never_label="margin>=1").markdown
+    with pytest.raises(ValueError, match="lacks"):
+        decoding_summary(_comparison().drop(columns="family"), None, never_label="x")
+
+
+def test_notebook_setup_fills_the_namespace(tmp_path):
+    pytest.importorskip("IPython")
+    from eeutils.notebook import setup
+    ns = {"SMOKE": True, "N_DOCS": 48, "N_BOOT": 200, "MAX_TOKENS": 128, "OUT_DIR": str(tmp_path), "DTYPE": "float32",
+          "DEVICE": None}
+    ctx = setup(ns)
+    assert ns["N_DOCS"] == 6 and ns["N_BOOT"] == 20
+    assert ns["LOAD"] == dict(n_docs=6, max_tokens=128, cache_dir=str(tmp_path), dtype="float32", device=None)
+    assert ns["RESULTS"] == tmp_path / "results" and ns["RESULTS"].is_dir()
+    assert ctx.metrics.eas is ns["metrics"].eas and "exits" in ns and "findings" in ns
+
+
+def test_model_metadata_comes_from_the_card():
+    from eeutils.arch.names import card_meta
+    assert card_meta("zoo/dense-mid-s1")["seed"] == 1 and card_meta("zoo/dense-mid")["seed"] == 0
+    assert card_meta("EleutherAI/pythia-70m") == {}
