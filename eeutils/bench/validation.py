@@ -9,13 +9,9 @@ import numpy as np
 from ..analysis.similarity import SIMILARITY_KINDS
 from ..arch.names import is_zoo_name, resolve as resolve_zoo
 from ..core.env import hf_cache_dir, hf_offline
+from ..core.spec import local_folder_problem, looks_like_path
 from ..workloads.types import Workload
 from .config import BenchmarkError
-
-def _looks_like_path(name: str) -> bool:
-    return (name.startswith(("/", "./", "../", "~", ".\\")) or name.endswith(("/", "\\"))
-            or name.count("/") > 1 or bool(re.match(r"^[A-Za-z]:[\\/]", name)))
-
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
@@ -38,10 +34,11 @@ def check_model(name: str, revision: str | None = None) -> None:
         return
     path = Path(name).expanduser()
     if path.exists():
-        if not path.is_dir() or not (path / "config.json").is_file():
-            raise BenchmarkError(f"{name!r} exists but is not a model folder (a folder with config.json)")
+        problem = local_folder_problem(name)
+        if problem:
+            raise BenchmarkError(f"model {problem}")
         return
-    if _looks_like_path(name) or not _HUB_ID.match(name):
+    if looks_like_path(name) or not _HUB_ID.match(name):
         raise BenchmarkError(f"model {name!r}: no such local folder (and not a hub id like 'org/model'); "
                              "for an embedded model use zoo/<name> (see `eeutils zoo list`)")
     if hf_offline():

@@ -12,6 +12,7 @@ import numbers
 import numpy as np
 import torch
 
+from ..core.checks import check_integer
 from ..workloads.types import Doc, Workload
 
 ACCEPTED = ("a str, a list of str (or Doc), one list of token ids, a list of token-id lists (Python or NumPy "
@@ -112,7 +113,6 @@ def check_token_ids(ids_list, vocab: int, model_name: str = "") -> None:
                              "model's tokenizer")
 
 
-def check_positive_int(name: str, value) -> None:
-    """ValueError unless value is a positive Python or NumPy integer (bools refused)."""
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def check_positive_int(name: str, value) -> int:
+    """A positive Python or NumPy integer (no bools, no floats), else TypeError / ValueError naming it."""
+    return check_integer(name, value, 1, integral_floats=False)
