@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,22 @@ def _check_int(name, value, minimum, allow_none=True):
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise BenchmarkError(f"{name} must be an integer >= {minimum}{' or None' if allow_none else ''}, got {value!r}")
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Create out_dir/cells and prove it writable, or raise BenchmarkError saying why it cannot be used."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BenchmarkError(f"out_dir {out_dir} exists and is a file, not a folder; pick another --out")
+    blocker = next((p for p in out_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise BenchmarkError(f"out_dir {out_dir} cannot be created: {blocker} is a file, not a folder; pick another --out")
+    try:
+        (out_dir / "cells").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir / "cells"):
+            pass
+    except OSError as err:
+        raise BenchmarkError(f"out_dir {out_dir} cannot be written ({err.strerror or type(err).__name__}); "
+                             "pick a folder you can write to with --out") from err
 
 
 def _as_list(x, what: str) -> list:
