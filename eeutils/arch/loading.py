@@ -12,6 +12,7 @@ from torch import nn
 from .. import _version
 from ..core.env import hf_cache_dir, hf_offline, offline_setting
 from . import table as adapters
+from .discovery import resolve
 from ..core.spec import local_folder_problem, looks_like_path
 from .names import is_zoo_name, resolve as resolve_zoo
 from .params import count_params, hidden_size
@@ -144,7 +145,7 @@ def wrap_model(model: nn.Module, tokenizer=None, name: str | None = None, revisi
     model.eval()
     name = name or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, revision=revision,
-                       resolved=adapters.resolve(model, spec))
+                       resolved=resolve(model, spec))
 
 
 def quiet() -> None:
@@ -258,4 +259,4 @@ def load_model(name_or_path: str, revision: str | None = None, *, dtype="float32
             warnings.warn(f"no tokenizer for {name!r} ({err}); pass token ids to the readout")
     model.eval()
     return LoadedModel(model=model, tokenizer=tok, name=name, revision=revision,
-                       resolved=adapters.resolve(model))
+                       resolved=resolve(model))

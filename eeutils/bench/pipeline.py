@@ -12,10 +12,13 @@ import pandas as pd
 from ..analysis.bootstrap import bootstrap_eas
 from ..analysis.eas import eas
 from ..analysis.exits import max_skip_under_budget, tradeoff
-from ..arch.loading import load_model
+from ..arch.loading import ModelLoadError, load_model
+from ..arch.names import ZooError
+from ..arch.table import AdapterError
 from ..core.io import write_parquet_atomic
 from ..lens.cache import model_weights_digest, readout_key
 from ..lens.readout import readout as run_readout
+from ..lens.kernel import NonFiniteLogits
 from ..lens.result import Readout
 from ..workloads.types import Workload
 from .config import META_COLUMNS, BenchConfig, Cell, kit_version
@@ -181,18 +184,13 @@ def resume_hint(out_dir: Path, n_done: int) -> str:
             "settings, same --out) to resume: finished cells are skipped")
 
 
-def _permanent_errors() -> tuple:
-    """Failures a rerun cannot cure: the model cannot be loaded or read out, or the arguments are wrong."""
-    from ..arch.names import ZooError
-    from ..arch.loading import ModelLoadError
-    from ..arch.table import AdapterError
-    from ..lens.kernel import NonFiniteLogits
-    return (ModelLoadError, AdapterError, NonFiniteLogits, ZooError, TypeError, ValueError)
+# failures a rerun cannot cure: the model cannot be loaded or read out, or the arguments are wrong
+PERMANENT_ERRORS = (ModelLoadError, AdapterError, NonFiniteLogits, ZooError, TypeError, ValueError)
 
 
 def failure_hint(exc: BaseException, out_dir: Path, n_done: int) -> str:
     """What to do after a cell failed: fix the cause (permanent errors) or rerun to resume (the rest)."""
-    if isinstance(exc, _permanent_errors()):
+    if isinstance(exc, PERMANENT_ERRORS):
         return (f"Fix this first: rerunning unchanged would fail the same way. {n_done} finished cell(s) are kept "
                 f"in {out_dir / 'cells'}")
     return resume_hint(out_dir, n_done)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .keys import WEIGHT_PATTERNS
+
 
 class ModelSpecError(ValueError):
     """A model spec that is not NAME or NAME@REVISION."""
@@ -35,8 +37,6 @@ def looks_like_path(name: str) -> bool:
 
 def local_folder_problem(name: str) -> str | None:
     """Why `name`, a local path, is not a loadable model folder (None when it looks loadable)."""
-    from .keys import WEIGHT_PATTERNS
-
     path = Path(name).expanduser()
     if not path.exists():
         return (f"local folder {str(path)!r} does not exist; check the path (a hub id looks like 'org/model', "
