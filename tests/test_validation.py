@@ -647,3 +647,17 @@ def test_discovery_does_not_take_expert_lists_for_layers():
     lm = _discovered_or_adapter_error(model)
     if lm is not None:
         assert lm.n_layers == 2 and lm.resolved.paths["blocks"] == "model.layers"
+
+
+def test_a_damaged_notebook_cache_entry_is_recomputed(tmp_path):
+    _zoo_folder()
+    from eeutils.notebook.experiments import cached_readout
+
+    kw = dict(n_docs=2, max_tokens=16, cache_dir=tmp_path)
+    first = cached_readout(ZOO_MODEL, "zoo-prose", **kw)
+    (entry,) = (tmp_path / "readouts").glob("*.npz")
+    entry.write_bytes(entry.read_bytes()[:100])
+    with pytest.warns(UserWarning, match=entry.name):
+        again = cached_readout(ZOO_MODEL, "zoo-prose", **kw)
+    np.testing.assert_array_equal(again["logit_cos"], first["logit_cos"])
+    assert eeutils.Readout.load(entry).n_tokens == first.n_tokens  # rewritten whole
