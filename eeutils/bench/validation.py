@@ -38,6 +38,9 @@ def check_model(name: str, revision: str | None = None) -> None:
         problem = local_folder_problem(name)
         if problem:
             raise BenchmarkError(f"model {problem}")
+        if revision is not None:
+            raise BenchmarkError(f"model {name!r} is a local folder, which has no revisions (got @{revision}); "
+                                 "pass the folder of that checkpoint instead")
         return
     if looks_like_path(name) or not _HUB_ID.match(name):
         raise BenchmarkError(f"model {name!r}: no such local folder (and not a hub id like 'org/model'); "
