@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..core.checks import check_real
 from ..lens.result import Readout
 from .depth import saturated_matrix
 from .similarity import _check_readout
@@ -167,12 +168,7 @@ def max_skip_under_budget(tradeoff_frame: pd.DataFrame, budget: float = 0.05, me
     Returns: group columns, rule, skip_ratio, threshold, label, mean_layers, loss, n_admissible,
     budget, metric.
     """
-    try:
-        b = float(budget)
-    except (TypeError, ValueError):
-        raise ValueError(f"budget must be a number in [0, 1), got {budget!r}") from None
-    if not (0.0 <= b < 1.0):
-        raise ValueError(f"budget must be in [0, 1) (a fraction, e.g. 0.05 for 5%), got {budget!r}")
+    b = check_real("budget", budget, 0, 1, hi_open=True, hint=" (a fraction, e.g. 0.05 for 5%)")
     if metric not in ("accuracy", "agreement"):
         raise ValueError(f"metric must be 'accuracy' or 'agreement', got {metric!r}")
     need = ["rule", "threshold", "skip_ratio"] + (["rel_acc_loss"] if metric == "accuracy" else ["agreement"])

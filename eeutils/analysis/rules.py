@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.checks import check_integer, check_real, is_real
+
 __all__ = ["RuleKind", "RULE_KINDS", "EXIT_KINDS", "DEFAULT_THRESHOLDS", "REALISABLE", "WIDGET_RULES", "ExitRule",
            "rule_fires", "top1_streak", "update_streak", "as_rule", "parse_rules", "default_rules"]
 
@@ -97,24 +99,12 @@ _BOUND_HINTS = {"static": "static exit layer must be in 1..L (layer 0 never exit
 
 
 def _as_int(x, what: str) -> int:
-    if isinstance(x, bool) or x is None:
-        raise ValueError(f"{what} must be an integer, got {x!r}")
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be an integer, got {x!r}") from None
-    if not math.isfinite(f) or f != int(f):
-        raise ValueError(f"{what} must be an integer, got {x!r}")
-    return int(f)
+    return check_integer(what, x)
 
 
 def _is_missing(x) -> bool:
-    if x is None:
-        return True
-    try:
-        return math.isnan(float(x))
-    except (TypeError, ValueError):
-        return False
+    """None or a NaN number (how a trade-off frame stores "no threshold"); never a string."""
+    return x is None or (is_real(x) and math.isnan(float(x)))
 
 
 @dataclass(frozen=True)
@@ -150,10 +140,7 @@ class ExitRule:
         if row.threshold == "int":
             v = _as_int(t, _THRESHOLD_NAMES.get(self.kind, f"{self.kind} threshold"))
         else:
-            try:
-                v = float(t)
-            except (TypeError, ValueError):
-                raise ValueError(f"threshold of {self.kind!r} must be a number, got {t!r}") from None
+            v = check_real(f"threshold of {self.kind!r}", t)
         lo, hi = row.bounds
         if not (lo <= v <= hi):  # also rejects NaN
             raise ValueError(f"{_BOUND_HINTS.get(self.kind, f'{self.kind} threshold out of range')}, got {t!r}")

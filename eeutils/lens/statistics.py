@@ -24,6 +24,7 @@ class Statistic:
     column: str  # "float" or "int": which output block of the kernel holds it
     kernel_pass: str  # the fused pass (see eeutils.lens.kernel) that produces it
     decodable: bool = False  # the decoder computes it per generated token from that layer's logits alone
+    bounds: tuple = (None, None)  # valid range, checked when a readout file is loaded ("vocab": vocabulary size)
 
     @property
     def dtype(self):
@@ -31,20 +32,24 @@ class Statistic:
 
 
 SPECS: tuple[Statistic, ...] = (
-    Statistic("top1", "argmax_v z_l[v]", "int", "top-k", decodable=True),
-    Statistic("max_prob", "max_v p_l[v]", "float", "top-k + exp-sum", decodable=True),
-    Statistic("margin", "p_l[top1] - p_l[top2]  (CALM softmax response)", "float", "top-k + exp-sum", decodable=True),
-    Statistic("entropy", "-sum_v p_l[v] log p_l[v]  (nats)", "float", "exp-sum + row dots", decodable=True),
+    Statistic("top1", "argmax_v z_l[v]", "int", "top-k", decodable=True, bounds=(0, "vocab")),
+    Statistic("max_prob", "max_v p_l[v]", "float", "top-k + exp-sum", decodable=True, bounds=(0, 1)),
+    Statistic("margin", "p_l[top1] - p_l[top2]  (CALM softmax response)", "float", "top-k + exp-sum", decodable=True,
+              bounds=(0, 1)),
+    Statistic("entropy", "-sum_v p_l[v] log p_l[v]  (nats)", "float", "exp-sum + row dots", decodable=True,
+              bounds=(0, None)),
     Statistic("kl_to_final", "KL(p_f || p_l) = sum_v p_f[v] (log p_f[v] - log p_l[v])  (nats)", "float",
-              "exp-sum + row dots"),
-    Statistic("ce", "-log p_l[next token]  (nats; NaN at a document's last position)", "float", "exp-sum + gather"),
+              "exp-sum + row dots", bounds=(0, None)),
+    Statistic("ce", "-log p_l[next token]  (nats; NaN at a document's last position)", "float", "exp-sum + gather",
+              bounds=(0, None)),
     Statistic("rank_of_final", "#{v : z_l[v] > z_l[argmax z_f]}  (0 = layer agrees with the final top-1)", "int",
-              "rank count"),
-    Statistic("logit_cos", "cos(z_l, z_f)", "float", "row dots"),
-    Statistic("hidden_cos", "cos(h_l, h_L)  (residual stream, before the final norm)", "float", "hidden cosine"),
+              "rank count", bounds=(0, "vocab")),
+    Statistic("logit_cos", "cos(z_l, z_f)", "float", "row dots", bounds=(-1, 1)),
+    Statistic("hidden_cos", "cos(h_l, h_L)  (residual stream, before the final norm)", "float", "hidden cosine",
+              bounds=(-1, 1)),
     Statistic("hidden_cos_prev", "cos(h_l, h_{l-1})  (hidden-state saturation; 1 at layer 0 by convention)", "float",
-              "hidden cosine", decodable=True),
-    Statistic("topk_overlap", "|topk(z_l) ∩ topk(z_f)| / k", "float", "top-k"),
+              "hidden cosine", decodable=True, bounds=(-1, 1)),
+    Statistic("topk_overlap", "|topk(z_l) ∩ topk(z_f)| / k", "float", "top-k", bounds=(0, 1)),
 )
 REGISTRY: dict[str, Statistic] = {s.name: s for s in SPECS}
 
