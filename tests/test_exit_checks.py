@@ -208,3 +208,39 @@ def test_candidate_check_with_whole_vocabulary_equals_full_rule(name):
     assert cand.tokens == full.tokens and (cand.exit_layers == full.exit_layers).all()
     assert (full.exit_layers < lm.n_layers).any()  # the rule does exit here, so the test can fail
     assert cand.failed_verifies <= 1  # only the first token's seeding readout can refute (it has no carried set)
+
+
+# ---------------------------------------------------------------------------------------------------
+# notebook 11's equal-agreement table
+# ---------------------------------------------------------------------------------------------------
+def test_equal_agreement_table_hand_numbers():
+    import pandas as pd
+    from eeutils.decoding.summary import decoding_summary, equal_agreement
+    base = dict(label="m", family="dense", n_layers=4, oracle_skip_ratio=0.5, head_cost_blocks=0.8,
+                kv_cost_blocks=0.25, driver_vs_generate=1.0, sim_skip_ratio=0.3, sim_agreement=0.9, owed_per_token=0.0,
+                flop_speedup=1.0, check_blocks_per_token=0.0, check_cost_share=0.0)
+    rows = [dict(base, rule="full", kind="full", strategy="driver", check="none", speed_ratio=1.0, skip_ratio=0.0,
+                 agreement=1.0, layers_per_token=4.0, kv_writes_per_token=0.0, lens_calls_per_token=1.0),
+            dict(base, rule="max_prob>=0.9/cand=8", kind="max_prob", strategy="propagate", check="candidates",
+                 speed_ratio=0.9, skip_ratio=0.25, agreement=1.0, layers_per_token=3.0, kv_writes_per_token=1.0,
+                 lens_calls_per_token=1.5, check_blocks_per_token=0.1),
+            dict(base, rule="margin>=0.5", kind="margin", strategy="defer", check="full", speed_ratio=1.2,
+                 skip_ratio=0.4, agreement=0.96, layers_per_token=2.4, kv_writes_per_token=1.6,
+                 lens_calls_per_token=1.0),
+            dict(base, rule="static@2", kind="static", strategy="propagate", check="none", speed_ratio=1.8,
+                 skip_ratio=0.5, agreement=0.4, layers_per_token=2.0, kv_writes_per_token=2.0,
+                 lens_calls_per_token=1.0)]
+    frame = pd.DataFrame(rows)
+    t = equal_agreement(frame, levels=(1.0, 0.95, 0.3)).set_index("level")
+    a = t.loc[1.0]
+    assert a.rule == "max_prob>=0.9/cand=8" and not a.pays and a.oracle_speedup == pytest.approx(2.0)
+    assert (a.blocks, a.repair, a.checks, a.prediction, a.full_blocks) == pytest.approx((3.0, 0.25, 0.5, 0.8, 4.8))
+    b = t.loc[0.95]
+    assert b.rule == "margin>=0.5" and b.pays and b.repair == pytest.approx(0.4) and b.checks == 0
+    assert t.loc[0.3].rule == "static@2"
+    assert equal_agreement(frame.assign(agreement=0.5).assign(skip_ratio=0.0), levels=(1.0,)).rule.isna().all()
+    md = decoding_summary(frame, None, never_label="static@2").markdown
+    assert "**m** at ≥ 100% agreement: best max_prob>=0.9/cand=8 / propagate (candidates check) at 0.90×" in md
+    assert "it does not pay" in md and "0.50 checks" in md
+    with pytest.raises(ValueError, match="lacks"):
+        equal_agreement(frame.drop(columns="lens_calls_per_token"))
