@@ -46,7 +46,7 @@ import eeutils  # noqa: E402
 from eeutils.decoding import evaluation as decode_eval  # noqa: E402
 
 DEFAULT_MODELS = ["zoo/dense-mid", "zoo/moe-mid", "zoo/ssm-mid"]
-DEFAULT_RULES = decode_eval.DEFAULT_RULES
+DEFAULT_RULES = decode_eval.DEFAULT_RULES + ",margin:0.3," + decode_eval.CHEAP_RULES
 FALLBACK_PROMPTS = [
     ("Q: 12 + 30 = ?\nA:", " 42"), ("Q: 7 + 8 = ?\nA:", " 15"),
     ("Keys: a=3 b=9 c=1. Q: b?\nA:", " 9"), ("Keys: x=5 y=2 z=8. Q: z?\nA:", " 8"),
@@ -126,12 +126,13 @@ def bench_model(lm, workload, rule_spec, strategies, max_new, repeats, n_docs, p
 # ---------------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------------
-_COLS = [("rule", "{:<22}"), ("strategy", "{:<9}"), ("speed_ratio", "{:>6.2f}x"), ("layers_per_token", "{:>7.2f}"),
-         ("kv_writes_per_token", "{:>6.2f}"), ("owed_per_token", "{:>8.2f}"), ("skip_ratio", "{:>6.1%}"),
-         ("sim_skip_ratio", "{:>8.1%}"), ("agreement", "{:>6.1%}"), ("sim_agreement", "{:>9.1%}"),
-         ("accuracy", "{:>6.1%}")]
-_HEAD = ["rule", "strategy", "speed", "layers/tok", "kv/tok", "owed/tok", "skip", "sim skip", "agree", "sim agree",
-         "acc"]
+_COLS = [("rule", "{:<34}"), ("strategy", "{:<9}"), ("speed_ratio", "{:>6.2f}x"), ("flop_speedup", "{:>6.2f}x"),
+         ("layers_per_token", "{:>7.2f}"), ("kv_writes_per_token", "{:>6.2f}"), ("owed_per_token", "{:>8.2f}"),
+         ("lens_calls_per_token", "{:>8.2f}"), ("check_blocks_per_token", "{:>7.3f}"),
+         ("check_cost_share", "{:>7.1%}"), ("skip_ratio", "{:>6.1%}"), ("sim_skip_ratio", "{:>8.1%}"),
+         ("agreement", "{:>6.1%}"), ("sim_agreement", "{:>9.1%}"), ("accuracy", "{:>6.1%}")]
+_HEAD = ["rule", "strategy", "speed", "flops", "layers/tok", "kv/tok", "owed/tok", "heads/tok", "chk/tok", "chk %",
+         "skip", "sim skip", "agree", "sim agree", "acc"]
 
 
 def _fmt(fmt, v):
@@ -156,6 +157,27 @@ def print_table(rows):
         print("  ".join(h.rjust(w) if i > 1 else h.ljust(w) for i, (h, w) in enumerate(zip(_HEAD, widths))))
         for r in rs:
             print("  ".join(_fmt(f, r[c]) for c, f in _COLS))
+        print(f"head = {base['head_cost_blocks']:.2f} blocks, K/V write = {base['kv_cost_blocks']:.2f} blocks; "
+              "heads/tok = full readouts per token (prediction included), chk/tok = cheap checks in blocks, "
+              "chk % = share of the modelled cost spent on checking, flops = modelled speed-up")
+    print_equal_agreement(rows)
+
+
+def print_equal_agreement(rows, levels=(1.0, 0.95)):
+    """The best configuration per model at each agreement level, measured and modelled, with its cost split."""
+    import pandas as pd
+    from eeutils.decoding.summary import equal_agreement
+    frame = pd.DataFrame(rows).assign(label=lambda d: d.model)
+    print("\n## At equal agreement with full decoding (best measured speed; cost split in blocks per token)")
+    print(f"{'model':<18}{'agree>=':>8}  {'rule':<34}{'strategy':<10}{'speed':>7}{'flops':>7}{'oracle':>8}"
+          f"{'full':>7}{'blocks':>7}{'repair':>7}{'checks':>7}{'pred':>6}")
+    for r in equal_agreement(frame, levels).itertuples():
+        if r.rule is None:
+            print(f"{r.label:<18}{r.level:>8.0%}  (no configuration exits early at this agreement)")
+            continue
+        print(f"{r.label:<18}{r.level:>8.0%}  {r.rule:<34}{r.strategy:<10}{r.speed_ratio:>6.2f}x{r.flop_speedup:>6.2f}x"
+              f"{r.oracle_speedup:>7.2f}x{r.full_blocks:>7.2f}{r.blocks:>7.2f}{r.repair:>7.2f}{r.checks:>7.2f}"
+              f"{r.prediction:>6.2f}")
 
 
 def main(argv=None):

@@ -52,10 +52,14 @@ from .decoder import generate_early_exit
 from .inputs import as_loaded as _as_loaded
 from .result import STRATEGIES, DecodingUnsupported
 
-__all__ = ["DEFAULT_RULES", "COLUMNS", "parse_rules", "encode_text", "workload_prompts", "cost_profile", "shape_cost",
+__all__ = ["DEFAULT_RULES", "CHEAP_RULES", "COLUMNS", "parse_rules", "encode_text", "workload_prompts", "cost_profile", "shape_cost",
            "simulate_potential", "compare_decoding", "batched_skip_ratio"]
 
 DEFAULT_RULES = "static:50%,max_prob:0.9,margin:0.5,entropy:1.0,hidden_saturation:0.99,margin:1.0"
+# exit checks that cost at most a few percent of a block (see eeutils.decoding.checks): the candidate-set head
+# (never firing: its pure cost; and verified confidence rules), checks every other layer, saturation without a head
+CHEAP_RULES = ("margin:1.0/cand=16,max_prob:0.9/cand=16,margin:0.5/cand=16,margin:0.3/cand=16,"
+               "margin:0.3/cand=16/every=2,hidden_saturation:0.995/every=2,hidden_saturation:0.95/min=3")
 
 COLUMNS = [
     "model", "workload", "rule", "kind", "threshold", "strategy", "n_layers", "n_prompts", "n_tokens",
