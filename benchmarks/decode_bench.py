@@ -32,6 +32,7 @@ random model's predictions mean nothing, and prompts are encoded byte by byte).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 import warnings
@@ -137,7 +138,8 @@ _HEAD = ["rule", "strategy", "speed", "flops", "layers/tok", "kv/tok", "owed/tok
 
 def _fmt(fmt, v):
     if isinstance(v, float) and not np.isfinite(v):
-        width = int("".join(c for c in fmt if c.isdigit())[:2] or 6)
+        m = re.search(r"[<>](\d+)", fmt)
+        width = int(m.group(1)) if m else 6
         return "-".rjust(width + (1 if fmt.endswith("x") else 0))
     return fmt.format(v)
 

@@ -3,8 +3,9 @@ and head, with the skipped layers' cache debt paid by one of two strategies.
 
 The decoder drives the model's blocks one by one with the model's own cache object
 (transformers' ``DynamicCache``: key/value layers for attention, conv + recurrent state layers for
-Mamba), so a token can stop after any block. Each token is read out at the layers its rule needs
-(``LoadedModel.layer_logits``: final norm, head, logit transforms), and the exit decision is taken by
+Mamba), so a token can stop after any block. Each token is checked at the layers its rule checks, by
+the rule's check kind (``eeutils.decoding.checks``: a full readout through ``LoadedModel.layer_logits``, a
+state cosine, or a candidate-set head verified by the full readout), and the exit decision is taken by
 ``eeutils.exits.rule_fires``, the same predicate the readout-based simulation uses.
 
 What skipped layers owe later tokens (a token at position t that exits at layer e never ran blocks
@@ -203,7 +204,9 @@ def generate_early_exit(model, prompt, rule=None, *, max_new_tokens: int = 32, s
 
     model: a LoadedModel (or a name / nn.Module, wrapped). prompt: text (needs a tokenizer) or token ids.
     rule: an eeutils.exits.ExitRule (or a (kind, threshold) tuple); kinds static, max_prob, margin,
-    entropy, hidden_saturation, consecutive. None = never exit early (the full model). Oracle rules
+    entropy, hidden_saturation, consecutive, with the rule's checked layers (min_layer, every, layers) and
+    check (`CHECK_KINDS`: candidates=K scores a carried candidate set and verifies a firing check with the
+    full head; see eeutils.decoding.checks). None = never exit early (the full model). Oracle rules
     are not realisable and are refused. min_layer: no exit before this block (combined with the
     rule's own min_layer, the larger wins).
     strategy: "propagate" (copy the exited state up: attention blocks write K/V from it, SSM blocks
