@@ -224,10 +224,10 @@ def test_equal_agreement_table_hand_numbers():
             dict(base, rule="max_prob>=0.9/cand=8", kind="max_prob", strategy="propagate", check="candidates",
                  speed_ratio=0.9, skip_ratio=0.25, agreement=1.0, layers_per_token=3.0, kv_writes_per_token=1.0,
                  lens_calls_per_token=1.5, check_blocks_per_token=0.1),
-            dict(base, rule="margin>=0.5", kind="margin", strategy="defer", check="full", speed_ratio=1.2,
+            dict(base, rule="margin>=0.5", kind="margin", strategy="defer", check="full", speed_ratio=1.2, flop_speedup=1.1,
                  skip_ratio=0.4, agreement=0.96, layers_per_token=2.4, kv_writes_per_token=1.6,
                  lens_calls_per_token=1.0),
-            dict(base, rule="static@2", kind="static", strategy="propagate", check="none", speed_ratio=1.8,
+            dict(base, rule="static@2", kind="static", strategy="propagate", check="none", speed_ratio=1.8, flop_speedup=1.5,
                  skip_ratio=0.5, agreement=0.4, layers_per_token=2.0, kv_writes_per_token=2.0,
                  lens_calls_per_token=1.0)]
     frame = pd.DataFrame(rows)
@@ -238,6 +238,7 @@ def test_equal_agreement_table_hand_numbers():
     b = t.loc[0.95]
     assert b.rule == "margin>=0.5" and b.pays and b.repair == pytest.approx(0.4) and b.checks == 0
     assert t.loc[0.3].rule == "static@2"
+    assert equal_agreement(frame, levels=(0.95,), by="speed_ratio").rule.iloc[0] == "margin>=0.5"
     assert equal_agreement(frame.assign(agreement=0.5).assign(skip_ratio=0.0), levels=(1.0,)).rule.isna().all()
     md = decoding_summary(frame, None, never_label="static@2").markdown
     assert "**m** at ≥ 100% agreement: best max_prob>=0.9/cand=8 / propagate (candidates check) at 0.90×" in md

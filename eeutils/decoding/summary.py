@@ -30,9 +30,10 @@ class DecodingSummary:
         return self.markdown
 
 
-def equal_agreement(frame: pd.DataFrame, levels=(1.0, 0.95), by: str = "speed_ratio") -> pd.DataFrame:
-    """Per model and agreement level: the early-exit configuration with the highest `by` (measured
-    ``speed_ratio`` or modelled ``flop_speedup``) among those that exit early and agree with full decoding on at
+def equal_agreement(frame: pd.DataFrame, levels=(1.0, 0.95), by: str = "flop_speedup") -> pd.DataFrame:
+    """Per model and agreement level: the early-exit configuration with the highest `by` (modelled
+    ``flop_speedup`` by default, which timing noise cannot bias toward a lucky round; or measured
+    ``speed_ratio``) among those that exit early and agree with full decoding on at
     least that share of the tokens, beside the oracle potential, with its modelled per-token cost split in
     blocks: ``blocks`` run (deferred and SSM-state rows included), cache ``repair`` (K/V writes), ``checks``
     (cheap checks + full readouts beyond the prediction) and the ``prediction`` head, against ``full_blocks``
