@@ -28,6 +28,10 @@ random model's predictions mean nothing, and prompts are encoded byte by byte).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/decode_bench.py --quick
     .venv/bin/python benchmarks/decode_bench.py --models zoo/dense-mid --rules "max_prob:0.9,static:50%"
+    .venv/bin/python benchmarks/decode_bench.py --models shape/gemma-3-270m --rules "margin:1.0,margin:1.0/cand=16"
+
+``shape/<name>`` builds a random-init model in a real model's published shape (`REAL_SHAPES`): the cost of
+the checks is representative, agreement is not. Real checkpoints (``real/<name>``) load like any model.
 """
 from __future__ import annotations
 
@@ -82,10 +86,35 @@ def _random_model(kind: str):
     return eeutils.wrap_model(model, name=f"random/{kind}-mid")
 
 
+# random-init models in the published shapes of the real models (no download): check costs are representative,
+# agreement is not. `--models shape/gemma-3-270m shape/smollm2-135m`
+REAL_SHAPES = {
+    "gemma-3-270m": ("gemma3_text", dict(hidden_size=640, num_hidden_layers=18, vocab_size=262144,
+                                         intermediate_size=2048, num_attention_heads=4, num_key_value_heads=1,
+                                         head_dim=256, max_position_embeddings=2048)),
+    "smollm2-135m": ("llama", dict(hidden_size=576, num_hidden_layers=30, vocab_size=49152, intermediate_size=1536,
+                                   num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True,
+                                   max_position_embeddings=2048)),
+}
+
+
+def _shape_model(name: str):
+    from transformers import AutoConfig, AutoModelForCausalLM
+    if name not in REAL_SHAPES:
+        raise SystemExit(f"unknown shape {name!r}; choose one of {sorted(REAL_SHAPES)}")
+    model_type, kw = REAL_SHAPES[name]
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **kw))
+    return eeutils.wrap_model(model, name=f"shape/{name}")
+
+
 def load_models(names: list[str]):
     have = set(eeutils.list_zoo())
     out = []
     for name in names:
+        if name.startswith("shape/"):
+            out.append(_shape_model(name[len("shape/"):]))
+            continue
         short = name[4:] if name.startswith("zoo/") else name
         if name.startswith("zoo/") and short not in have:
             kind = short.split("-")[0]
