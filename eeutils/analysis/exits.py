@@ -16,7 +16,7 @@ from ..lens.result import Readout
 from .depth import saturated_matrix
 from .similarity import _check_readout
 from .rules import (DEFAULT_THRESHOLDS, EXIT_KINDS, ExitRule, as_rule, default_rules, rule_fires,  # noqa: F401
-                    top1_streak, update_streak)
+                    subset_streak, top1_streak, update_streak)
 
 __all__ = [
     "EXIT_KINDS", "DEFAULT_THRESHOLDS", "ExitRule", "rule_fires", "top1_streak", "update_streak",
@@ -32,6 +32,9 @@ def _rule_inputs(readout: Readout, rule: ExitRule, cache: dict | None = None) ->
     cache = {} if cache is None else cache
     out = {}
     for name in rule.required_stats:
+        if name == "top1_streak" and rule.subset:  # the streak counts changes between checked layers only
+            out[name] = subset_streak(readout.stats["top1"], rule.checked_layers(readout.n_layers))
+            continue
         if name not in cache:
             if name == "saturated":
                 cache[name] = saturated_matrix(readout.stats["top1"])

@@ -64,20 +64,25 @@ DECODABLE: tuple[str, ...] = tuple(s.name for s in SPECS if s.decodable)
 
 def token_statistics(z: torch.Tensor, need=("max_prob", "margin", "entropy", "top1")) -> dict:
     """Statistics of one row of fp32 logits (the decoder's per-token readout), as `SPECS` define them;
-    only those in `need` (top1, max_prob, margin, entropy) are computed, since each costs a pass over the vocabulary."""
+    only those in `need` (top1, max_prob, margin, entropy) are computed, since each costs a pass over the vocabulary.
+    The values reach the host in one transfer (one device sync per call)."""
     lse = torch.logsumexp(z, dim=-1)
-    if not bool(torch.isfinite(lse).all()):
-        raise FloatingPointError("NaN or inf logits while decoding: load the model in float32 or bfloat16 "
-                                 "(fp16 overflows), or check the weights")
-    out = {}
     vals, ids = torch.topk(z, 2 if "margin" in need else 1, dim=-1)
     top_p = torch.exp(vals - lse[..., None])
-    out["top1"] = int(ids[0, 0])
+    names, parts = ["lse", "top1"], [lse[0].double(), ids[0, 0].double()]
     if "max_prob" in need or "margin" in need:
-        out["max_prob"] = float(top_p[0, 0])
+        names.append("max_prob")
+        parts.append(top_p[0, 0].double())
     if "margin" in need:
-        out["margin"] = float(top_p[0, 0] - top_p[0, 1])
+        names.append("margin")
+        parts.append((top_p[0, 0] - top_p[0, 1]).double())
     if "entropy" in need:
         p = torch.exp(z - lse[..., None])
-        out["entropy"] = float((lse - (p * z).sum(-1)).clamp_min(0.0)[0])
-    return out
+        names.append("entropy")
+        parts.append((lse - (p * z).sum(-1)).clamp_min(0.0)[0].double())
+    host = dict(zip(names, torch.stack(parts).tolist()))
+    if not np.isfinite(host.pop("lse")):
+        raise FloatingPointError("NaN or inf logits while decoding: load the model in float32 or bfloat16 "
+                                 "(fp16 overflows), or check the weights")
+    host["top1"] = int(host["top1"])
+    return host
