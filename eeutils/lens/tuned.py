@@ -34,21 +34,25 @@ from tqdm.auto import tqdm
 from ..core.env import eeutils_cache_dir
 from ..core.io import atomic_write
 from ..core.keys import cache_key as settings_key
-from ..core.keys import weights_digest
+from ..core.keys import state_dict_digest, weights_digest
 from ..workloads import corpus as C
-from .readout import capture_forward
+from .capture import capture_forward
 
 LENS_VERSION = 1  # bump when the training procedure changes a number
+LENSES = ("logit", "tuned")  # what `readout(lens=...)` accepts by name (or a TunedLens object)
 
 
 @dataclass(frozen=True)
 class TunedLensSettings:
-    """Training budget (small: the zoo models have about a million parameters) and optimiser."""
+    """Training budget (small: the zoo models have about a million parameters) and optimiser.
 
-    n_windows: int = 512  # training windows from the corpus train split
+    Default: 150 Adam steps of 8 windows x 128 tokens from 256 train-split windows, about 1-2 min per zoo
+    model on one CPU thread; `SMOKE_LENS` is the smoke-mode budget (seconds)."""
+
+    n_windows: int = 256  # training windows from the corpus train split
     context: int = 128
-    steps: int = 300
-    batch: int = 16
+    steps: int = 150
+    batch: int = 8
     lr: float = 3e-3  # Adam, linear decay to 0 (the paper uses SGD+Nesterov on far larger models)
     seed: int = 0
 
@@ -71,6 +75,10 @@ class TunedLens(nn.Module):
             nn.init.zeros_(t.weight)
             nn.init.zeros_(t.bias)
 
+    def digest(self) -> str:
+        """sha256 of the translators (what a readout made with them records and is cached under)."""
+        return state_dict_digest(self)
+
     def translate(self, layer: int, h: torch.Tensor) -> torch.Tensor:
         """The translated residual state of ``layer`` (0..L), to decode with the final norm and head."""
         if not 0 <= layer <= self.n_layers:
@@ -78,6 +86,8 @@ class TunedLens(nn.Module):
         if layer == self.n_layers:
             return h
         t = self.translators[layer]
+        if t.weight.device != h.device:
+            self.to(h.device)
         return h + t(h.to(t.weight.dtype)).to(h.dtype)
 
     def logits(self, model, layer: int, h: torch.Tensor) -> torch.Tensor:
@@ -85,6 +95,9 @@ class TunedLens(nn.Module):
         ``model.layer_logits`` computes them but differentiable (layer_logits runs in inference mode)."""
         z = self.translate(layer, h.to(model.device))
         return model.logit_fn(model.head(model.final_norm(z.to(model.dtype))).float())
+
+
+SMOKE_LENS = TunedLensSettings(n_windows=32, steps=12, batch=4)
 
 
 # ------------------------------------------------------------------ data and hidden states
@@ -192,3 +205,22 @@ def tuned_lens(model, settings: TunedLensSettings = TunedLensSettings(), windows
                 "version": str(LENS_VERSION)}
         atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return lens
+
+
+def resolve_lens(model, lens="logit", settings: TunedLensSettings | None = None,
+                 progress: bool = False) -> tuple[TunedLens | None, dict]:
+    """(translators or None, the readout metadata recording the lens) for ``lens`` = "logit", "tuned" or a
+    TunedLens. "tuned" loads the model's cached translators or trains them (``settings``, default budget)."""
+    if isinstance(lens, TunedLens):
+        if lens.n_layers != model.n_layers:
+            raise ValueError(f"the TunedLens has {lens.n_layers} translators, {model.name} has {model.n_layers} blocks")
+        return lens.eval(), {"lens": "tuned", "lens_digest": lens.digest(), "lens_settings": None}
+    if lens not in LENSES:
+        raise ValueError(f"lens must be one of {LENSES} or a TunedLens, got {lens!r}")
+    if lens == "logit":
+        if settings is not None:
+            raise ValueError("lens_settings is for lens='tuned'; the logit lens has no settings")
+        return None, {"lens": "logit", "lens_digest": "", "lens_settings": None}
+    settings = settings or TunedLensSettings()
+    t = tuned_lens(model, settings, progress=progress)
+    return t, {"lens": "tuned", "lens_digest": t.digest(), "lens_settings": asdict(settings)}
