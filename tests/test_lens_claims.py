@@ -123,3 +123,21 @@ def test_self_speculative_speed_rows():
     assert (f.agreement == 1.0).all(), "greedy verification reproduces full greedy decoding"
     with pytest.raises(DecodingUnsupported):
         self_speculative_speed(eeutils.wrap_model(tm.make_model("mamba2")), [[5, 9, 17]], max_new_tokens=2, repeats=1)
+
+
+def test_first_below_unigram():
+    losses = {"s0": 7.0, "s8": 6.5, "s32": 5.9, "s128": 5.0, "final": 4.5}
+    steps = {"s0": 0, "s8": 8, "s32": 32, "s128": 128, "final": 448}
+    assert ln.first_below_unigram(losses, steps, unigram=6.0, final="final") == "s32"
+    assert ln.first_below_unigram(losses, steps, unigram=1.0, final="final") == "s8"
+    with pytest.raises(ValueError):
+        ln.first_below_unigram({"s0": 7.0, "final": 4.5}, steps, 6.0, "final")
+
+
+def test_budget_skip_takes_the_best_rule():
+    # every token agrees with the final top-1 from layer 1 on: the oracle and any confident rule skip a lot
+    top1 = np.full((30, 5), 5)
+    top1[:, 0] = 3
+    r = make_readout(top1, doc=np.repeat(np.arange(6), 5))
+    b = et.budget_skip(r, budget=0.05, metric="agreement")
+    assert 0.5 <= b["skip_ratio"] <= 0.75 + 1e-9 and b["rule"]

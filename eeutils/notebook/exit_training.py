@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..analysis.exits import max_skip_under_budget, tradeoff
 from ..arch.names import load_card
 
 
@@ -83,3 +84,15 @@ def best_at_quality(frame: pd.DataFrame, quality: float, by: str = "model") -> p
         return ok.copy()
     idx = ok.groupby(by, sort=False)["speed_ratio"].idxmax()
     return ok.loc[idx.values].reset_index(drop=True)
+
+
+def budget_skip(readout, budget: float = 0.05, metric: str = "accuracy", rules=None) -> dict:
+    """The largest simulated skip ratio any exit rule reaches within a quality `budget` (`exits.tradeoff` over
+    the default rules, then `max_skip_under_budget`), with the rule that reaches it.
+
+    Hook: the budget oracle (the best skip any per-token exit could reach within the budget) is being added to
+    `eeutils.analysis`; when it lands, report it beside this rule-based value (notebook 12's budget cell)."""
+    per_rule = max_skip_under_budget(tradeoff(readout, rules), budget=budget, metric=metric)
+    best = per_rule.sort_values("skip_ratio", ascending=False, kind="stable").iloc[0]
+    return {"skip_ratio": float(best["skip_ratio"]), "rule": str(best["label"] or best["rule"]), "budget": budget,
+            "metric": metric}

@@ -65,3 +65,12 @@ def lens_agreement(effects: pd.DataFrame, lenses=("logit", "tuned")) -> pd.DataF
     wide["status"] = [conclusion_status(a, b) for a, b in zip(ver[lenses[0]], ver[lenses[1]])]
     wide["sign_same"] = (wide[f"effect_{lenses[0]}"] * wide[f"effect_{lenses[1]}"]) > 0
     return wide.reset_index()
+
+
+def first_below_unigram(losses: dict[str, float], steps: dict[str, int], unigram: float, final: str) -> str:
+    """Notebook 4's "early" checkpoint: the first (by step) after step 0, other than `final`, whose workload loss
+    is below the workload's unigram entropy; else the first after step 0."""
+    order = sorted((steps[m], m) for m in losses if steps[m] > 0 and m != final)
+    if not order:
+        raise ValueError("no checkpoint after step 0 besides the final one")
+    return next((m for _, m in order if losses[m] < unigram), order[0][1])
