@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tiny_models as tm
 import torch
 import torch.nn.functional as F
 
 import eeutils
-import tiny_models as tm
 from eeutils.lens.capture import capture_forward
 from eeutils.lens.tuned import TunedLens, resolve_lens
 
