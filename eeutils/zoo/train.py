@@ -8,7 +8,6 @@ linear warmup then cosine decay to 10% of the peak rate, gradient clipping at 1.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -20,7 +19,8 @@ from pathlib import Path
 import torch
 
 from eeutils.arch.params import count_params, moe_shape  # noqa: F401  (count_params: the cards' parameter counts)
-from eeutils.zoo.recipes import CONTEXT, EOS_ID, PAD_ID, Recipe
+from eeutils.zoo.layerskip import LayerSkipConfig, LayerSkipObjective
+from eeutils.zoo.recipes import CONTEXT, EOS_ID, Recipe
 
 DATA_SEED = 0
 N_VAL_WINDOWS_PERIODIC = 64
@@ -133,8 +133,6 @@ def make_objective(model, recipe: Recipe):
 
         plain.close = lambda: None
         return plain
-    from eeutils.zoo.layerskip import LayerSkipConfig, LayerSkipObjective
-
     return LayerSkipObjective(model, LayerSkipConfig(**recipe.layerskip), recipe.steps, recipe.seed,
                               forward=lambda m, x: lm_forward(m, x, train=True))
 
