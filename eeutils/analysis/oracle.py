@@ -48,14 +48,14 @@ def scored_units(readout: Readout, reference: str = "target"):
     reference "target": answer documents (exact match) if the readout has answer positions with a
     target, else tokens with a target (token accuracy). reference "final": the skip tokens
     (answer tokens if any, else all tokens), each its own unit, labelled by the final top-1.
+    Unit ids are dense: every id in 0..max(unit) has at least one token.
     """
     n = readout.n_tokens
     target = np.asarray(readout.target)
     ans = np.asarray(readout.answer, dtype=bool) & (target >= 0)
     if reference == "final":
         mask = ans if ans.any() else np.ones(n, dtype=bool)
-        unit = np.where(mask, np.arange(n), -1)
-        return unit, np.asarray(readout.stats["top1"])[:, -1], "agreement"
+        return _dense(mask), np.asarray(readout.stats["top1"])[:, -1], "agreement"
     if reference != "target":
         raise ValueError(f"reference must be 'target' or 'final', got {reference!r}")
     if ans.any():
@@ -63,8 +63,14 @@ def scored_units(readout: Readout, reference: str = "target"):
         unit = np.full(n, -1, dtype=np.int64)
         unit[ans] = inv.reshape(-1)
         return unit, target, "exact_match"
-    unit = np.where(target >= 0, np.arange(n), -1)
-    return unit, target, "token_accuracy"
+    return _dense(target >= 0), target, "token_accuracy"
+
+
+def _dense(mask: np.ndarray) -> np.ndarray:
+    """Unit ids 0..m-1 for the tokens in mask (one unit each), -1 elsewhere."""
+    unit = np.full(mask.shape[0], -1, dtype=np.int64)
+    unit[mask] = np.arange(int(mask.sum()))
+    return unit
 
 
 def budget_oracle_exits(readout: Readout, budget: float, min_layer: int = 1, reference: str = "target") -> np.ndarray:
