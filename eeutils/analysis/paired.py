@@ -73,7 +73,8 @@ def doc_correctness(readout: Readout, exit_layers, reference: str = "target"):
 def paired_loss(readout: Readout, exit_layers, budget: float, ci: float = 0.95, n_boot: int = 1000, seed: int = 0,
                 reference: str = "target") -> dict:
     """Relative accuracy loss of `exit_layers` vs the full model, its paired document-bootstrap interval,
-    McNemar's exact p (exact match only; NaN otherwise, as are n_worse / n_better) and whether `budget` is met (point) and met with confidence ci.
+    McNemar's exact p (exact match only; NaN otherwise, as are n_worse / n_better) and whether
+    `budget` is met (point) and met with confidence ci.
 
     Returns: loss, loss_lo, loss_hi, ci, n_boot, boot_seed, interval_kind, mcnemar_p, n_worse (docs
     right in full, wrong exited; exact match) / n_better (the reverse), n_paired_docs, accuracy_kind,

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RuleKind", "RULE_KINDS", "EXIT_KINDS", "DEFAULT_THRESHOLDS", "REALISABLE", "ORACLES", "WIDGET_RULES", "ExitRule",
+__all__ = ["RuleKind", "RULE_KINDS", "EXIT_KINDS", "DEFAULT_THRESHOLDS", "REALISABLE", "ORACLES", "WIDGET_RULES",
+           "ExitRule",
            "rule_fires", "top1_streak", "update_streak", "as_rule", "parse_rules", "default_rules"]
 
 
@@ -37,7 +38,8 @@ class RuleKind:
     whole readout by `eeutils.analysis.oracle`, the threshold being the loss budget). threshold: "int", "float" or
     None (no threshold). bounds: allowed threshold range (inclusive). grid: default trade-off thresholds
     ("layers": 1..L, "streaks": 1..L-1). realisable: a decoder can apply it while generating (oracles
-    cannot; realisable=False is the "oracle" family). widget: (lo, hi, step, default) of the explorer's threshold slider, or None.
+    cannot; realisable=False is the "oracle" family). widget: (lo, hi, step, default) of the explorer's
+    threshold slider, or None.
     """
 
     kind: str
@@ -66,8 +68,8 @@ RULE_KINDS: dict[str, RuleKind] = {r.kind: r for r in (
                               "exit decision could save within that budget (eeutils.analysis.oracle)",
              ("top1", "target"), "solver", "float", (0.0, 1.0), (0.0, 0.01, 0.02, 0.05, 0.1, 0.2), False,
              "budget oracle (acc. loss<={t:g})", solver="target"),
-    RuleKind("budget_oracle_agreement", "budget oracle for agreement: per-token exits with the largest skip ratio whose "
-                                        "disagreement with the full model (1 - agreement) is <= threshold",
+    RuleKind("budget_oracle_agreement", "budget oracle for agreement: per-token exits with the largest skip "
+                                        "ratio whose disagreement with the full model (1 - agreement) is <= threshold",
              ("top1",), "solver", "float", (0.0, 1.0), (0.0, 0.01, 0.02, 0.05, 0.1, 0.2), False,
              "budget oracle (disagreement<={t:g})", solver="final"),
     RuleKind("oracle_correct", "top1_l equals the TARGET next token; tokens never correct exit at L; uses the "
