@@ -49,4 +49,10 @@ def test_notebook_runs(path, tmp_path):
     assert figures, "the notebook saved no figure"
     if path.name[:2] in EXPECTED_FINDINGS:
         records = [json.loads(p.read_text()) for p in (out / "findings").glob("*.json")]
-        assert records and all(r["verdict"] in ("agree", "disagree", "inconclusive") for r in records)
+        assert records, "the notebook wrote no finding record"
+        for r in records:
+            assert r["notebook"].startswith(path.stem[:2]), (r["notebook"], path.stem)
+            assert r["lo"] <= r["effect"] <= r["hi"], r  # the point estimate lies in its interval
+            # a verdict never contradicts its interval (it may be inconclusive for other reasons)
+            assert r["verdict"] != "agree" or r["lo"] > 0, r
+            assert r["verdict"] != "disagree" or r["hi"] < 0, r
