@@ -13,7 +13,8 @@ of skip per token. The accuracy budget is a *count*: at least K units must be ri
 smallest count whose relative loss (F - K) / F is within the budget, F = units the full model gets
 right (the definition of `evaluate`'s rel_acc_loss, so newly right units count: the loss is net).
 Every unit weighs 1 in that count, so the K right units that cost least are the cheapest choice
-(sort by cost; a free unit is always taken). All other units exit at min_layer.
+(sort by cost; a free unit is always taken). All other units, and tokens outside any unit (prompts),
+exit at min_layer.
 
 reference "target" judges against the target token (answer tokens on answer-scored workloads),
 as the accuracy budget does; "final" judges against the full model's top-1 token by token (the
