@@ -11,13 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..core.checks import check_real
 from ..lens.result import Readout
 from .depth import saturated_matrix
 from .oracle import budget_oracle_exits
 from .paired import paired_loss
 from .similarity import _check_readout
 from .rules import (DEFAULT_THRESHOLDS, EXIT_KINDS, ExitRule, as_rule, default_rules, rule_fires,  # noqa: F401
-                    top1_streak, update_streak)
+                    subset_streak, top1_streak, update_streak)
 
 __all__ = [
     "EXIT_KINDS", "DEFAULT_THRESHOLDS", "ExitRule", "rule_fires", "top1_streak", "update_streak",
@@ -33,6 +34,9 @@ def _rule_inputs(readout: Readout, rule: ExitRule, cache: dict | None = None) ->
     cache = {} if cache is None else cache
     out = {}
     for name in rule.required_stats:
+        if name == "top1_streak" and rule.subset:  # the streak counts changes between checked layers only
+            out[name] = subset_streak(readout.stats["top1"], rule.checked_layers(readout.n_layers))
+            continue
         if name not in cache:
             if name == "saturated":
                 cache[name] = saturated_matrix(readout.stats["top1"])
@@ -202,12 +206,7 @@ def max_skip_under_budget(tradeoff_frame: pd.DataFrame, budget: float = 0.05, me
     mcnemar_p, n_worse, n_better, n_paired_docs, budget_met (point loss <= budget) and
     budget_met_ci (loss_hi <= budget: met with confidence, the rule of `eeutils.analysis.paired`).
     """
-    try:
-        b = float(budget)
-    except (TypeError, ValueError):
-        raise ValueError(f"budget must be a number in [0, 1), got {budget!r}") from None
-    if not (0.0 <= b < 1.0):
-        raise ValueError(f"budget must be in [0, 1) (a fraction, e.g. 0.05 for 5%), got {budget!r}")
+    b = check_real("budget", budget, 0, 1, hi_open=True, hint=" (a fraction, e.g. 0.05 for 5%)")
     if metric not in ("accuracy", "agreement"):
         raise ValueError(f"metric must be 'accuracy' or 'agreement', got {metric!r}")
     need = ["rule", "threshold", "skip_ratio"] + (["rel_acc_loss"] if metric == "accuracy" else ["agreement"])

@@ -13,7 +13,7 @@ from ..core.spec import ModelSpecError, parse_model_spec
 DEFAULT_SIMILARITIES = ("logit_cos", "top1", "topk_overlap", "kl")
 EXECUTORS = ("local", "ray")
 META_COLUMNS = ("model", "revision", "family", "n_layers", "params_total", "params_active", "workload",
-                "workload_kind", "kit_version", "timestamp", "bench_config", "row_type")
+                "workload_kind", "kit_version", "timestamp", "bench_config", "weights_digest", "row_type")
 
 
 class BenchmarkError(ValueError):
@@ -21,7 +21,8 @@ class BenchmarkError(ValueError):
 
 
 class CellFailed(RuntimeError):
-    """A cell raised; finished cells are kept and a rerun resumes."""
+    """A cell raised; finished cells are kept. The message says whether a rerun resumes or the cause
+    (an unloadable model, bad arguments) must be fixed first."""
 
     def __init__(self, message: str, cells=()):
         super().__init__(message)

@@ -13,10 +13,13 @@ from ..analysis.bootstrap import bootstrap_eas
 from ..analysis.eas import eas
 from ..analysis.exits import max_skip_under_budget, tradeoff
 from ..analysis.rules import ExitRule, parse_rules
-from ..arch.loading import load_model
+from ..arch.loading import ModelLoadError, load_model
+from ..arch.names import ZooError
+from ..arch.table import AdapterError
 from ..core.io import write_parquet_atomic
 from ..lens.cache import model_weights_digest, readout_key
 from ..lens.readout import readout as run_readout
+from ..lens.kernel import NonFiniteLogits
 from ..lens.result import Readout
 from ..workloads.types import Workload
 from .config import META_COLUMNS, BenchConfig, Cell, kit_version
@@ -30,12 +33,16 @@ def readout_path(out_dir, cell: Cell) -> Path:
     return Path(out_dir) / "readouts" / f"{cell.key}.npz"
 
 
-def _existing_fingerprint(path: Path) -> str | None:
+def cell_stamp(path: Path) -> tuple[str | None, str | None]:
+    """(bench_config, weights_digest) a cell file was computed with; None for what it lacks or if unreadable."""
     try:
-        col = pd.read_parquet(path, columns=["bench_config"])["bench_config"]
-        return str(col.iloc[0]) if len(col) else None
-    except Exception:  # noqa: BLE001 - unreadable / no such column
-        return None
+        frame = pd.read_parquet(path)
+    except Exception:  # noqa: BLE001 - unreadable: not a finished cell
+        return None, None
+    if not len(frame):
+        return None, None
+    get = lambda c: str(frame[c].iloc[0]) if c in frame.columns and frame[c].iloc[0] is not None else None  # noqa: E731
+    return get("bench_config"), get("weights_digest")
 
 
 _MODEL_CACHE: dict = {}
@@ -164,7 +171,7 @@ def _finalise(frame, cell: Cell, workload: Workload, config: BenchConfig) -> pd.
     frame = frame.reset_index(drop=True).copy()
     fixed = dict(model=cell.model, workload=workload.name, workload_kind=workload.kind,
                  kit_version=kit_version(), timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                 bench_config=config.fingerprint())
+                 bench_config=config.fingerprint(), weights_digest=model_weights_digest(cell.name, cell.revision))
     for k, v in fixed.items():
         frame[k] = v
     if cell.revision is not None or "revision" not in frame.columns:
@@ -188,6 +195,18 @@ def run_cell(cell: Cell, workload: Workload, config: BenchConfig, compute_cell=N
 def resume_hint(out_dir: Path, n_done: int) -> str:
     return (f"{n_done} finished cell(s) are kept in {out_dir / 'cells'}; rerun the same command (same "
             "settings, same --out) to resume: finished cells are skipped")
+
+
+# failures a rerun cannot cure: the model cannot be loaded or read out, or the arguments are wrong
+PERMANENT_ERRORS = (ModelLoadError, AdapterError, NonFiniteLogits, ZooError, TypeError, ValueError)
+
+
+def failure_hint(exc: BaseException, out_dir: Path, n_done: int) -> str:
+    """What to do after a cell failed: fix the cause (permanent errors) or rerun to resume (the rest)."""
+    if isinstance(exc, PERMANENT_ERRORS):
+        return (f"Fix this first: rerunning unchanged would fail the same way. {n_done} finished cell(s) are kept "
+                f"in {out_dir / 'cells'}")
+    return resume_hint(out_dir, n_done)
 
 
 def progress_bar(progress: bool, n_total: int, n_done: int):

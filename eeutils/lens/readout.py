@@ -21,6 +21,7 @@ from .. import _version
 from ..arch.loading import LoadedModel, load_model
 from ..arch.table import apply_logit_ops
 from ..workloads.types import Doc, Workload
+from .inputs import as_documents, check_positive_int, check_token_ids
 from .kernel import ChunkReducer, NonFiniteLogits, _cos
 from .result import Readout
 from .statistics import FLOAT_STATS, INT_STATS, SPECS
@@ -41,6 +42,7 @@ def _lens_into(model: LoadedModel):
     weight = getattr(head, "weight", None)
     fast = (type(head) is torch.nn.Linear and weight is not None and weight.dtype == torch.float32
             and weight.dim() == 2)
+    head_dtype = weight.dtype if weight is not None else None
 
     def apply(h, out):
         x = norm(h.to(out.device))
@@ -48,8 +50,8 @@ def _lens_into(model: LoadedModel):
             torch.mm(x, weight.t(), out=out)
             if head.bias is not None:
                 out.add_(head.bias)
-        else:
-            out.copy_(head(x))
+        else:  # the head's dtype, as the model casts it (e.g. Mamba2 keeps an fp32 residual under a bf16 head)
+            out.copy_(head(x if head_dtype is None else x.to(head_dtype)))
         return apply_logit_ops(out, ops, inplace=True)
     return apply
 
@@ -82,25 +84,6 @@ class _Capture:
             h.remove()
 
 
-def _as_docs(inputs) -> tuple[list, str | None]:
-    """Normalise texts, token-id lists, Docs or a Workload into a list of Doc | list[int]."""
-    name = None
-    if isinstance(inputs, Workload):
-        name, inputs = inputs.name, inputs.docs
-    if isinstance(inputs, (str, Doc)):
-        inputs = [inputs]
-    if isinstance(inputs, torch.Tensor):
-        inputs = inputs.tolist() if inputs.dim() == 2 else [inputs.tolist()]
-    if isinstance(inputs, np.ndarray):
-        inputs = inputs.tolist() if inputs.ndim == 2 else [inputs.tolist()]
-    inputs = list(inputs)
-    if not inputs:
-        raise ValueError("no input: pass a text, a list of texts, token-id lists or a Workload with documents")
-    if all(isinstance(x, int) for x in inputs):
-        inputs = [inputs]
-    return inputs, name
-
-
 def tokenize_docs(model: LoadedModel, docs, max_length: int | None, on_overflow: str):
     """Token ids and answer masks per document; answer tokens are tokenised apart from the prompt."""
     ids_list, answer_list, n_truncated = [], [], 0
@@ -117,7 +100,7 @@ def tokenize_docs(model: LoadedModel, docs, max_length: int | None, on_overflow:
                     raise ValueError(f"document {i} is empty: every document needs some text")
                 ids, answer_from = model.encode(d.text), None
         else:
-            ids, answer_from = [int(t) for t in d], None
+            ids, answer_from = list(d), None  # already checked integers (`inputs.as_documents`)
         if len(ids) == 0:
             raise ValueError(f"document {i} has no tokens")
         if max_length is not None and len(ids) > max_length:
@@ -138,12 +121,11 @@ def tokenize_docs(model: LoadedModel, docs, max_length: int | None, on_overflow:
 
 
 def _validate(k, batch_size, chunk_tokens, on_overflow, vocab):
-    if not isinstance(k, int) or not 2 <= k <= vocab:
-        raise ValueError(f"k must be an int in [2, vocab={vocab}], got {k!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not isinstance(chunk_tokens, int) or chunk_tokens < 1:
-        raise ValueError(f"chunk_tokens must be a positive int, got {chunk_tokens!r}")
+    check_positive_int("k", k)
+    if not 2 <= k <= vocab:
+        raise ValueError(f"k must be an integer in [2, vocab={vocab}], got {k!r}")
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("chunk_tokens", chunk_tokens)
     if on_overflow not in ("truncate", "error"):
         raise ValueError(f"on_overflow must be 'truncate' or 'error', got {on_overflow!r}")
 
@@ -159,8 +141,10 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
             workload: str | None = None, revision: str | None = None) -> Readout:
     """Read out every layer of `model` on `inputs` and reduce it to per-token statistics.
 
-    model: a LoadedModel or a name for `load_model`. inputs: a text, texts, token-id lists, Docs or a
-    Workload. k: size of the top-k sets (>= 2). max_length: tokens per document (default: the model's
+    model: a LoadedModel or a name for `load_model`. inputs: a str, a list of str (or Doc), one list of
+    token ids, a list of token-id lists (Python or NumPy integers), a 1-D or 2-D integer tensor/array, or a
+    Workload; anything else is a TypeError, an id outside the vocabulary a ValueError (`eeutils.lens.inputs`).
+    k: size of the top-k sets (>= 2). max_length: tokens per document (default: the model's
     context); longer documents are truncated with a warning, or rejected with on_overflow="error".
     Memory: the residual streams of one batch ((L + 1) x batch tokens x d_model in the model's dtype)
     plus one [chunk_tokens x 4 x vocab] fp32 workspace (see `eeutils.lens.kernel.ChunkReducer`).
@@ -168,15 +152,15 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
     if not isinstance(model, LoadedModel):
         model = load_model(model, revision=revision)
     _validate(k, batch_size, chunk_tokens, on_overflow, model.vocab_size)
-    docs, wl_name = _as_docs(inputs)
+    docs, wl_name = as_documents(inputs)
     limit = model.max_length
     if max_length is not None:
-        if not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+        check_positive_int("max_length", max_length)
         if limit is not None and max_length > limit:
             raise ValueError(f"max_length={max_length} exceeds the model's context of {limit} tokens")
         limit = max_length
     ids_list, answer_list, n_trunc = tokenize_docs(model, docs, limit, on_overflow)
+    check_token_ids(ids_list, model.vocab_size, model.name)
 
     L = model.n_layers
     lengths = np.array([len(x) for x in ids_list])

@@ -17,6 +17,7 @@ from ..arch.loading import load_model
 from ..arch.names import card_meta
 from ..core.spec import parse_model_spec
 from ..lens.cache import readout_key
+from ..lens.files import ReadoutFileError
 from ..lens.readout import readout
 from ..lens.result import Readout
 from ..workloads.registry import get_workload
@@ -53,7 +54,10 @@ def cached_readout(spec, workload="zoo-prose", *, n_docs: int | None = 32, max_t
                           device_map=device_map)
         path = Path(cache_dir) / "readouts" / f"{_slug(name, rev, wl.name)}-{key[:16]}.npz"
         if path.exists():
-            return Readout.load(path)
+            try:
+                return Readout.load(path)
+            except ReadoutFileError as err:  # a damaged cache entry: recompute it (and overwrite it)
+                warnings.warn(f"{err} Recomputing it.", stacklevel=2)
     model = load_model(name, revision=rev, dtype=dtype, device=device, device_map=device_map)
     limit = token_limit(model, max_tokens)
     with warnings.catch_warnings():
