@@ -217,7 +217,8 @@ def test_bootstrap_parameters_are_numbers_or_refused(n_boot, ci):
 
 THRESHOLD_OK = {
     "max_prob": lambda v: 0 <= v <= 1, "margin": lambda v: 0 <= v <= 1, "entropy": lambda v: v >= 0,
-    "hidden_saturation": lambda v: -1 <= v <= 1,
+    "hidden_saturation": lambda v: -1 <= v <= 1, "budget_oracle": lambda v: 0 <= v <= 1,
+    "budget_oracle_agreement": lambda v: 0 <= v <= 1,
     "static": lambda v: float(v).is_integer() and v >= 1, "consecutive": lambda v: float(v).is_integer() and v >= 1,
 }
 
@@ -237,7 +238,7 @@ def test_exit_rule_parameters_are_kept_or_refused(kind, threshold, min_layer):
 
 
 @FEW
-@given(kind=st.sampled_from(["oracle", "oracle_correct"]), threshold=ANYTHING)
+@given(kind=st.sampled_from(["saturation", "oracle_correct"]), threshold=ANYTHING)
 def test_oracle_rules_take_no_threshold(kind, threshold):
     missing = threshold is None or (isinstance(threshold, float) and math.isnan(threshold))
     if missing:

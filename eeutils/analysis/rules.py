@@ -31,8 +31,9 @@ import numpy as np
 
 from ..core.checks import check_integer, check_real, is_real
 
-__all__ = ["RuleKind", "RULE_KINDS", "CheckKind", "CHECK_KINDS", "RULE_OPTIONS", "EXIT_KINDS", "DEFAULT_THRESHOLDS", "REALISABLE", "WIDGET_RULES", "ExitRule",
-           "rule_fires", "subset_streak", "top1_streak", "update_streak", "as_rule", "parse_rules", "default_rules"]
+__all__ = ["RuleKind", "RULE_KINDS", "CheckKind", "CHECK_KINDS", "RULE_OPTIONS", "EXIT_KINDS", "DEFAULT_THRESHOLDS",
+           "REALISABLE", "ORACLES", "WIDGET_RULES", "ExitRule", "rule_fires", "subset_streak", "top1_streak",
+           "update_streak", "as_rule", "parse_rules", "default_rules"]
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,12 @@ class RuleKind:
 
     reads: the per-layer values `rule_fires` needs (Readout statistics, or the derived "saturated",
     "top1_streak", "target"). comparison: ">=" / "<=" (statistic vs threshold), "static" (layer >= threshold),
-    "true" (the statistic is a boolean), "equals_target" (top1 == target). threshold: "int", "float" or
+    "true" (the statistic is a boolean), "equals_target" (top1 == target), "solver" (exits chosen over the
+    whole readout by `eeutils.analysis.oracle`, the threshold being the loss budget). threshold: "int", "float" or
     None (no threshold). bounds: allowed threshold range (inclusive). grid: default trade-off thresholds
     ("layers": 1..L, "streaks": 1..L-1). realisable: a decoder can apply it while generating (oracles
-    cannot). widget: (lo, hi, step, default) of the explorer's threshold slider, or None.
+    cannot; realisable=False is the "oracle" family). widget: (lo, hi, step, default) of the explorer's
+    threshold slider, or None.
     """
 
     kind: str
@@ -58,6 +61,7 @@ class RuleKind:
     label: str  # format with {t}
     widget: tuple[float, float, float, float] | None = None
     check: str | None = "full"  # default CHECK_KINDS row a decoder uses (None: oracle, not decodable)
+    solver: str | None = None  # whole-readout oracles: the reference `eeutils.analysis.oracle` judges against
 
 
 @dataclass(frozen=True)
@@ -92,13 +96,25 @@ CHECK_KINDS: dict[str, CheckKind] = {c.name: c for c in (
 RULE_KINDS: dict[str, RuleKind] = {r.kind: r for r in (
     RuleKind("static", "l >= threshold (a fixed exit layer, 1..L)", (), "static", "int", (1, math.inf), "layers",
              True, "static@{t}", check="none"),
-    RuleKind("oracle", "top1_l equals the final top1 at l and every later layer (saturation event); "
-                       "needs all layers' readouts: an upper bound, not a realisable rule",
-             ("saturated",), "true", None, None, (None,), False, "oracle (saturation)", check=None),
+    RuleKind("saturation", "saturation oracle: exit at the saturation layer, the earliest layer from which top1 equals "
+                           "the final top1 at every later layer; changes no prediction (zero loss by construction); "
+                           "needs all layers' readouts, so not realisable, and NOT an upper bound on savings under a "
+                           "loss budget (see budget_oracle)",
+             ("saturated",), "true", None, None, (None,), False, "saturation oracle", check=None),
+    RuleKind("budget_oracle", "budget oracle: per-token exits with the largest skip ratio whose relative accuracy loss "
+                              "(rel_acc_loss, against the target / answers) is <= threshold; the most any per-token "
+                              "exit decision could save within that budget (eeutils.analysis.oracle)",
+             ("top1", "target"), "solver", "float", (0.0, 1.0), (0.0, 0.01, 0.02, 0.05, 0.1, 0.2), False,
+             "budget oracle (acc. loss<={t:g})", solver="target", check=None),
+    RuleKind("budget_oracle_agreement", "budget oracle for agreement: per-token exits with the largest skip "
+                                        "ratio whose disagreement with the full model (1 - agreement) is <= threshold",
+             ("top1",), "solver", "float", (0.0, 1.0), (0.0, 0.01, 0.02, 0.05, 0.1, 0.2), False,
+             "budget oracle (disagreement<={t:g})", solver="final", check=None),
     RuleKind("oracle_correct", "top1_l equals the TARGET next token; tokens never correct exit at L; uses the "
-                               "reference, so accuracy >= the full model's: a loose upper bound",
+                               "reference, so accuracy >= the full model's (not an upper bound on savings: "
+                               "budget_oracle:0 saves at least as much)",
              ("top1", "target"), "equals_target", None, None, (None,), False,
-             "oracle_correct (uses target; upper bound)", check=None),
+             "oracle_correct (first correct layer)", check=None),
     RuleKind("max_prob", "max_prob_l >= threshold (probability in [0, 1])", ("max_prob",), ">=", "float", (0.0, 1.0),
              (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0), True, "max_prob>={t:g}",
              (0.0, 1.0, 0.05, 0.8)),
@@ -120,7 +136,11 @@ RULE_KINDS: dict[str, RuleKind] = {r.kind: r for r in (
 EXIT_KINDS: dict[str, str] = {k: r.description for k, r in RULE_KINDS.items()}
 # default trade-off grids of the threshold rules (static and consecutive grids depend on L: `default_rules`)
 DEFAULT_THRESHOLDS: dict[str, tuple] = {k: r.grid for k, r in RULE_KINDS.items()
-                                        if r.threshold == "float" and isinstance(r.grid, tuple)}
+                                        if r.threshold == "float" and r.realisable and isinstance(r.grid, tuple)}
+ORACLES: tuple[str, ...] = tuple(k for k, r in RULE_KINDS.items() if not r.realisable)
+# kinds renamed when the budget oracle arrived: a clear error instead of a silent guess
+_RENAMED = {"oracle": "'oracle' is now 'saturation' (the saturation oracle: zero loss, not an upper bound); for "
+                      "the most any per-token exit could save within a loss budget use 'budget_oracle:0.05'"}
 REALISABLE: tuple[str, ...] = tuple(k for k, r in RULE_KINDS.items() if r.realisable)
 WIDGET_RULES: dict[str, tuple] = {k: r.widget for k, r in RULE_KINDS.items() if r.widget is not None}
 
@@ -131,7 +151,9 @@ _BOUND_HINTS = {"static": "static exit layer must be in 1..L (layer 0 never exit
                 "max_prob": "max_prob threshold is a probability and must be in [0, 1]",
                 "margin": "margin threshold is a probability and must be in [0, 1]",
                 "entropy": "entropy threshold must be >= 0 nats",
-                "hidden_saturation": "hidden_saturation threshold is a cosine and must be in [-1, 1]"}
+                "hidden_saturation": "hidden_saturation threshold is a cosine and must be in [-1, 1]",
+                "budget_oracle": "budget_oracle threshold is a relative accuracy loss in [0, 1] (0.05 = 5%)",
+                "budget_oracle_agreement": "budget_oracle_agreement threshold is a disagreement share in [0, 1]"}
 
 
 def _as_int(x, what: str) -> int:
@@ -165,7 +187,8 @@ class ExitRule:
 
     threshold: static -> the exit layer (1..L); max_prob, margin -> probability in [0, 1];
     entropy -> nats >= 0; hidden_saturation -> cosine in [-1, 1]; consecutive -> n >= 1 unchanged
-    layer transitions; oracle, oracle_correct -> none (None or NaN).
+    layer transitions; budget_oracle, budget_oracle_agreement -> the loss budget in [0, 1];
+    saturation, oracle_correct -> none (None or NaN).
     min_layer (default 1): earliest layer that may exit; layer 0 never exits.
     every (default 1): check only every `every`-th layer from min_layer (min_layer, min_layer + every, ...).
     layers (default None = all): check only these layers (combined with min_layer and every).
@@ -183,6 +206,8 @@ class ExitRule:
     candidates: int = 0
 
     def __post_init__(self):
+        if self.kind in _RENAMED:
+            raise ValueError(f"unknown exit rule kind {self.kind!r}: {_RENAMED[self.kind]}")
         if self.kind not in RULE_KINDS:
             raise ValueError(f"unknown exit rule kind {self.kind!r}; choose one of {sorted(RULE_KINDS)}")
         ml = _as_int(self.min_layer, "min_layer")
@@ -345,6 +370,9 @@ def rule_fires(rule: ExitRule, layer_stats: dict, layer: int, n_layers: int) -> 
         return np.atleast_1d(np.asarray(layer_stats[name]))
 
     row, t = rule.spec, rule.threshold
+    if row.comparison == "solver":
+        raise ValueError(f"{rule.label} chooses exits over the whole readout, not layer by layer: use "
+                         "eeutils.exits.simulate on a Readout")
     with np.errstate(invalid="ignore"):
         if row.comparison == "static":
             out = np.full(size, layer >= t)
@@ -451,16 +479,20 @@ def parse_rules(rules, n_layers: int, default=None) -> list[ExitRule]:
     return out
 
 
-def default_rules(n_layers: int) -> list[ExitRule]:
-    """The default trade-off grid: both oracles, static at every layer 1..L, the threshold rules over
-    their table grids, and consecutive n = 1..L-1 (n >= L can never fire before L)."""
+def default_rules(n_layers: int, budget: float | None = None) -> list[ExitRule]:
+    """The default trade-off grid: the oracles (budget oracles over their grid, plus `budget` if
+    given), static at every layer 1..L, the threshold rules over their table grids, and
+    consecutive n = 1..L-1 (n >= L can never fire before L)."""
     L = _as_int(n_layers, "n_layers")
     if L < 1:
         raise ValueError(f"n_layers must be >= 1, got {n_layers!r}")
     grids = {"layers": range(1, L + 1), "streaks": range(1, max(L - 1, 1) + 1)}
-    order = ("oracle", "oracle_correct", "static", *DEFAULT_THRESHOLDS, "consecutive")
+    order = (*ORACLES, "static", *DEFAULT_THRESHOLDS, "consecutive")
     rules = []
     for kind in order:
         grid = RULE_KINDS[kind].grid
-        rules += [ExitRule(kind, t) for t in (grids[grid] if isinstance(grid, str) else grid)]
+        grid = grids[grid] if isinstance(grid, str) else grid
+        if RULE_KINDS[kind].solver is not None and budget is not None and float(budget) not in grid:
+            grid = tuple(sorted((*grid, float(budget))))
+        rules += [ExitRule(kind, t) for t in grid]
     return rules

@@ -20,7 +20,11 @@ What one cell does (the default `compute_cell`)
    - ``eas``: one row per similarity, EAS with its ceiling, normalised value and a bootstrap
      interval over documents (`eeutils.metrics.bootstrap_eas`; sampling noise of the text only);
    - ``max_skip``: one row per rule from `eeutils.exits.max_skip_under_budget` (largest skip ratio
-     whose relative accuracy loss stays within ``budget``; oracle, no wall-clock).
+     whose relative accuracy loss stays within ``budget``; simulated, no wall-clock), including the
+     budget oracle at ``budget`` (the most any per-token exit could save) and the saturation oracle
+     (zero loss); with ``n_boot`` > 0, each row's loss has a paired document-bootstrap interval,
+     McNemar's exact p (exact-match workloads) and ``budget_met_ci``. ``skip_over`` says whether
+     skip ratios average over answer tokens (answer-scored workloads) or all tokens.
    Every row carries the metadata: model, revision, family, n_layers, params_total, params_active,
    workload, workload_kind, kit_version, timestamp, bench_config (a digest of the settings) and
    weights_digest (of the model's weight, config and tokenizer files, `eeutils.lens.cache`).

@@ -57,6 +57,9 @@ class BenchConfig:
     progress: bool = True
     save_readouts: bool = True
 
+    # bump when the rows a cell computes change (2: budget oracle, answer-token skip, paired budget test),
+    # so a folder of older cells is refused rather than mixed with new ones
+    ROWS_VERSION = 2
     RESULT_FIELDS = ("budget", "alpha", "similarities", "rules", "n_docs", "max_chars", "max_tokens", "n_boot",
                      "seed", "k", "dtype")
 
@@ -66,6 +69,7 @@ class BenchConfig:
             v = getattr(self, name)
             out[name] = list(v) if isinstance(v, tuple) else (v if v is None or isinstance(v, (int, float, str))
                                                               else _stable_repr(v))
+        out["rows_version"] = self.ROWS_VERSION
         return out
 
     def fingerprint(self) -> str:

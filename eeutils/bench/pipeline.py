@@ -12,6 +12,7 @@ import pandas as pd
 from ..analysis.bootstrap import bootstrap_eas
 from ..analysis.eas import eas
 from ..analysis.exits import max_skip_under_budget, tradeoff
+from ..analysis.rules import ExitRule, parse_rules
 from ..arch.loading import ModelLoadError, load_model
 from ..arch.names import ZooError
 from ..arch.table import AdapterError
@@ -107,13 +108,24 @@ def _get(obj, name, default=np.nan):
     return getattr(obj, name, default)
 
 
+def _rules_with_oracle(config: BenchConfig, n_layers: int):
+    """config.rules (None: the default grid, which has the budget oracle at the budget), with the budget
+    oracle at config.budget added if missing: the max-skip rows always show the most any exit could save."""
+    if config.rules is None:
+        return None
+    rules = parse_rules(config.rules, n_layers)
+    oracle = ExitRule("budget_oracle", config.budget)
+    return rules if oracle.label in {r.label for r in rules} else [*rules, oracle]
+
+
 def cell_rows(readout, config: BenchConfig) -> pd.DataFrame:
-    """Tidy rows of one readout: tradeoff rows, EAS rows (one per similarity) and max-skip rows."""
+    """Tidy rows of one readout: tradeoff rows, EAS rows (one per similarity) and max-skip rows (with the
+    paired budget test of `eeutils.exits.max_skip_under_budget` when config.n_boot > 0)."""
     meta = readout.meta
     base = {c: meta.get(c) for c in ("revision", "family", "n_layers", "params_total", "params_active", "dtype")}
     base.update(readout_model=meta.get("model"), readout_tokens=readout.n_tokens, readout_docs=readout.n_docs)
     frames = []
-    trade = tradeoff(readout, rules=config.rules)
+    trade = tradeoff(readout, rules=_rules_with_oracle(config, readout.n_layers), budget=config.budget)
     t = trade.copy()
     t.insert(0, "row_type", "tradeoff")
     frames.append(t)
@@ -133,7 +145,8 @@ def cell_rows(readout, config: BenchConfig) -> pd.DataFrame:
                              alpha=config.alpha, n_boot=int(config.n_boot or 0),
                              eas_params=json.dumps(params, sort_keys=True, default=str)))
     frames.append(pd.DataFrame(eas_rows))
-    ms = max_skip_under_budget(trade, budget=config.budget, metric="accuracy").copy()
+    paired = dict(readout=readout, n_boot=config.n_boot, seed=config.seed) if config.n_boot else {}
+    ms = max_skip_under_budget(trade, budget=config.budget, metric="accuracy", **paired).copy()
     ms.insert(0, "row_type", "max_skip")
     if "budget" not in ms.columns:
         ms["budget"] = config.budget

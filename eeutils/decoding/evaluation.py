@@ -15,7 +15,8 @@ of ``prompt[:-1]`` and, for ``defer``, the end-of-run flush of the owed work (se
 Potential: the readout of prompt + the full model's own greedy continuation (teacher-forced), the
 rule simulated on the positions that predicted generated tokens (``sim_skip_ratio``,
 ``sim_agreement``), and the saturation oracle's skip ratio on the same positions
-(``oracle_skip_ratio``, the paper's upper bound).
+(``oracle_skip_ratio``: the earliest exit that changes no prediction, zero loss by construction;
+not an upper bound on savings under a loss budget, see the budget oracle in `eeutils.analysis.oracle`).
 
 Cost model (block-equivalents of weight multiply-adds per token; attention scores, norms, softmax
 and Python overheads are not counted): one block = the active parameters of a block (routed
@@ -166,7 +167,7 @@ def simulate_potential(model, prompts: Sequence[Sequence[int]], continuations: S
         return float(np.mean((L - e) / L)), float(np.mean(top1[rows, e] == top1[rows, L]))
 
     out = {rule.label: stats(rule) for rule in rules}
-    return out, stats(ExitRule("oracle"))[0]
+    return out, stats(ExitRule("saturation"))[0]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -184,8 +184,8 @@ def decoding_summary(frame: pd.DataFrame, batch: pd.DataFrame | None, *, never_l
         lines += ["#### At equal agreement", ""] + _equal_agreement_text(equal_agreement(frame)) + [""]
     batching = {"oracle_batch1": float("nan"), "oracle_batch8": float("nan")}
     if batch is not None and len(batch):
-        b8 = batch[(batch.batch_size == 8) & batch.rule.str.startswith("oracle")]
-        b1 = batch[(batch.batch_size == 1) & batch.rule.str.startswith("oracle")]
+        b8 = batch[(batch.batch_size == 8) & batch.rule.str.contains("saturation")]
+        b1 = batch[(batch.batch_size == 1) & batch.rule.str.contains("saturation")]
         if len(b8):
             batching = {"oracle_batch1": float(b1.skip_ratio.mean()), "oracle_batch8": float(b8.skip_ratio.mean())}
             lines += [f"Batching: the oracle's skip ratio of {batching['oracle_batch1']:.0%} (batch 1, mean over "
