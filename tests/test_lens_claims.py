@@ -141,3 +141,5 @@ def test_budget_skip_takes_the_best_rule():
     r = make_readout(top1, doc=np.repeat(np.arange(6), 5))
     b = et.budget_skip(r, budget=0.05, metric="agreement")
     assert 0.5 <= b["skip_ratio"] <= 0.75 + 1e-9 and b["rule"]
+    assert not b["rule"].startswith(("budget_oracle", "saturation"))  # oracles are never "the best rule"
+    assert b["skip_ratio"] <= b["oracle_skip_ratio"] + 1e-12  # no rule beats the budget oracle

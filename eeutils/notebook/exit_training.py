@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.exits import max_skip_under_budget, tradeoff
+from ..analysis.rules import REALISABLE
 from ..arch.names import load_card
 
 
@@ -87,12 +88,13 @@ def best_at_quality(frame: pd.DataFrame, quality: float, by: str = "model") -> p
 
 
 def budget_skip(readout, budget: float = 0.05, metric: str = "accuracy", rules=None) -> dict:
-    """The largest simulated skip ratio any exit rule reaches within a quality `budget` (`exits.tradeoff` over
-    the default rules, then `max_skip_under_budget`), with the rule that reaches it.
-
-    Hook: the budget oracle (the best skip any per-token exit could reach within the budget) is being added to
-    `eeutils.analysis`; when it lands, report it beside this rule-based value (notebook 12's budget cell)."""
-    per_rule = max_skip_under_budget(tradeoff(readout, rules), budget=budget, metric=metric)
-    best = per_rule.sort_values("skip_ratio", ascending=False, kind="stable").iloc[0]
+    """Within a quality `budget`: the largest simulated skip ratio a realisable exit rule reaches (`skip_ratio`,
+    `rule`) and, beside it, the budget oracle's (`oracle_skip_ratio`: the most any per-token exit decision could
+    save within the budget, which no rule can beat). Oracles never count as the best rule."""
+    frame = max_skip_under_budget(tradeoff(readout, rules, budget=budget), budget=budget, metric=metric)
+    realisable = frame[frame["rule"].isin(REALISABLE)]
+    best = realisable.sort_values("skip_ratio", ascending=False, kind="stable").iloc[0]
+    oracle_kind = "budget_oracle" if metric == "accuracy" else "budget_oracle_agreement"
+    oracle = frame[frame["rule"] == oracle_kind]
     return {"skip_ratio": float(best["skip_ratio"]), "rule": str(best["label"] or best["rule"]), "budget": budget,
-            "metric": metric}
+            "metric": metric, "oracle_skip_ratio": float(oracle["skip_ratio"].max()) if len(oracle) else float("nan")}
