@@ -28,10 +28,15 @@ random model's predictions mean nothing, and prompts are encoded byte by byte).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/decode_bench.py --quick
     .venv/bin/python benchmarks/decode_bench.py --models zoo/dense-mid --rules "max_prob:0.9,static:50%"
+    .venv/bin/python benchmarks/decode_bench.py --models shape/gemma-3-270m --rules "margin:1.0,margin:1.0/cand=16"
+
+``shape/<name>`` builds a random-init model in a real model's published shape (`REAL_SHAPES`): the cost of
+the checks is representative, agreement is not. Real checkpoints (``real/<name>``) load like any model.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 import warnings
@@ -46,7 +51,7 @@ import eeutils  # noqa: E402
 from eeutils.decoding import evaluation as decode_eval  # noqa: E402
 
 DEFAULT_MODELS = ["zoo/dense-mid", "zoo/moe-mid", "zoo/ssm-mid"]
-DEFAULT_RULES = decode_eval.DEFAULT_RULES
+DEFAULT_RULES = decode_eval.DEFAULT_RULES + ",margin:0.3," + decode_eval.CHEAP_RULES
 FALLBACK_PROMPTS = [
     ("Q: 12 + 30 = ?\nA:", " 42"), ("Q: 7 + 8 = ?\nA:", " 15"),
     ("Keys: a=3 b=9 c=1. Q: b?\nA:", " 9"), ("Keys: x=5 y=2 z=8. Q: z?\nA:", " 8"),
@@ -81,10 +86,35 @@ def _random_model(kind: str):
     return eeutils.wrap_model(model, name=f"random/{kind}-mid")
 
 
+# random-init models in the published shapes of the real models (no download): check costs are representative,
+# agreement is not. `--models shape/gemma-3-270m shape/smollm2-135m`
+REAL_SHAPES = {
+    "gemma-3-270m": ("gemma3_text", dict(hidden_size=640, num_hidden_layers=18, vocab_size=262144,
+                                         intermediate_size=2048, num_attention_heads=4, num_key_value_heads=1,
+                                         head_dim=256, max_position_embeddings=2048)),
+    "smollm2-135m": ("llama", dict(hidden_size=576, num_hidden_layers=30, vocab_size=49152, intermediate_size=1536,
+                                   num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True,
+                                   max_position_embeddings=2048)),
+}
+
+
+def _shape_model(name: str):
+    from transformers import AutoConfig, AutoModelForCausalLM
+    if name not in REAL_SHAPES:
+        raise SystemExit(f"unknown shape {name!r}; choose one of {sorted(REAL_SHAPES)}")
+    model_type, kw = REAL_SHAPES[name]
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **kw))
+    return eeutils.wrap_model(model, name=f"shape/{name}")
+
+
 def load_models(names: list[str]):
     have = set(eeutils.list_zoo())
     out = []
     for name in names:
+        if name.startswith("shape/"):
+            out.append(_shape_model(name[len("shape/"):]))
+            continue
         short = name[4:] if name.startswith("zoo/") else name
         if name.startswith("zoo/") and short not in have:
             kind = short.split("-")[0]
@@ -126,17 +156,19 @@ def bench_model(lm, workload, rule_spec, strategies, max_new, repeats, n_docs, p
 # ---------------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------------
-_COLS = [("rule", "{:<22}"), ("strategy", "{:<9}"), ("speed_ratio", "{:>6.2f}x"), ("layers_per_token", "{:>7.2f}"),
-         ("kv_writes_per_token", "{:>6.2f}"), ("owed_per_token", "{:>8.2f}"), ("skip_ratio", "{:>6.1%}"),
-         ("sim_skip_ratio", "{:>8.1%}"), ("agreement", "{:>6.1%}"), ("sim_agreement", "{:>9.1%}"),
-         ("accuracy", "{:>6.1%}")]
-_HEAD = ["rule", "strategy", "speed", "layers/tok", "kv/tok", "owed/tok", "skip", "sim skip", "agree", "sim agree",
-         "acc"]
+_COLS = [("rule", "{:<36}"), ("strategy", "{:<9}"), ("speed_ratio", "{:>6.2f}x"), ("flop_speedup", "{:>6.2f}x"),
+         ("layers_per_token", "{:>7.2f}"), ("kv_writes_per_token", "{:>6.2f}"), ("owed_per_token", "{:>8.2f}"),
+         ("lens_calls_per_token", "{:>8.2f}"), ("check_blocks_per_token", "{:>7.3f}"),
+         ("check_cost_share", "{:>7.1%}"), ("skip_ratio", "{:>6.1%}"), ("sim_skip_ratio", "{:>8.1%}"),
+         ("agreement", "{:>6.1%}"), ("sim_agreement", "{:>9.1%}"), ("accuracy", "{:>6.1%}")]
+_HEAD = ["rule", "strategy", "speed", "flops", "layers/tok", "kv/tok", "owed/tok", "heads/tok", "chk/tok", "chk %",
+         "skip", "sim skip", "agree", "sim agree", "acc"]
 
 
 def _fmt(fmt, v):
     if isinstance(v, float) and not np.isfinite(v):
-        width = int("".join(c for c in fmt if c.isdigit())[:2] or 6)
+        m = re.search(r"[<>](\d+)", fmt)
+        width = int(m.group(1)) if m else 6
         return "-".rjust(width + (1 if fmt.endswith("x") else 0))
     return fmt.format(v)
 
@@ -156,6 +188,29 @@ def print_table(rows):
         print("  ".join(h.rjust(w) if i > 1 else h.ljust(w) for i, (h, w) in enumerate(zip(_HEAD, widths))))
         for r in rs:
             print("  ".join(_fmt(f, r[c]) for c, f in _COLS))
+        print(f"head = {base['head_cost_blocks']:.2f} blocks, K/V write = {base['kv_cost_blocks']:.2f} blocks; "
+              "heads/tok = full readouts per token (prediction included), chk/tok = cheap checks in blocks, "
+              "chk % = share of the modelled cost spent on checking, flops = modelled speed-up")
+    print_equal_agreement(rows)
+
+
+def print_equal_agreement(rows, levels=(1.0, 0.95)):
+    """The best configuration per model at each agreement level (by modelled speed-up, which timing noise cannot
+    bias), its measured speed and its cost split."""
+    import pandas as pd
+    from eeutils.decoding.summary import equal_agreement
+    frame = pd.DataFrame(rows).assign(label=lambda d: d.model)
+    print("\n## At equal agreement with full decoding (best modelled speed-up, its measured speed beside; "
+          "cost split in blocks per token)")
+    print(f"{'model':<18}{'agree>=':>8}  {'rule':<36}{'strategy':<10}{'speed':>7}{'flops':>7}{'oracle':>8}"
+          f"{'full':>7}{'blocks':>7}{'repair':>7}{'checks':>7}{'pred':>6}")
+    for r in equal_agreement(frame, levels).itertuples():
+        if r.rule is None:
+            print(f"{r.label:<18}{r.level:>8.0%}  (no configuration exits early at this agreement)")
+            continue
+        print(f"{r.label:<18}{r.level:>8.0%}  {r.rule:<36}{r.strategy:<10}{r.speed_ratio:>6.2f}x{r.flop_speedup:>6.2f}x"
+              f"{r.oracle_speedup:>7.2f}x{r.full_blocks:>7.2f}{r.blocks:>7.2f}{r.repair:>7.2f}{r.checks:>7.2f}"
+              f"{r.prediction:>6.2f}")
 
 
 def main(argv=None):

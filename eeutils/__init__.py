@@ -13,12 +13,15 @@ from .arch.names import list_zoo
 from .arch.real import list_real
 from .arch.table import ADAPTERS, AdapterError, ArchSpec, register_adapter
 from .lens.readout import check_last_layer, readout
+from .lens.files import ReadoutFileError
+from .lens.kernel import NonFiniteLogits
 from .lens.result import Readout
 from .lens.statistics import STATISTICS
 from .workloads.types import Doc, Workload
 
 __all__ = [
     "__version__", "ADAPTERS", "ArchSpec", "AdapterError", "register_adapter", "LoadedModel", "ModelLoadError",
-    "load_model", "wrap_model", "readout", "check_last_layer", "STATISTICS", "Readout", "Doc", "Workload",
+    "load_model", "wrap_model", "readout", "check_last_layer", "STATISTICS", "Readout", "ReadoutFileError",
+    "NonFiniteLogits", "Doc", "Workload",
     "list_zoo", "list_real", "quiet",
 ]

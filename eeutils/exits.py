@@ -3,11 +3,15 @@
 The rule table lives in `eeutils.analysis.rules`, the simulation in `eeutils.analysis.exits`; this
 module re-exports them under their stable name. Nothing inside eeutils imports this facade.
 """
-from .analysis.exits import evaluate, max_skip_under_budget, simulate, tradeoff, TRADEOFF_COLUMNS  # noqa: F401
-from .analysis.rules import (DEFAULT_THRESHOLDS, EXIT_KINDS, REALISABLE, RULE_KINDS, ExitRule, RuleKind,  # noqa: F401
-                             as_rule, default_rules, parse_rules, rule_fires, top1_streak, update_streak)
+from .analysis.exits import (PAIRED_COLUMNS, TRADEOFF_COLUMNS, evaluate, max_skip_under_budget,  # noqa: F401
+                             simulate, skip_tokens, tradeoff)
+from .analysis.oracle import budget_oracle_exits  # noqa: F401
+from .analysis.paired import mcnemar_exact, paired_loss  # noqa: F401
+from .analysis.rules import (DEFAULT_THRESHOLDS, EXIT_KINDS, ORACLES, REALISABLE, RULE_KINDS, ExitRule,  # noqa: F401
+                             RuleKind, as_rule, default_rules, parse_rules, rule_fires, top1_streak, update_streak)
 
 __all__ = [
     "EXIT_KINDS", "DEFAULT_THRESHOLDS", "RULE_KINDS", "ExitRule", "rule_fires", "top1_streak", "update_streak",
     "default_rules", "simulate", "evaluate", "tradeoff", "max_skip_under_budget", "as_rule", "parse_rules",
+    "budget_oracle_exits", "paired_loss", "mcnemar_exact", "skip_tokens", "ORACLES",
 ]

@@ -9,14 +9,15 @@ from .analysis.depth import (depth_summary, kl_settle_layer, saturated_matrix, s
 from .analysis.eas import (AGGREGATES, DEFAULT_AGGREGATE, DEFAULT_ALPHA, DEFAULT_INCLUDE_EMBEDDING,  # noqa: F401
                            DEFAULT_INDEX_BASE, EASResult, eas, eas_ceiling)
 from .analysis.reported import reported_eas  # noqa: F401
-from .analysis.sensitivity import kendall_tau, rank_stability, sensitivity  # noqa: F401
+from .analysis.sensitivity import (CHOICES, choice_stability, kendall_tau, rank_stability, sensitivity,  # noqa: F401
+                                   stability_summary)
 from .analysis.similarity import (DEFAULT_SIMILARITY, SIMILARITY_KINDS, _topk_overlap_from_ids,  # noqa: F401
                                   similarity)
 
 __all__ = [
     "SIMILARITY_KINDS", "AGGREGATES", "EASResult", "EASBootstrap",
     "similarity", "eas", "eas_ceiling", "bootstrap_eas", "eas_replicates", "layer_curve",
-    "sensitivity", "rank_stability", "kendall_tau",
+    "sensitivity", "rank_stability", "kendall_tau", "choice_stability", "stability_summary", "CHOICES",
     "settle_layer", "kl_settle_layer", "saturated_matrix", "saturation_layer",
     "depth_summary", "saturation_summary", "reported_eas",
 ]

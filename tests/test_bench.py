@@ -231,6 +231,7 @@ def test_unknown_models_fail_before_any_work(tmp_path, monkeypatch):
     good = tmp_path / "model-folder"
     good.mkdir()
     (good / "config.json").write_text("{}")
+    (good / "model.safetensors").write_bytes(b"")  # the check is cheap: it looks for weight files, reads none
     with pytest.raises(BenchmarkError, match="no such local folder") as info:
         run_benchmark([str(good), "./missing/model"], _workloads(), out, compute_cell=counter, check_models=True,
                       progress=False)

@@ -239,7 +239,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="static exit layer"):
         generate_early_exit(lm, ids, ExitRule("static", L + 1), max_new_tokens=2)
     with pytest.raises(ValueError, match="not realisable"):
-        generate_early_exit(lm, ids, ExitRule("oracle"), max_new_tokens=2)
+        generate_early_exit(lm, ids, ExitRule("saturation"), max_new_tokens=2)
     for bad in (0, -3, 1.5, None):
         with pytest.raises(ValueError, match="max_new_tokens"):
             generate_early_exit(lm, ids, None, max_new_tokens=bad)

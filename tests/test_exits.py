@@ -39,7 +39,7 @@ def toy(**kw):
     (X.ExitRule("static", 2), [2, 2, 2]),
     (X.ExitRule("static", 4), [4, 4, 4]),
     (X.ExitRule("static", 1), [1, 1, 1]),
-    (X.ExitRule("oracle"), [2, 1, 4]),
+    (X.ExitRule("saturation"), [2, 1, 4]),
     (X.ExitRule("oracle_correct"), [2, 4, 2]),  # token 1 (target 4) is never right: exits at L
     (X.ExitRule("max_prob", 0.75), [3, 2, 4]),  # token 0's layer-0 0.9 is ignored
     (X.ExitRule("margin", 0.4), [1, 3, 4]),
@@ -104,7 +104,9 @@ def test_evaluate_by_hand():
     r = X.evaluate(ro, X.simulate(ro, X.ExitRule("static", 2)))
     # exited top1 at layer 2: [2, 3, 5]; final [2, 3, 6]; targets [2, 4, 5]
     assert r["mean_layers"] == 2.0 and r["skip_ratio"] == 0.5
-    assert r["agreement"] == pytest.approx(2 / 3)
+    # answer-scored: skip and agreement over the answer tokens 0 and 2 (5 != 6 at token 2)
+    assert r["skip_over"] == "answer_tokens" and r["n_skip_tokens"] == 2
+    assert r["agreement"] == pytest.approx(1 / 2)
     assert r["token_accuracy"] == pytest.approx(2 / 3)  # 2==2, 3!=4, 5==5
     assert r["full_token_accuracy"] == pytest.approx(1 / 3)  # only 2==2
     # answer positions: doc 0 -> token 0, doc 1 -> token 2
@@ -115,6 +117,7 @@ def test_evaluate_by_hand():
     # without answers the accuracy is token accuracy
     r2 = X.evaluate(toy(answer=[False] * 3), np.array([4, 4, 1]))
     assert r2["accuracy_kind"] == "token_accuracy" and math.isnan(r2["exact_match"])
+    assert r2["skip_over"] == "all_tokens" and r2["n_skip_tokens"] == 3
     assert r2["mean_layers"] == 3.0 and r2["skip_ratio"] == pytest.approx((0 + 0 + 3 / 4) / 3)
     # token 2 exits at 1: top1 4 != final 6, != target 5
     assert r2["agreement"] == pytest.approx(2 / 3) and r2["token_accuracy"] == pytest.approx(1 / 3)
@@ -122,6 +125,16 @@ def test_evaluate_by_hand():
     # a doc with two answer positions is right only if both are
     r3 = X.evaluate(toy(doc=[0, 0, 1], answer=[True, True, True]), np.array([2, 2, 2]))
     assert r3["exact_match"] == 0.5  # doc 0: token 1 wrong (3 != 4)
+
+
+def test_skip_over_answer_tokens_differs_from_all_tokens():
+    # exits [1, 4, 3]: answer tokens 0 and 2 skip 3/4 and 1/4; the prompt token 1 skips nothing
+    r = X.evaluate(toy(), np.array([1, 4, 3]))
+    assert r["skip_ratio"] == pytest.approx((3 / 4 + 1 / 4) / 2)
+    assert r["skip_ratio_all_tokens"] == pytest.approx((3 / 4 + 0 + 1 / 4) / 3)
+    assert r["mean_layers"] == pytest.approx(2.0)
+    f = X.tradeoff(toy(), rules=["static:1"])
+    assert f.skip_over.tolist() == ["answer_tokens"] and f.n_skip_tokens.tolist() == [2]
 
 
 def test_evaluate_rejects_bad_exit_layers():
@@ -142,8 +155,10 @@ def test_tradeoff_default_grid():
         assert col in f
     assert set(f.rule) == set(X.EXIT_KINDS)
     assert len(f) == len(X.default_rules(4))
-    oracle = f[f.rule == "oracle"].iloc[0]
-    assert oracle.agreement == 1.0 and oracle.skip_ratio == pytest.approx(((4 - 2) + (4 - 1) + 0) / 12)
+    oracle = f[f.rule == "saturation"].iloc[0]
+    # exits [2, 1, 4]: answer tokens 0 and 2 skip (2 + 0) / 8; all tokens (2 + 3 + 0) / 12
+    assert oracle.agreement == 1.0 and oracle.skip_ratio == pytest.approx((4 - 2 + 0) / 8)
+    assert oracle.skip_ratio_all_tokens == pytest.approx(((4 - 2) + (4 - 1) + 0) / 12)
     assert math.isnan(oracle.threshold)
     full = f[(f.rule == "static") & (f.threshold == 4)].iloc[0]
     assert full.skip_ratio == 0.0 and full.rel_acc_loss == 0.0
@@ -153,9 +168,11 @@ def test_tradeoff_default_grid():
 
 def test_tradeoff_accepts_rule_shorthands():
     f = X.tradeoff(toy(), rules=[X.ExitRule("static", 2), ("max_prob", 0.75), {"kind": "margin", "threshold": 0.4},
-                                 "oracle"])
-    assert f.label.tolist() == ["static@2", "max_prob>=0.75", "margin>=0.4", "oracle (saturation)"]
-    assert f.mean_layers.tolist() == pytest.approx([2, 3, 8 / 3, 7 / 3])
+                                 "saturation"])
+    assert f.label.tolist() == ["static@2", "max_prob>=0.75", "margin>=0.4", "saturation oracle"]
+    # exits [2,2,2], [3,2,4], [1,3,4], [2,1,4]; mean over the answer tokens 0 and 2
+    assert f.mean_layers.tolist() == pytest.approx([2, 3.5, 2.5, 3])
+    assert f.skip_ratio_all_tokens.tolist() == pytest.approx([1 - 2 / 4, 1 - 3 / 4, 1 - (8 / 3) / 4, 1 - (7 / 3) / 4])
 
 
 def test_max_skip_under_budget_on_constructed_curve():
@@ -186,7 +203,7 @@ def test_max_skip_under_budget_on_constructed_curve():
 @pytest.mark.parametrize("budget", [-0.01, 1.0, 2, float("nan"), "five"])
 def test_invalid_budget(budget):
     f = X.tradeoff(toy())
-    with pytest.raises(ValueError, match="budget"):
+    with pytest.raises((TypeError, ValueError), match="budget"):  # a str is a TypeError, a bad number a ValueError
         X.max_skip_under_budget(f, budget=budget)
 
 
@@ -203,10 +220,11 @@ def test_invalid_metric_and_frame():
     ("entropy", -1, ">= 0"), ("hidden_saturation", 1.5, r"\[-1, 1\]"),
     ("consecutive", 0, "n >= 1"), ("consecutive", 1.5, "integer"), ("static", 0, "1..L"),
     ("static", 2.5, "integer"), ("max_prob", None, "needs a threshold"), ("entropy", float("nan"), "needs a threshold"),
-    ("oracle", 0.5, "no threshold"), ("early", 0.5, "unknown exit rule kind"), ("max_prob", "high", "number"),
+    ("saturation", 0.5, "no threshold"), ("oracle", None, "now 'saturation'"),
+    ("budget_oracle", None, "needs a threshold"), ("budget_oracle", 1.5, "relative accuracy loss"), ("early", 0.5, "unknown exit rule kind"), ("max_prob", "high", "number"),
 ])
 def test_invalid_rules(kind, threshold, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((TypeError, ValueError), match=match):  # a str threshold is a TypeError
         X.ExitRule(kind, threshold)
 
 
@@ -218,13 +236,13 @@ def test_rule_checks_that_need_L():
     with pytest.raises(ValueError, match="exceeds"):
         X.simulate(toy(), X.ExitRule("max_prob", 0.5, min_layer=5))
     assert X.ExitRule("static", 3.0).threshold == 3  # integral floats accepted
-    assert X.ExitRule("oracle", float("nan")).threshold is None
+    assert X.ExitRule("saturation", float("nan")).threshold is None
 
 
 def test_empty_readout_errors():
     ro = empty_readout()
     with pytest.raises(ValueError, match="0 tokens"):
-        X.simulate(ro, X.ExitRule("oracle"))
+        X.simulate(ro, X.ExitRule("saturation"))
     with pytest.raises(ValueError, match="0 tokens"):
         X.evaluate(ro, np.zeros(0, dtype=int))
     with pytest.raises(ValueError, match="0 tokens"):

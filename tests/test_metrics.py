@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from eeutils import metrics as M
@@ -103,7 +104,7 @@ def test_alpha_extremes():
 
 @pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan"), "half", None])
 def test_alpha_out_of_range(alpha):
-    with pytest.raises(ValueError, match="alpha"):
+    with pytest.raises((TypeError, ValueError), match="alpha"):  # a str or None is a TypeError, a bad number a ValueError
         M.eas(_two_layer_toy(), alpha=alpha)
 
 
@@ -285,6 +286,69 @@ def test_sensitivity_and_rank_stability():
         M.rank_stability(f, reference={"alpha": 0.9})
     with pytest.raises(ValueError, match="rank_by"):
         M.sensitivity(readouts, rank_by="value")
+
+
+def _flat_readout(n_layers, S, model):
+    """Every token has logit cosine S with the final layer at every layer 0..L-1 (1 at L)."""
+    cos = np.full((4, n_layers + 1), S)
+    cos[:, -1] = 1.0
+    return make_readout(np.ones((4, n_layers + 1), dtype=int), logit_cos=cos, model=model)
+
+
+def test_sensitivity_sweeps_every_choice():
+    readouts = {"a": _flat_readout(2, 1.0, "a"), "b": _flat_readout(8, 0.9, "b")}
+    f = M.sensitivity(readouts, alphas=(0.5,), similarities=("logit_cos", "topk_overlap"),
+                      aggregates=("power_of_mean", "mean_of_power"), include_embedding=(False, True),
+                      index_base=(1, 0), k=(1, None))
+    # layouts: (False, 1), (False, 0), (True, 1); similarities: logit_cos + topk_overlap at K = 1 and 3
+    assert len(f) == 2 * 3 * 2 * 3
+    assert set(f.k) == {0, 1, 3} and (f[f.similarity == "logit_cos"].k == 0).all()
+    assert not ((f.include_embedding) & (f.index_base == 0)).any()
+    one = f[(f.similarity == "logit_cos") & (f["aggregate"] == "power_of_mean") & ~f.include_embedding
+            & (f.index_base == 1)].set_index("model")
+    # by hand: a = ceiling(2) (S = 1); b = sqrt(0.9) at layers 1..7 and 1 * w = 0 at layer 8
+    assert one.loc["a", "eas"] == pytest.approx(M.eas_ceiling(2)) and one.loc["a", "normalised"] == pytest.approx(1)
+    assert one.loc["b", "eas"] == pytest.approx(math.sqrt(0.9) * M.eas_ceiling(8))
+    # raw EAS ranks the deep model first, the normalised score the shallow one
+    assert one.loc["b", "rank_eas"] == 1 and one.loc["a", "rank_normalised"] == 1
+    emb = f[(f.similarity == "logit_cos") & (f["aggregate"] == "power_of_mean") & f.include_embedding].set_index("model")
+    # the embedding layer counts with w_0 = 1: b gains sqrt(0.9) * 1 in a mean over L + 1 = 9 terms
+    assert emb.loc["b", "eas"] == pytest.approx(math.sqrt(0.9) * (1 + 8 * M.eas_ceiling(8)) / 9)
+    zero = f[(f.similarity == "logit_cos") & (f["aggregate"] == "power_of_mean") & (f.index_base == 0)].set_index("model")
+    # 0-based: w = (L - b + 1) / L for blocks b = 1..L; a: sqrt(1) + sqrt(1/2) over 2 terms
+    assert zero.loc["a", "eas"] == pytest.approx((1 + math.sqrt(0.5)) / 2)
+
+
+def test_choice_stability_finds_the_score_flip_and_covers_every_choice():
+    readouts = {"a": _flat_readout(2, 1.0, "a"), "b": _flat_readout(8, 0.9, "b"), "c": _flat_readout(4, 0.5, "c")}
+    f = M.sensitivity(readouts, alphas=(0.25, 0.5, 0.75), similarities=("logit_cos", "top1", "topk_overlap"),
+                      aggregates=("power_of_mean", "mean_of_power"), include_embedding=(False, True),
+                      index_base=(1, 0), k=(1, None))
+    ch = M.choice_stability(f)
+    assert set(ch.choice) == set(M.CHOICES)
+    score = ch[ch.choice == "score"].set_index("value")
+    assert score.loc["normalised", "kendall_tau"] == 1.0
+    # normalised: a (1) > b (0.95) > c (0.71); raw EAS puts the shallow a last
+    raw = f[(f.alpha == 0.5) & (f.similarity == "logit_cos") & (f["aggregate"] == "power_of_mean")
+            & ~f.include_embedding & (f.index_base == 1)].set_index("model")
+    expected = M.kendall_tau(raw.rank_eas[["a", "b", "c"]], raw.rank_normalised[["a", "b", "c"]])
+    assert score.loc["eas", "kendall_tau"] == pytest.approx(expected) and expected < 1
+    assert not score.loc["eas", "same_top"]
+    ref_rows = ch[(ch.choice == "alpha") & (ch.value == "0.5")]
+    assert ref_rows.kendall_tau.tolist() == [1.0]
+    summ = M.stability_summary(ch).set_index("choice")
+    assert summ.loc["score", "n_reordered"] == 1 and summ.loc["score", "top_changes"] == 1
+    assert summ.loc["score", "min_tau"] == pytest.approx(expected)
+    assert summ.loc["k", "n_values"] == 2
+
+
+def test_stability_summary_by_hand():
+    ch = pd.DataFrame({"choice": ["alpha", "alpha", "alpha", "k"], "value": ["0.25", "0.5", "0.75", "3"],
+                       "kendall_tau": [0.2, 1.0, -1 / 3, 1.0], "same_top": [False, True, True, True],
+                       "top_model": ["x", "y", "y", "y"], "n_models": [3, 3, 3, 3]})
+    s = M.stability_summary(ch).set_index("choice")
+    assert s.loc["alpha"].tolist() == [3, pytest.approx(-1 / 3), 2, 1]
+    assert s.loc["k"].tolist() == [1, 1.0, 0, 0]
 
 
 # ---------------------------------------------------------------------------

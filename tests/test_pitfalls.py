@@ -1,10 +1,13 @@
 """The pitfall demonstrations measure what they claim on a model with non-trivial norms."""
+import numpy as np
+import pytest
 import torch
 
 import eeutils
 from eeutils.lens import pitfalls
 
 import tiny_models as tm
+from readout_factory import make_readout
 
 
 def test_norm_mistakes_and_layouts():
@@ -24,5 +27,18 @@ def test_tied_embeddings_and_random_twin():
     twin = pitfalls.random_init_twin(lm, seed=1)
     assert twin.n_layers == lm.n_layers
     assert not torch.equal(twin.head.weight, lm.head.weight)
-    r = eeutils.readout(lm, [[3, 4, 5, 6]], progress=False)
-    assert 0.0 <= pitfalls.layer0_echo_rate(r) <= 1.0
+    # against an independent computation: the head applied to the normed embeddings, by hand
+    ids = [3, 4, 5, 6, 3, 9]
+    r = eeutils.readout(lm, [ids], progress=False)
+    with torch.no_grad():
+        emb = lm.model.get_input_embeddings()(torch.tensor(r.token)[None])
+        top0 = lm.head(lm.final_norm(emb))[0].argmax(-1).numpy()
+    assert pitfalls.layer0_echo_rate(r) == pytest.approx(float((top0 == r.token).mean()))
+
+
+def test_layer0_echo_rate_by_hand():
+    # layer-0 top-1 [3, 9, 5, 1] against the input tokens [3, 4, 5, 6]: two of four echo
+    top1 = np.array([[3, 0, 0], [9, 0, 0], [5, 0, 0], [1, 0, 0]])
+    assert pitfalls.layer0_echo_rate(make_readout(top1, token=[3, 4, 5, 6])) == 0.5
+    assert pitfalls.layer0_echo_rate(make_readout(top1, token=[3, 9, 5, 1])) == 1.0
+    assert pitfalls.layer0_echo_rate(make_readout(top1, token=[0, 0, 0, 0])) == 0.0

@@ -58,7 +58,11 @@ def test_every_rule_kind_is_usable_from_its_row(kind):
     stats = {"saturated": np.array([True]), "top1": np.array([3]), "target": np.array([3]),
              "top1_streak": np.array([5]), "max_prob": np.array([1.0]), "margin": np.array([1.0]),
              "entropy": np.array([0.0]), "hidden_cos_prev": np.array([1.0])}
-    assert R.rule_fires(rule, {s: stats[s] for s in row.reads}, 3, 4)[0]  # every kind fires at its easy end
+    if row.comparison == "solver":  # whole-readout oracles are not decided layer by layer
+        with pytest.raises(ValueError, match="whole readout"):
+            R.rule_fires(rule, {s: stats[s] for s in row.reads}, 3, 4)
+    else:
+        assert R.rule_fires(rule, {s: stats[s] for s in row.reads}, 3, 4)[0]  # every kind fires at its easy end
     if row.threshold is not None and row.bounds[1] != math.inf:
         with pytest.raises(ValueError):
             R.ExitRule(kind, row.bounds[1] + 1)
@@ -68,7 +72,7 @@ def test_rule_table_drives_defaults_decoder_and_widget():
     from eeutils.notebook.widgets import RULES
     assert set(RULES) == {k for k, r in R.RULE_KINDS.items() if r.widget}
     assert set(R.REALISABLE) == {k for k, r in R.RULE_KINDS.items() if r.realisable}
-    assert {"oracle", "oracle_correct"}.isdisjoint(R.REALISABLE)
+    assert {"saturation", "budget_oracle", "budget_oracle_agreement", "oracle_correct"}.isdisjoint(R.REALISABLE)
     kinds = [r.kind for r in R.default_rules(4)]
     assert kinds.count("static") == 4 and kinds.count("consecutive") == 3
     assert kinds.count("max_prob") == len(R.RULE_KINDS["max_prob"].grid)
@@ -79,7 +83,10 @@ def test_rule_arguments_are_parsed_in_one_place():
     from eeutils.analysis.exits import tradeoff  # noqa: F401  (uses as_rule too)
     assert R.as_rule("static:50%", 6) == R.ExitRule("static", 3)
     assert R.as_rule(("margin", 0.5)) == R.as_rule({"kind": "margin", "threshold": 0.5}) == R.as_rule("margin:0.5")
-    assert R.as_rule("oracle").kind == "oracle"
+    assert R.as_rule("saturation").kind == "saturation"
+    assert R.as_rule("budget_oracle:0.05").threshold == 0.05
+    with pytest.raises(ValueError, match="now 'saturation'"):
+        R.as_rule("oracle")
     assert de.parse_rules("max_prob:0.9", 4) == R.parse_rules("max_prob:0.9", 4)
     with pytest.raises(ValueError, match="kind:threshold"):
         R.as_rule("entropy")

@@ -64,6 +64,16 @@ def test_trained_translators_lower_heldout_kl_at_every_layer(dense_mid, tmp_path
     assert len(files) == 1
     again = tuned_lens(dense_mid, settings, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(lens.state_dict().values(), again.state_dict().values()))
+    # the same translators inside the streaming readout, on held-out workload documents (the test split)
+    import eeutils
+
+    wl = eeutils.workloads.get_workload("zoo-prose", n_docs=6)
+    r_logit = eeutils.readout(dense_mid, wl, progress=False, chunk_tokens=64)
+    r_tuned = eeutils.readout(dense_mid, wl, progress=False, chunk_tokens=64, lens=lens)
+    assert r_tuned.meta["lens"] == "tuned" and r_tuned.meta["lens_digest"] == lens.digest()
+    np.testing.assert_array_equal(r_tuned["top1"][:, L], r_logit["top1"][:, L])  # the model's own prediction
+    kl_l, kl_t = np.nanmean(r_logit["kl_to_final"], 0), np.nanmean(r_tuned["kl_to_final"], 0)
+    assert (kl_t[:L] < kl_l[:L]).all(), (kl_l.round(3), kl_t.round(3))
 
 
 def test_cache_key_changes_with_weights_and_settings(dense_mid):

@@ -1,6 +1,7 @@
 """Every shipped zoo model loads by name, offline, and its lens reproduces its logits."""
 import numpy as np
 import pytest
+import torch
 
 import eeutils
 from eeutils import zoo
@@ -26,8 +27,14 @@ def test_load_and_readout(name):
     r = eeutils.readout(lm, ["In the beginning God created the heaven and the earth.", "Return the sum of a and b."],
                         progress=False)
     assert r.n_layers == lm.n_layers and r.meta["model"] == f"zoo/{name}"
-    agree = (r["top1"] == r.final_top1[:, None]).mean(0)
-    assert agree[-1] == 1.0
+    # the last readout layer against an independent forward pass of the model on the same tokens
+    for d in np.unique(r.doc):
+        rows = np.flatnonzero(r.doc == d)[np.argsort(r.position[r.doc == d])]
+        with torch.no_grad():
+            logits = lm.model(torch.tensor(r.token[rows])[None]).logits[0].float()
+        assert (r["top1"][rows, -1] == logits.argmax(-1).numpy()).all()
+        ce = torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(r.target[rows][:-1]), reduction="none")
+        assert np.allclose(r["ce"][rows[:-1], -1], ce.numpy(), atol=1e-3)
     assert np.isfinite(r["kl_to_final"]).all()
 
 

@@ -62,7 +62,7 @@ def test_controlled_rows_match_dense_mid():
 
 
 def test_families_are_known_to_the_adapter_table():
-    from eeutils.adapters import FAMILIES
+    from eeutils.arch import FAMILIES
 
     assert {r.family for r in ZOO} <= set(FAMILIES)
 

@@ -161,7 +161,7 @@ def test_training_resumes_mid_run_exactly(tmp_path, monkeypatch):
     full = TR.train(r, wins, val, 256, progress=False).model
     monkeypatch.setattr(TR, "STATE_EVERY", 3)
     TR.train(replace(r, steps=4), wins, val, 256, state_dir=tmp_path, progress=False)  # "interrupted" run
-    assert torch.load(tmp_path / "state.pt", weights_only=False)["step"] == 3
+    assert torch.load(tmp_path / "state.pt", weights_only=True)["step"] == 3
     resumed = TR.train(r, wins, val, 256, state_dir=tmp_path, progress=False).model
     for (n, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-6), n

@@ -8,12 +8,12 @@ from .exits import evaluate, max_skip_under_budget, simulate, tradeoff
 from .reported import reported_eas
 from .rules import (DEFAULT_THRESHOLDS, EXIT_KINDS, RULE_KINDS, ExitRule, RuleKind, as_rule, default_rules,
                     parse_rules, rule_fires)
-from .sensitivity import kendall_tau, rank_stability, sensitivity
+from .sensitivity import choice_stability, kendall_tau, rank_stability, sensitivity, stability_summary
 from .similarity import SIMILARITY_KINDS, similarity
 
 __all__ = ["AGGREGATES", "DEFAULT_THRESHOLDS", "EASBootstrap", "EASResult", "EXIT_KINDS", "ExitRule", "RULE_KINDS",
            "RuleKind", "SIMILARITY_KINDS", "as_rule", "bootstrap_eas", "default_rules", "depth_summary", "eas",
            "eas_ceiling", "eas_replicates", "evaluate", "kendall_tau", "kl_settle_layer", "layer_curve",
            "max_skip_under_budget", "parse_rules", "rank_stability", "reported_eas", "rule_fires", "saturated_matrix",
-           "saturation_layer", "saturation_summary", "sensitivity", "settle_layer", "similarity", "simulate",
+           "saturation_layer", "saturation_summary", "sensitivity", "choice_stability", "stability_summary", "settle_layer", "similarity", "simulate",
            "tradeoff"]

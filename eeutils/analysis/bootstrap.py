@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..core.checks import check_integer, check_real
 from ..lens.result import Readout
 from .eas import (DEFAULT_AGGREGATE, DEFAULT_ALPHA, DEFAULT_INCLUDE_EMBEDDING, DEFAULT_INDEX_BASE, DEFAULT_SIMILARITY,
                   _eas_from_setup, _setup)
@@ -72,11 +73,9 @@ def _draw_counts(seed: int, n_docs: int, n_boot: int) -> np.ndarray:
     return np.bincount(flat, minlength=n_boot * n_docs).reshape(n_boot, n_docs).astype(np.float64)
 
 
-def _check_boot(n_boot, ci):
-    if isinstance(n_boot, bool) or int(n_boot) != n_boot or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
-    if not (0.0 < float(ci) < 1.0):
-        raise ValueError(f"ci must be in (0, 1), got {ci!r}")
+def _check_boot(n_boot, ci, seed=0) -> tuple[int, float, int]:
+    return (check_integer("n_boot", n_boot, 1), check_real("ci", ci, 0, 1, lo_open=True, hi_open=True),
+            check_integer("seed", seed, 0))
 
 
 def _quantiles(x: np.ndarray, ci: float, axis=0):
@@ -149,9 +148,11 @@ def bootstrap_eas(readout: Readout, n_boot: int = 200, ci: float = 0.95, seed: i
     (counts @ sums) / (counts @ n). Replicate b equals `eas(readout.select_docs(draw_b))` for the
     document draws of `np.random.default_rng(seed).integers(0, n_docs, (n_boot, n_docs))`.
     Deterministic given seed. With a single document the interval has zero width (a warning says so).
+    The interval always contains the point estimate: a percentile interval that misses it is widened to
+    it (params["widened"] is then True). n_boot, seed: integers; ci: a number in (0, 1).
     eas_kwargs: alpha, similarity, include_embedding, index_base, aggregate, k (as in `eas`).
     """
-    _check_boot(n_boot, ci)
+    n_boot, ci, seed = _check_boot(n_boot, ci, seed)
     st = _eas_setup(readout, eas_kwargs)
     point = _eas_from_setup(st)
     n_docs, order, starts = _doc_groups(readout)
@@ -161,12 +162,17 @@ def bootstrap_eas(readout: Readout, n_boot: int = 200, ci: float = 0.95, seed: i
     mean_S, A = _replicate_curves(st, counts, order, starts)
     samples = A.mean(axis=1)
     lo, hi = _quantiles(samples, ci)
+    # the percentile interval can miss the point estimate (few replicates, a small ci, a skewed
+    # statistic): widen it to include the estimate, and say so in params
+    widened = not (lo <= point.value <= hi)
+    lo, hi = min(lo, point.value), max(hi, point.value)
     S_lo, S_hi = _quantiles(mean_S, ci)
     A_lo, A_hi = _quantiles(A, ci)
     curve = point.curve.copy()
     curve["S_lo"], curve["S_hi"], curve["A_lo"], curve["A_hi"] = S_lo, S_hi, A_lo, A_hi
     c = point.ceiling
-    params = dict(point.params, n_boot=int(n_boot), ci=float(ci), seed=int(seed), unit="document")
+    params = dict(point.params, n_boot=int(n_boot), ci=float(ci), seed=int(seed), unit="document",
+                  widened=bool(widened))
     return EASBootstrap(value=point.value, lo=float(lo), hi=float(hi), ceiling=c, normalised=point.normalised,
                         normalised_lo=float(lo) / c if c > 0 else float("nan"),
                         normalised_hi=float(hi) / c if c > 0 else float("nan"),
@@ -193,7 +199,7 @@ def layer_curve(readout: Readout, similarity: str = DEFAULT_SIMILARITY, n_boot: 
     lo = np.full(L + 1, np.nan)
     hi = np.full(L + 1, np.nan)
     if n_boot:
-        _check_boot(n_boot, ci)
+        n_boot, ci, seed = _check_boot(n_boot, ci, seed)
         n_docs, order, starts = _doc_groups(readout)
         sums, cnt = _doc_sums(S, order, starts)
         counts = _draw_counts(int(seed), n_docs, int(n_boot))

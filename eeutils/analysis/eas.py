@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..core.checks import check_real
 from ..lens.result import Readout
 from .similarity import DEFAULT_SIMILARITY, SIMILARITY_KINDS, _check_readout, similarity
 
@@ -42,13 +43,7 @@ DEFAULT_INCLUDE_EMBEDDING = False
 
 
 def _check_alpha(alpha) -> float:
-    try:
-        a = float(alpha)
-    except (TypeError, ValueError):
-        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}") from None
-    if not (0.0 <= a <= 1.0):  # also rejects NaN
-        raise ValueError(f"alpha must be in [0, 1] (weight of similarity vs savings), got {alpha!r}")
-    return a
+    return check_real("alpha", alpha, 0, 1, hint=" (weight of similarity vs savings)")
 
 
 # ---------------------------------------------------------------------------

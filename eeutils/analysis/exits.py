@@ -11,15 +11,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..core.checks import check_real
 from ..lens.result import Readout
 from .depth import saturated_matrix
+from .oracle import budget_oracle_exits
+from .paired import paired_loss
 from .similarity import _check_readout
 from .rules import (DEFAULT_THRESHOLDS, EXIT_KINDS, ExitRule, as_rule, default_rules, rule_fires,  # noqa: F401
-                    top1_streak, update_streak)
+                    subset_streak, top1_streak, update_streak)
 
 __all__ = [
     "EXIT_KINDS", "DEFAULT_THRESHOLDS", "ExitRule", "rule_fires", "top1_streak", "update_streak",
-    "default_rules", "simulate", "evaluate", "tradeoff", "max_skip_under_budget",
+    "default_rules", "simulate", "evaluate", "tradeoff", "max_skip_under_budget", "skip_tokens", "PAIRED_COLUMNS",
 ]
 
 
@@ -31,6 +34,9 @@ def _rule_inputs(readout: Readout, rule: ExitRule, cache: dict | None = None) ->
     cache = {} if cache is None else cache
     out = {}
     for name in rule.required_stats:
+        if name == "top1_streak" and rule.subset:  # the streak counts changes between checked layers only
+            out[name] = subset_streak(readout.stats["top1"], rule.checked_layers(readout.n_layers))
+            continue
         if name not in cache:
             if name == "saturated":
                 cache[name] = saturated_matrix(readout.stats["top1"])
@@ -59,6 +65,8 @@ def simulate(readout: Readout, rule: ExitRule, _cache: dict | None = None) -> np
         raise TypeError(f"expected an ExitRule, got {type(rule).__name__}")
     L = readout.n_layers
     rule.validate_for(L)
+    if rule.spec.solver is not None:  # a whole-readout oracle
+        return budget_oracle_exits(readout, rule.threshold, rule.min_layer, reference=rule.spec.solver)
     inputs = _rule_inputs(readout, rule, _cache)
     n = readout.n_tokens
     exit_layer = np.full(n, L, dtype=np.int64)
@@ -73,17 +81,29 @@ def simulate(readout: Readout, rule: ExitRule, _cache: dict | None = None) -> np
     return exit_layer
 
 
+def skip_tokens(readout: Readout) -> tuple[np.ndarray, str]:
+    """(mask, name): the tokens savings are averaged over. On answer-scored workloads (answer
+    positions with a target) the answer tokens ("answer_tokens"): accuracy is scored there, and a
+    prompt is not generated; otherwise every token ("all_tokens")."""
+    ans = np.asarray(readout.answer, dtype=bool) & (np.asarray(readout.target) >= 0)
+    if ans.any():
+        return ans, "answer_tokens"
+    return np.ones(readout.n_tokens, dtype=bool), "all_tokens"
+
+
 def evaluate(readout: Readout, exit_layers) -> dict:
     """Savings and quality of given exit layers (one per token) against the full model.
 
-    Returns: n_tokens, n_layers; mean_layers (mean exit layer = blocks run); skip_ratio =
-    mean (L - exit)/L; agreement = share of tokens whose exited top1 equals the final top1;
+    Returns: n_tokens, n_layers; skip_over ("answer_tokens" on answer-scored workloads, else
+    "all_tokens": see `skip_tokens`) and n_skip_tokens; over those tokens: mean_layers (mean exit
+    layer = blocks run), skip_ratio = mean (L - exit)/L, agreement = share whose exited top1 equals
+    the final top1; skip_ratio_all_tokens (the same mean over every token, prompts included);
     token_accuracy / full_token_accuracy = exited / final top1 == target over tokens with a target
     (n_scored_tokens); exact_match / full_exact_match over documents with answer positions
     (a document is correct iff every answer-position prediction equals its target; n_answer_docs);
     accuracy / full_accuracy = the exact match if the workload has answers, else token accuracy
     (accuracy_kind says which); rel_acc_loss = (full - accuracy) / full (NaN when full is 0 or
-    undefined; negative = the exit improves accuracy).
+    undefined; negative = the exit improves accuracy: the loss is net of newly right items).
     """
     _check_readout(readout, "simulate")
     L = readout.n_layers
@@ -105,8 +125,11 @@ def evaluate(readout: Readout, exit_layers) -> dict:
     has_t = target >= 0
     correct = pred == target
     full_correct = final == target
-    res = dict(n_tokens=readout.n_tokens, n_layers=L, mean_layers=float(e.mean()),
-               skip_ratio=float(((L - e) / L).mean()), agreement=float((pred == final).mean()),
+    mask, over = skip_tokens(readout)
+    skip = (L - e) / L
+    res = dict(n_tokens=readout.n_tokens, n_layers=L, skip_over=over, n_skip_tokens=int(mask.sum()),
+               mean_layers=float(e[mask].mean()), skip_ratio=float(skip[mask].mean()),
+               skip_ratio_all_tokens=float(skip.mean()), agreement=float((pred == final)[mask].mean()),
                n_scored_tokens=int(has_t.sum()))
     res["token_accuracy"] = float(correct[has_t].mean()) if has_t.any() else float("nan")
     res["full_token_accuracy"] = float(full_correct[has_t].mean()) if has_t.any() else float("nan")
@@ -127,52 +150,63 @@ def evaluate(readout: Readout, exit_layers) -> dict:
     return res
 
 
-TRADEOFF_COLUMNS = ["model", "rule", "threshold", "label", "min_layer", "mean_layers", "skip_ratio", "agreement",
-                    "accuracy", "full_accuracy", "rel_acc_loss", "accuracy_kind", "n_tokens"]
+TRADEOFF_COLUMNS = ["model", "rule", "threshold", "label", "min_layer", "mean_layers", "skip_ratio", "skip_over",
+                    "skip_ratio_all_tokens", "agreement", "accuracy", "full_accuracy", "rel_acc_loss", "accuracy_kind",
+                    "n_tokens", "n_skip_tokens"]
 
 
-def tradeoff(readout: Readout, rules=None) -> pd.DataFrame:
+def tradeoff(readout: Readout, rules=None, budget: float | None = None) -> pd.DataFrame:
     """One row per rule (kind and threshold) simulated on `readout`.
 
-    Columns: model, rule (kind), threshold (NaN for oracles), label, min_layer, mean_layers,
-    skip_ratio, agreement, accuracy, full_accuracy, rel_acc_loss, accuracy_kind, n_tokens.
+    Columns: model, rule (kind), threshold (NaN for threshold-free oracles; the budget for budget
+    oracles), label, min_layer, mean_layers, skip_ratio, skip_over (which tokens the skip and
+    agreement average over, see `skip_tokens`), skip_ratio_all_tokens, agreement, accuracy,
+    full_accuracy, rel_acc_loss, accuracy_kind, n_tokens, n_skip_tokens.
     rules: iterable of ExitRule (or (kind, threshold) tuples, or dicts of ExitRule fields);
-    None = `default_rules(L)`.
+    None = `default_rules(L, budget)` (budget: a loss budget added to the budget oracles' grid).
     """
     _check_readout(readout, "simulate")
-    rules = default_rules(readout.n_layers) if rules is None else [as_rule(r) for r in rules]
+    rules = default_rules(readout.n_layers, budget) if rules is None else [as_rule(r) for r in rules]
     cache: dict = {}
     rows = []
     for rule in rules:
         r = evaluate(readout, simulate(readout, rule, _cache=cache))
         rows.append(dict(model=readout.meta.get("model", ""), rule=rule.kind,
                          threshold=float("nan") if rule.threshold is None else float(rule.threshold),
-                         label=rule.label, min_layer=rule.min_layer, mean_layers=r["mean_layers"],
-                         skip_ratio=r["skip_ratio"], agreement=r["agreement"], accuracy=r["accuracy"],
-                         full_accuracy=r["full_accuracy"], rel_acc_loss=r["rel_acc_loss"],
-                         accuracy_kind=r["accuracy_kind"], n_tokens=r["n_tokens"]))
+                         label=rule.label, min_layer=rule.min_layer,
+                         **{c: r[c] for c in TRADEOFF_COLUMNS[5:] if c in r}))
     return pd.DataFrame(rows, columns=TRADEOFF_COLUMNS)
 
 
+_OTHER_BUDGET_ORACLE = {"accuracy": "budget_oracle_agreement", "agreement": "budget_oracle"}
+PAIRED_COLUMNS = ["loss_lo", "loss_hi", "ci", "n_boot", "boot_seed", "interval_kind", "mcnemar_p", "n_worse",
+                  "n_better", "n_paired_docs", "budget_met", "budget_met_ci"]
+
+
 def max_skip_under_budget(tradeoff_frame: pd.DataFrame, budget: float = 0.05, metric: str = "accuracy",
-                          by=None) -> pd.DataFrame:
-    """Per rule, the largest skip ratio among thresholds whose quality loss is within `budget`.
+                          by=None, readout: Readout | None = None, ci: float = 0.95, n_boot: int = 1000,
+                          seed: int = 0) -> pd.DataFrame:
+    """Per rule, the largest skip ratio among thresholds whose quality loss is within `budget`,
+    and (given the readout) a paired test of whether that loss meets the budget.
 
     metric="accuracy": loss = rel_acc_loss = (full_accuracy - accuracy) / full_accuracy (the
-    paper's "at most 5% accuracy loss", read as relative). metric="agreement": loss =
-    1 - agreement (share of tokens whose prediction changes). A row is admissible iff
-    loss <= budget (NaN losses are not). Ties in skip ratio go to the smaller loss.
-    A rule with no admissible threshold gets skip_ratio 0 (run the full model) and threshold NaN.
+    paper's "at most 5% accuracy loss", read as relative; net: newly right items count).
+    metric="agreement": loss = 1 - agreement (share of skip tokens whose prediction changes).
+    A row is admissible iff loss <= budget (NaN losses are not). Ties in skip ratio go to the
+    smaller loss. A rule with no admissible threshold gets skip_ratio 0 (run the full model) and
+    threshold NaN. The budget oracle of the other metric is left out (it optimises another loss).
     by: grouping columns besides "rule"; default: whichever of model, workload the frame has.
-    Returns: group columns, rule, skip_ratio, threshold, label, mean_layers, loss, n_admissible,
-    budget, metric.
+    Returns: group columns, rule, skip_ratio, skip_over, threshold, label, mean_layers, loss,
+    n_admissible, budget, metric.
+
+    readout (the one readout the frame was computed from): the chosen threshold's exits are
+    re-simulated and judged by `eeutils.analysis.paired.paired_loss` (a paired bootstrap over
+    documents, n_boot replicates, seed, level ci; McNemar's exact p on discordant answer
+    documents), adding PAIRED_COLUMNS: loss_lo, loss_hi, ci, n_boot, boot_seed, interval_kind,
+    mcnemar_p, n_worse, n_better, n_paired_docs, budget_met (point loss <= budget) and
+    budget_met_ci (loss_hi <= budget: met with confidence, the rule of `eeutils.analysis.paired`).
     """
-    try:
-        b = float(budget)
-    except (TypeError, ValueError):
-        raise ValueError(f"budget must be a number in [0, 1), got {budget!r}") from None
-    if not (0.0 <= b < 1.0):
-        raise ValueError(f"budget must be in [0, 1) (a fraction, e.g. 0.05 for 5%), got {budget!r}")
+    b = check_real("budget", budget, 0, 1, hi_open=True, hint=" (a fraction, e.g. 0.05 for 5%)")
     if metric not in ("accuracy", "agreement"):
         raise ValueError(f"metric must be 'accuracy' or 'agreement', got {metric!r}")
     need = ["rule", "threshold", "skip_ratio"] + (["rel_acc_loss"] if metric == "accuracy" else ["agreement"])
@@ -180,7 +214,13 @@ def max_skip_under_budget(tradeoff_frame: pd.DataFrame, budget: float = 0.05, me
     if missing:
         raise ValueError(f"the trade-off frame lacks column(s) {missing}")
     groups = [c for c in (("model", "workload") if by is None else by) if c in tradeoff_frame] + ["rule"]
-    f = tradeoff_frame.copy()
+    if readout is not None:
+        _check_readout(readout, "simulate")
+        many = [c for c in groups[:-1] if tradeoff_frame[c].nunique(dropna=False) > 1]
+        if many:
+            raise ValueError(f"a readout belongs to one trade-off; this frame has several {many}: pass "
+                             "one model x workload at a time")
+    f = tradeoff_frame[tradeoff_frame["rule"] != _OTHER_BUDGET_ORACLE[metric]].copy()
     f["loss"] = f["rel_acc_loss"] if metric == "accuracy" else 1.0 - f["agreement"]
     f["admissible"] = f["loss"].notna() & (f["loss"] <= b + 1e-12)
     out = []
@@ -188,14 +228,33 @@ def max_skip_under_budget(tradeoff_frame: pd.DataFrame, budget: float = 0.05, me
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(groups, key))
         ok = g[g["admissible"]]
+        row["skip_over"] = g["skip_over"].iloc[0] if "skip_over" in g else "all_tokens"
         if ok.empty:
             row.update(skip_ratio=0.0, threshold=float("nan"), label="", mean_layers=float("nan"),
                        loss=float("nan"), n_admissible=0)
+            chosen = None
         else:
             best = ok.sort_values(["skip_ratio", "loss"], ascending=[False, True], kind="stable").iloc[0]
             row.update(skip_ratio=float(best["skip_ratio"]), threshold=float(best["threshold"]),
                        label=best.get("label", ""), mean_layers=float(best.get("mean_layers", float("nan"))),
                        loss=float(best["loss"]), n_admissible=int(len(ok)))
+            chosen = best
         row.update(budget=b, metric=metric)
+        if readout is not None:
+            row.update(_paired_row(readout, chosen, b, metric, ci, n_boot, seed))
         out.append(row)
     return pd.DataFrame(out)
+
+
+def _paired_row(readout: Readout, chosen, budget: float, metric: str, ci: float, n_boot: int, seed: int) -> dict:
+    """The paired test of one max-skip row: `chosen` trade-off row, or None (no admissible threshold: full model)."""
+    if chosen is None:
+        exit_layers = np.full(readout.n_tokens, readout.n_layers, dtype=np.int64)
+    else:
+        thr = chosen["threshold"]
+        rule = as_rule(dict(kind=chosen["rule"], threshold=None if pd.isna(thr) else thr,
+                            min_layer=int(chosen.get("min_layer", 1))))
+        exit_layers = simulate(readout, rule)
+    res = paired_loss(readout, exit_layers, budget, ci=ci, n_boot=n_boot, seed=seed,
+                      reference="final" if metric == "agreement" else "target")
+    return {c: res[c] for c in PAIRED_COLUMNS}

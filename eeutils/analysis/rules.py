@@ -12,8 +12,14 @@ Conventions shared by the simulator (`eeutils.analysis.exits`) and the decoder (
 - A NaN statistic never fires a rule.
 
 Adding a rule kind: one `RuleKind` row (statistic read, comparison, bounds, threshold type, default
-grid, realisable or oracle, label, widget range). The simulator, the decoder (realisable kinds),
-the trade-off grid and the explorer widget pick it up.
+grid, realisable or oracle, label, widget range, default check). The simulator, the decoder (realisable
+kinds), the trade-off grid and the explorer widget pick it up.
+
+Checks: how a decoder obtains a rule's statistics at a checked layer is a `CheckKind` row (`CHECK_KINDS`:
+none, state, full, candidates) with its cost in weight multiply-adds; a rule uses its kind's default
+check unless it asks for the candidate-set head (``candidates=K``). Which layers are checked is part of
+the rule too (``min_layer``, ``every``, ``layers``): `rule_fires` never fires at an unchecked layer below
+L, so the simulator and the decoder take the same decision on the same layers.
 """
 from __future__ import annotations
 
@@ -23,8 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RuleKind", "RULE_KINDS", "EXIT_KINDS", "DEFAULT_THRESHOLDS", "REALISABLE", "WIDGET_RULES", "ExitRule",
-           "rule_fires", "top1_streak", "update_streak", "as_rule", "parse_rules", "default_rules"]
+from ..core.checks import check_integer, check_real, is_real
+
+__all__ = ["RuleKind", "RULE_KINDS", "CheckKind", "CHECK_KINDS", "RULE_OPTIONS", "EXIT_KINDS", "DEFAULT_THRESHOLDS",
+           "REALISABLE", "ORACLES", "WIDGET_RULES", "ExitRule", "rule_fires", "subset_streak", "top1_streak",
+           "update_streak", "as_rule", "parse_rules", "default_rules"]
 
 
 @dataclass(frozen=True)
@@ -33,10 +42,12 @@ class RuleKind:
 
     reads: the per-layer values `rule_fires` needs (Readout statistics, or the derived "saturated",
     "top1_streak", "target"). comparison: ">=" / "<=" (statistic vs threshold), "static" (layer >= threshold),
-    "true" (the statistic is a boolean), "equals_target" (top1 == target). threshold: "int", "float" or
+    "true" (the statistic is a boolean), "equals_target" (top1 == target), "solver" (exits chosen over the
+    whole readout by `eeutils.analysis.oracle`, the threshold being the loss budget). threshold: "int", "float" or
     None (no threshold). bounds: allowed threshold range (inclusive). grid: default trade-off thresholds
     ("layers": 1..L, "streaks": 1..L-1). realisable: a decoder can apply it while generating (oracles
-    cannot). widget: (lo, hi, step, default) of the explorer's threshold slider, or None.
+    cannot; realisable=False is the "oracle" family). widget: (lo, hi, step, default) of the explorer's
+    threshold slider, or None.
     """
 
     kind: str
@@ -49,18 +60,61 @@ class RuleKind:
     realisable: bool
     label: str  # format with {t}
     widget: tuple[float, float, float, float] | None = None
+    check: str | None = "full"  # default CHECK_KINDS row a decoder uses (None: oracle, not decodable)
+    solver: str | None = None  # whole-readout oracles: the reference `eeutils.analysis.oracle` judges against
+
+
+@dataclass(frozen=True)
+class CheckKind:
+    """How a decoder obtains a rule's statistics at one checked layer, and what that costs.
+
+    macs(d, vocab, k): weight multiply-adds of one check of one token (d = model width, k = the candidate
+    set size). supports: the statistics it can decide (None: any). verifies: a firing check is confirmed
+    by the exact full head (which then doubles as the prediction).
+    """
+
+    name: str
+    description: str
+    macs: object
+    supports: tuple[str, ...] | None = None
+    verifies: bool = False
+
+
+CHECK_KINDS: dict[str, CheckKind] = {c.name: c for c in (
+    CheckKind("none", "no check: the exit layer is fixed (static)", lambda d, v, k: 0),
+    CheckKind("state", "cosine of consecutive residual states on the device, no head (about 3d multiply-adds)",
+              lambda d, v, k: 3 * d, ("hidden_cos_prev",)),
+    CheckKind("full", "final norm + the full head (d x vocab) + softmax statistics at every checked layer",
+              lambda d, v, k: d * v),
+    CheckKind("candidates", "final norm + the head restricted to a carried candidate set of k tokens (k x d); "
+                            "optimistic statistics (softmax over the set; entropy as -log of its max-prob); the "
+                            "exact full head runs only when they fire, and confirms or refutes the exit",
+              lambda d, v, k: k * d, ("max_prob", "margin", "entropy"), verifies=True),
+)}
 
 
 RULE_KINDS: dict[str, RuleKind] = {r.kind: r for r in (
     RuleKind("static", "l >= threshold (a fixed exit layer, 1..L)", (), "static", "int", (1, math.inf), "layers",
-             True, "static@{t}"),
-    RuleKind("oracle", "top1_l equals the final top1 at l and every later layer (saturation event); "
-                       "needs all layers' readouts: an upper bound, not a realisable rule",
-             ("saturated",), "true", None, None, (None,), False, "oracle (saturation)"),
+             True, "static@{t}", check="none"),
+    RuleKind("saturation", "saturation oracle: exit at the saturation layer, the earliest layer from which top1 equals "
+                           "the final top1 at every later layer; changes no prediction (zero loss by construction); "
+                           "needs all layers' readouts, so not realisable, and NOT an upper bound on savings under a "
+                           "loss budget (see budget_oracle)",
+             ("saturated",), "true", None, None, (None,), False, "saturation oracle", check=None),
+    RuleKind("budget_oracle", "budget oracle: per-token exits with the largest skip ratio whose relative accuracy loss "
+                              "(rel_acc_loss, against the target / answers) is <= threshold; the most any per-token "
+                              "exit decision could save within that budget (eeutils.analysis.oracle)",
+             ("top1", "target"), "solver", "float", (0.0, 1.0), (0.0, 0.01, 0.02, 0.05, 0.1, 0.2), False,
+             "budget oracle (acc. loss<={t:g})", solver="target", check=None),
+    RuleKind("budget_oracle_agreement", "budget oracle for agreement: per-token exits with the largest skip "
+                                        "ratio whose disagreement with the full model (1 - agreement) is <= threshold",
+             ("top1",), "solver", "float", (0.0, 1.0), (0.0, 0.01, 0.02, 0.05, 0.1, 0.2), False,
+             "budget oracle (disagreement<={t:g})", solver="final", check=None),
     RuleKind("oracle_correct", "top1_l equals the TARGET next token; tokens never correct exit at L; uses the "
-                               "reference, so accuracy >= the full model's: a loose upper bound",
+                               "reference, so accuracy >= the full model's (not an upper bound on savings: "
+                               "budget_oracle:0 saves at least as much)",
              ("top1", "target"), "equals_target", None, None, (None,), False,
-             "oracle_correct (uses target; upper bound)"),
+             "oracle_correct (first correct layer)", check=None),
     RuleKind("max_prob", "max_prob_l >= threshold (probability in [0, 1])", ("max_prob",), ">=", "float", (0.0, 1.0),
              (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0), True, "max_prob>={t:g}",
              (0.0, 1.0, 0.05, 0.8)),
@@ -73,7 +127,7 @@ RULE_KINDS: dict[str, RuleKind] = {r.kind: r for r in (
     RuleKind("hidden_saturation", "cos(h_l, h_{l-1}) >= threshold (cosine in [-1, 1]; CALM state saturation)",
              ("hidden_cos_prev",), ">=", "float", (-1.0, 1.0),
              (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999), True, "hidden_cos_prev>={t:g}",
-             (0.0, 1.0, 0.01, 0.95)),
+             (0.0, 1.0, 0.01, 0.95), check="state"),
     RuleKind("consecutive", "top1 unchanged over the last n = threshold layer transitions (n >= 1, counted from layer 1)",
              ("top1_streak",), ">=", "int", (1, math.inf), "streaks", True, "top1 stable x{t}"),
 )}
@@ -82,7 +136,11 @@ RULE_KINDS: dict[str, RuleKind] = {r.kind: r for r in (
 EXIT_KINDS: dict[str, str] = {k: r.description for k, r in RULE_KINDS.items()}
 # default trade-off grids of the threshold rules (static and consecutive grids depend on L: `default_rules`)
 DEFAULT_THRESHOLDS: dict[str, tuple] = {k: r.grid for k, r in RULE_KINDS.items()
-                                        if r.threshold == "float" and isinstance(r.grid, tuple)}
+                                        if r.threshold == "float" and r.realisable and isinstance(r.grid, tuple)}
+ORACLES: tuple[str, ...] = tuple(k for k, r in RULE_KINDS.items() if not r.realisable)
+# kinds renamed when the budget oracle arrived: a clear error instead of a silent guess
+_RENAMED = {"oracle": "'oracle' is now 'saturation' (the saturation oracle: zero loss, not an upper bound); for "
+                      "the most any per-token exit could save within a loss budget use 'budget_oracle:0.05'"}
 REALISABLE: tuple[str, ...] = tuple(k for k, r in RULE_KINDS.items() if r.realisable)
 WIDGET_RULES: dict[str, tuple] = {k: r.widget for k, r in RULE_KINDS.items() if r.widget is not None}
 
@@ -93,53 +151,86 @@ _BOUND_HINTS = {"static": "static exit layer must be in 1..L (layer 0 never exit
                 "max_prob": "max_prob threshold is a probability and must be in [0, 1]",
                 "margin": "margin threshold is a probability and must be in [0, 1]",
                 "entropy": "entropy threshold must be >= 0 nats",
-                "hidden_saturation": "hidden_saturation threshold is a cosine and must be in [-1, 1]"}
+                "hidden_saturation": "hidden_saturation threshold is a cosine and must be in [-1, 1]",
+                "budget_oracle": "budget_oracle threshold is a relative accuracy loss in [0, 1] (0.05 = 5%)",
+                "budget_oracle_agreement": "budget_oracle_agreement threshold is a disagreement share in [0, 1]"}
 
 
 def _as_int(x, what: str) -> int:
-    if isinstance(x, bool) or x is None:
-        raise ValueError(f"{what} must be an integer, got {x!r}")
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be an integer, got {x!r}") from None
-    if not math.isfinite(f) or f != int(f):
-        raise ValueError(f"{what} must be an integer, got {x!r}")
-    return int(f)
+    return check_integer(what, x)
 
 
 def _is_missing(x) -> bool:
+    """None or a NaN number (how a trade-off frame stores "no threshold"); never a string."""
+    return x is None or (is_real(x) and math.isnan(float(x)))
+
+
+def _as_layers(x) -> tuple[int, ...] | None:
     if x is None:
-        return True
+        return None
+    if isinstance(x, str):
+        x = [t for t in x.replace("+", " ").split() if t]
     try:
-        return math.isnan(float(x))
-    except (TypeError, ValueError):
-        return False
+        items = list(x)
+    except TypeError:
+        items = [x]
+    out = tuple(sorted({_as_int(v, "a checked layer") for v in items}))
+    if not out or out[0] < 1:
+        raise ValueError(f"layers must be a non-empty set of checked layers >= 1 (layer 0 never exits), got {x!r}")
+    return out
 
 
 @dataclass(frozen=True)
 class ExitRule:
-    """An early-exit rule: kind (a row of `RULE_KINDS`), threshold (its meaning depends on the kind) and
-    the minimum exit layer.
+    """An early-exit rule: kind (a row of `RULE_KINDS`), threshold (its meaning depends on the kind), the
+    layers where it is checked and how a decoder checks it.
 
     threshold: static -> the exit layer (1..L); max_prob, margin -> probability in [0, 1];
     entropy -> nats >= 0; hidden_saturation -> cosine in [-1, 1]; consecutive -> n >= 1 unchanged
-    layer transitions; oracle, oracle_correct -> none (None or NaN).
+    layer transitions; budget_oracle, budget_oracle_agreement -> the loss budget in [0, 1];
+    saturation, oracle_correct -> none (None or NaN).
     min_layer (default 1): earliest layer that may exit; layer 0 never exits.
+    every (default 1): check only every `every`-th layer from min_layer (min_layer, min_layer + every, ...).
+    layers (default None = all): check only these layers (combined with min_layer and every).
+    candidates (default 0 = the kind's own check): decode with the candidate-set head of this many tokens
+    (`CHECK_KINDS["candidates"]`; max_prob, margin and entropy rules). The simulator treats it as the full
+    head; a decoder exits at a layer only where the full head confirms the rule.
+    A streak rule (consecutive) with a layer subset counts top-1 changes between checked layers.
     """
 
     kind: str
     threshold: float | int | None = None
     min_layer: int = 1
+    every: int = 1
+    layers: tuple[int, ...] | None = None
+    candidates: int = 0
 
     def __post_init__(self):
+        if self.kind in _RENAMED:
+            raise ValueError(f"unknown exit rule kind {self.kind!r}: {_RENAMED[self.kind]}")
         if self.kind not in RULE_KINDS:
             raise ValueError(f"unknown exit rule kind {self.kind!r}; choose one of {sorted(RULE_KINDS)}")
         ml = _as_int(self.min_layer, "min_layer")
         if ml < 1:
             raise ValueError(f"min_layer must be >= 1 (layer 0, the embeddings, never exits), got {self.min_layer!r}")
         object.__setattr__(self, "min_layer", ml)
+        every = _as_int(self.every, "every")
+        if every < 1:
+            raise ValueError(f"every must be >= 1 (check every n-th layer from min_layer), got {self.every!r}")
+        object.__setattr__(self, "every", every)
+        object.__setattr__(self, "layers", _as_layers(self.layers))
+        k = _as_int(self.candidates, "candidates")
+        if k < 0:
+            raise ValueError(f"candidates must be >= 0 (0 = the rule's own check), got {self.candidates!r}")
+        object.__setattr__(self, "candidates", k)
         row, t = RULE_KINDS[self.kind], self.threshold
+        if k:
+            sup = CHECK_KINDS["candidates"].supports
+            if not row.reads or any(r not in sup for r in row.reads):
+                raise ValueError(f"the candidate-set check decides rules on {', '.join(sup)}; {self.kind!r} reads "
+                                 f"{row.reads or 'nothing'}: drop candidates= for it")
+        if (every > 1 or self.layers is not None) and row.check is None:
+            raise ValueError(f"rule {self.kind!r} is an oracle: it has no checked layers to choose")
         if row.threshold is None:
             if not _is_missing(t):
                 raise ValueError(f"rule {self.kind!r} takes no threshold, got {t!r}")
@@ -150,10 +241,7 @@ class ExitRule:
         if row.threshold == "int":
             v = _as_int(t, _THRESHOLD_NAMES.get(self.kind, f"{self.kind} threshold"))
         else:
-            try:
-                v = float(t)
-            except (TypeError, ValueError):
-                raise ValueError(f"threshold of {self.kind!r} must be a number, got {t!r}") from None
+            v = check_real(f"threshold of {self.kind!r}", t)
         lo, hi = row.bounds
         if not (lo <= v <= hi):  # also rejects NaN
             raise ValueError(f"{_BOUND_HINTS.get(self.kind, f'{self.kind} threshold out of range')}, got {t!r}")
@@ -166,7 +254,12 @@ class ExitRule:
     @property
     def label(self) -> str:
         base = self.spec.label.format(t=self.threshold)
-        return base if self.min_layer == 1 else f"{base} [min_layer={self.min_layer}]"
+        if self.min_layer != 1:
+            base = f"{base} [min_layer={self.min_layer}]"
+        opts = {"every": self.every if self.every != 1 else None,
+                "layers": "+".join(map(str, self.layers)) if self.layers is not None else None,
+                "cand": self.candidates or None}
+        return base + "".join(f"/{k}={v}" for k, v in opts.items() if v is not None)
 
     @property
     def required_stats(self) -> tuple[str, ...]:
@@ -177,12 +270,33 @@ class ExitRule:
     def realisable(self) -> bool:
         return self.spec.realisable
 
+    @property
+    def check(self) -> str | None:
+        """The `CHECK_KINDS` row a decoder uses for this rule (None for oracles)."""
+        return "candidates" if self.candidates else self.spec.check
+
+    @property
+    def subset(self) -> bool:
+        """Whether the rule is checked at a subset of the layers from min_layer (every > 1 or explicit layers)."""
+        return self.every > 1 or self.layers is not None
+
+    def checks_at(self, layer: int) -> bool:
+        """Whether the rule is evaluated at `layer` (below L; layer L always exits)."""
+        return (layer >= self.min_layer and (layer - self.min_layer) % self.every == 0
+                and (self.layers is None or layer in self.layers))
+
+    def checked_layers(self, n_layers: int) -> list[int]:
+        """The layers 1..L-1 where the rule is evaluated."""
+        return [j for j in range(1, n_layers) if self.checks_at(j)]
+
     def validate_for(self, n_layers: int) -> None:
-        """Checks that need L: static layer and min_layer within 1..L."""
+        """Checks that need L: static layer, min_layer and checked layers within 1..L."""
         if self.kind == "static" and self.threshold > n_layers:
             raise ValueError(f"static exit layer must be in 1..{n_layers}, got {self.threshold}")
         if self.min_layer > n_layers:
             raise ValueError(f"min_layer {self.min_layer} exceeds the number of layers L = {n_layers}")
+        if self.layers is not None and self.layers[-1] > n_layers:
+            raise ValueError(f"checked layers must be in 1..{n_layers}, got {list(self.layers)}")
 
 
 def top1_streak(top1: np.ndarray) -> np.ndarray:
@@ -194,6 +308,17 @@ def top1_streak(top1: np.ndarray) -> np.ndarray:
     out = np.zeros(top1.shape, dtype=np.int64)
     for layer in range(2, top1.shape[1]):
         out[:, layer] = np.where(top1[:, layer] == top1[:, layer - 1], out[:, layer - 1] + 1, 0)
+    return out
+
+
+def subset_streak(top1: np.ndarray, layers) -> np.ndarray:
+    """[n, L+1] int: `top1_streak` over the checked `layers` only (a change counts between consecutive checked
+    layers; the first checked layer has streak 0); 0 at every unchecked layer."""
+    top1 = np.asarray(top1)
+    out = np.zeros(top1.shape, dtype=np.int64)
+    layers = list(layers)
+    if layers:
+        out[:, layers] = top1_streak(np.concatenate([top1[:, :1], top1[:, layers]], axis=1))[:, 1:]
     return out
 
 
@@ -221,7 +346,8 @@ def rule_fires(rule: ExitRule, layer_stats: dict, layer: int, n_layers: int) -> 
     `update_streak`) and ``saturated`` (top1 here and at every later layer equals the final:
     only computable after the full forward, hence an oracle).
 
-    Always False below ``rule.min_layer`` (so at layer 0), always True at layer L; in between,
+    Always False below ``rule.min_layer`` (so at layer 0) and at layers the rule does not check
+    (``every``, ``layers``), always True at layer L; in between,
     the first layer where it is True is the exit layer. NaN statistics never fire.
     """
     if not isinstance(rule, ExitRule):
@@ -237,13 +363,16 @@ def rule_fires(rule: ExitRule, layer_stats: dict, layer: int, n_layers: int) -> 
     size = _size({s: layer_stats[s] for s in rule.required_stats} or layer_stats)
     if layer >= n_layers:
         return np.ones(size, dtype=bool)
-    if layer < rule.min_layer:
+    if not rule.checks_at(layer):  # below min_layer or outside the checked subset
         return np.zeros(size, dtype=bool)
 
     def get(name):
         return np.atleast_1d(np.asarray(layer_stats[name]))
 
     row, t = rule.spec, rule.threshold
+    if row.comparison == "solver":
+        raise ValueError(f"{rule.label} chooses exits over the whole readout, not layer by layer: use "
+                         "eeutils.exits.simulate on a Readout")
     with np.errstate(invalid="ignore"):
         if row.comparison == "static":
             out = np.full(size, layer >= t)
@@ -257,14 +386,45 @@ def rule_fires(rule: ExitRule, layer_stats: dict, layer: int, n_layers: int) -> 
     return np.broadcast_to(np.asarray(out, dtype=bool), (size,)).copy()
 
 
+# rule-string options "kind:threshold/key=value/...": key -> (ExitRule field, value parser)
+RULE_OPTIONS: dict[str, tuple[str, object]] = {
+    "min": ("min_layer", int),
+    "every": ("every", int),
+    "layers": ("layers", lambda v: [int(x) for x in v.split("+")]),
+    "cand": ("candidates", int),
+}
+
+
+def _parse_options(item: str, opts: list[str]) -> dict:
+    fields = {}
+    for opt in opts:
+        key, sep, value = opt.strip().partition("=")
+        key = key.strip()
+        if not sep or key not in RULE_OPTIONS or not value.strip():
+            raise ValueError(f"rule {item!r}: option {opt!r} must be key=value with key one of "
+                             f"{sorted(RULE_OPTIONS)} (e.g. 'max_prob:0.9/every=2/cand=16', 'margin:0.5/layers=2+4')")
+        field_name, conv = RULE_OPTIONS[key]
+        try:
+            fields[field_name] = conv(value.strip())
+        except ValueError:
+            raise ValueError(f"rule {item!r}: option {key}={value!r} is not an integer"
+                             + (" list like 2+4" if key == "layers" else "")) from None
+    return fields
+
+
 def as_rule(item, n_layers: int | None = None) -> ExitRule:
     """An ExitRule from an ExitRule, "kind" / "kind:threshold" (static:50% = half depth, rounded, at least 1;
-    needs n_layers), a (kind, threshold[, min_layer]) tuple or a dict of ExitRule fields. The one parser
-    of rule arguments; checked against L when n_layers is given."""
+    needs n_layers) with optional "/key=value" options (`RULE_OPTIONS`: min=3, every=2, layers=2+4, cand=16),
+    a (kind, threshold[, min_layer, every, layers, candidates]) tuple or a dict of ExitRule fields. The one
+    parser of rule arguments; checked against L when n_layers is given."""
     if isinstance(item, ExitRule):
         rule = item
     elif isinstance(item, str):
-        kind, sep, thr = item.strip().partition(":")
+        head, *opts = item.strip().split("/")
+        if opts:
+            fields = _parse_options(item, opts)
+            return as_rule(dict(as_rule(head, n_layers).__dict__, **fields), n_layers)
+        kind, sep, thr = head.strip().partition(":")
         kind, thr = kind.strip(), thr.strip()
         needs = kind in RULE_KINDS and RULE_KINDS[kind].threshold is not None
         if (sep and not thr) or (not sep and needs):
@@ -319,16 +479,20 @@ def parse_rules(rules, n_layers: int, default=None) -> list[ExitRule]:
     return out
 
 
-def default_rules(n_layers: int) -> list[ExitRule]:
-    """The default trade-off grid: both oracles, static at every layer 1..L, the threshold rules over
-    their table grids, and consecutive n = 1..L-1 (n >= L can never fire before L)."""
+def default_rules(n_layers: int, budget: float | None = None) -> list[ExitRule]:
+    """The default trade-off grid: the oracles (budget oracles over their grid, plus `budget` if
+    given), static at every layer 1..L, the threshold rules over their table grids, and
+    consecutive n = 1..L-1 (n >= L can never fire before L)."""
     L = _as_int(n_layers, "n_layers")
     if L < 1:
         raise ValueError(f"n_layers must be >= 1, got {n_layers!r}")
     grids = {"layers": range(1, L + 1), "streaks": range(1, max(L - 1, 1) + 1)}
-    order = ("oracle", "oracle_correct", "static", *DEFAULT_THRESHOLDS, "consecutive")
+    order = (*ORACLES, "static", *DEFAULT_THRESHOLDS, "consecutive")
     rules = []
     for kind in order:
         grid = RULE_KINDS[kind].grid
-        rules += [ExitRule(kind, t) for t in (grids[grid] if isinstance(grid, str) else grid)]
+        grid = grids[grid] if isinstance(grid, str) else grid
+        if RULE_KINDS[kind].solver is not None and budget is not None and float(budget) not in grid:
+            grid = tuple(sorted((*grid, float(budget))))
+        rules += [ExitRule(kind, t) for t in grid]
     return rules

@@ -12,6 +12,8 @@ from torch import nn
 from .. import _version
 from ..core.env import hf_cache_dir, hf_offline, offline_setting
 from . import table as adapters
+from .discovery import resolve
+from ..core.spec import local_folder_problem, looks_like_path
 from .names import is_zoo_name, resolve as resolve_zoo
 from .real import RealModelError, is_real_name, resolve_real
 from .params import count_params, hidden_size
@@ -118,8 +120,11 @@ class LoadedModel:
     @torch.inference_mode()
     def layer_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logit lens of a residual-stream state: final norm, head, the model's logit transforms; fp32 out."""
-        hidden = hidden.to(self.device)
-        z = self.head(self.final_norm(hidden)).float()
+        x = self.final_norm(hidden.to(self.device))
+        weight = getattr(self.head, "weight", None)
+        if weight is not None:  # cast to the head's dtype as the model does (Mamba2: fp32 residual, bf16 head)
+            x = x.to(weight.dtype)
+        z = self.head(x).float()
         return self.logit_fn(z)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -144,7 +149,7 @@ def wrap_model(model: nn.Module, tokenizer=None, name: str | None = None, revisi
     model.eval()
     name = name or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, revision=revision,
-                       resolved=adapters.resolve(model, spec))
+                       resolved=resolve(model, spec))
 
 
 def quiet() -> None:
@@ -226,13 +231,24 @@ def load_model(name_or_path: str, revision: str | None = None, *, dtype="float32
         use_safetensors = True
     else:
         revision_for_hf = revision
-        if Path(name).expanduser().exists():
+        if Path(name).expanduser().exists() or looks_like_path(name):
+            problem = local_folder_problem(name)
+            if problem:
+                raise ModelLoadError(problem)
+            if revision is not None:
+                raise ModelLoadError(f"{name!r} is a local folder, and a local folder has no revisions (got "
+                                     f"revision={revision!r}): drop revision, or pass the folder of that checkpoint")
             source = str(Path(name).expanduser())
     kwargs = dict(revision=revision_for_hf, trust_remote_code=trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
     except Exception as err:  # transformers raises OSError/ValueError with many texts
         raise _explain(name, revision, err) from err
+    if getattr(config, "is_decoder", None) is False and not getattr(config, "is_encoder_decoder", False):
+        raise ModelLoadError(
+            f"{name!r} is not a causal language model: its config (model_type {config.model_type!r}) describes an "
+            "encoder with bidirectional attention (is_decoder=False), whose layers see later tokens. The kit reads "
+            "out decoder-only LMs (GPT-2, Llama, Pythia, Mamba, ...).")
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
@@ -257,4 +273,4 @@ def load_model(name_or_path: str, revision: str | None = None, *, dtype="float32
             warnings.warn(f"no tokenizer for {name!r} ({err}); pass token ids to the readout")
     model.eval()
     return LoadedModel(model=model, tokenizer=tok, name=name, revision=revision,
-                       resolved=adapters.resolve(model))
+                       resolved=resolve(model))

@@ -8,8 +8,8 @@ kind (attention / ssm / hybrid, or none), whether an SSM mixer continues a
 multi-token chunk from its cached state, the K/V projection names and an
 embedding multiplier. Anything unlisted goes through `discover`, which
 finds the longest repeated-block ModuleList, the output embeddings and the
-norm just before them; the last-layer check in the tests (and
-`eeutils.check_last_layer`) verifies the result.
+norm just before them (`eeutils.arch.discovery`), and keeps the combination that reproduces the
+model's own logits on a short input.
 
 To add a family::
 
@@ -41,7 +41,9 @@ LOGIT_OPS = ("mul", "div", "softcap")
 class ArchSpec:
     """One architecture row.
 
-    blocks, final_norm, head: candidate dotted paths from the *ForCausalLM module.
+    blocks, final_norm, head: candidate dotted paths from the *ForCausalLM module; final_norm=() for a
+    post-norm model with no norm before the head. projection: a module between the final norm and the
+    head (OPT's project_out when word_embed_proj_dim != hidden_size), () for none.
     logit_ops: what the model does to the head's output, in order, each op a
     (kind, config attribute) pair: ("mul", "logit_scale"), ("div", "logits_scaling"),
     ("softcap", "final_logit_softcapping"). Ops whose attribute is None are skipped.
@@ -60,6 +62,7 @@ class ArchSpec:
     final_norm: tuple[str, ...] = ("model.norm",)
     head: tuple[str, ...] = ("lm_head",)
     logit_ops: tuple[tuple[str, str], ...] = ()
+    projection: tuple[str, ...] = ()
     notes: str = ""
     driver: str | None = "auto"
     ssm_chunk_continues: bool = False
@@ -178,24 +181,6 @@ def how_to_register(model_type: str) -> str:
     )
 
 
-def resolve(model: nn.Module, spec: ArchSpec | None = None) -> Resolved:
-    """Apply the table row for `model` (or `spec`), falling back to auto-discovery."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    spec = spec or ADAPTERS.get(model_type)
-    if spec is not None:
-        bp, blocks = _first(model, spec.blocks)
-        np_, norm = _first(model, spec.final_norm)
-        hp, head = _first(model, spec.head)
-        if blocks is not None and norm is not None and head is not None:
-            return Resolved(spec, blocks, norm, head, {"blocks": bp, "final_norm": np_, "head": hp})
-        missing = [n for n, m in (("blocks", blocks), ("final_norm", norm), ("head", head)) if m is None]
-        raise AdapterError(
-            f"adapter row for {model_type!r} does not match this model: {missing} not found "
-            f"(tried {spec.blocks}, {spec.final_norm}, {spec.head}).\n" + how_to_register(model_type)
-        )
-    return discover(model)
-
-
 def _guess_family(model: nn.Module) -> str:
     cfg = getattr(model, "config", None)
     names = {type(m).__name__.lower() for m in model.modules()}
@@ -207,41 +192,6 @@ def _guess_family(model: nn.Module) -> str:
     if has_ssm:
         return "ssm"
     return "moe" if n_experts else "dense"
-
-
-def discover(model: nn.Module) -> Resolved:
-    """Find blocks (longest ModuleList of identical classes), head and final norm without a table row."""
-    model_type = getattr(getattr(model, "config", None), "model_type", "unknown")
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    best = None
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.ModuleList) and len(mod) > 0:
-            kinds = {type(m) for m in mod}
-            if len(kinds) == 1 and (best is None or len(mod) > len(best[1])):
-                best = (name, mod)
-    norm = None
-    norm_path = None
-    if best is not None:
-        prefix = best[0].rsplit(".", 1)[0] if "." in best[0] else ""
-        parent = get_path(model, prefix) if prefix else model
-        # the norm before the head: a child of the blocks' parent registered after them, with "norm" in its name
-        candidates = [(n, m) for n, m in parent.named_children()
-                      if "norm" in n.lower() or "ln_f" in n.lower() or "norm" in type(m).__name__.lower()]
-        candidates = [(n, m) for n, m in candidates if sum(p.numel() for p in m.parameters()) > 0 or "norm" in n]
-        if candidates:
-            norm_path = f"{prefix}.{candidates[-1][0]}" if prefix else candidates[-1][0]
-            norm = candidates[-1][1]
-    if best is None or head is None or norm is None:
-        missing = [n for n, m in (("blocks", best), ("final_norm", norm), ("head", head)) if m is None]
-        raise AdapterError(
-            f"no adapter row for model_type {model_type!r} and auto-discovery could not find {missing}.\n"
-            + how_to_register(model_type)
-        )
-    head_path = next((n for n, m in model.named_modules() if m is head), "lm_head")
-    spec = ArchSpec((model_type,), _guess_family(model), blocks=(best[0],), final_norm=(norm_path,),
-                    head=(head_path,), notes="auto-discovered")  # driver: "attention" if dense/moe, else None
-    return Resolved(spec, best[1], norm, head, {"blocks": best[0], "final_norm": norm_path, "head": head_path},
-                    discovered=True)
 
 
 def apply_logit_ops(logits: torch.Tensor, ops, inplace: bool = False) -> torch.Tensor:

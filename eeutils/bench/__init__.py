@@ -20,24 +20,34 @@ What one cell does (the default `compute_cell`)
    - ``eas``: one row per similarity, EAS with its ceiling, normalised value and a bootstrap
      interval over documents (`eeutils.metrics.bootstrap_eas`; sampling noise of the text only);
    - ``max_skip``: one row per rule from `eeutils.exits.max_skip_under_budget` (largest skip ratio
-     whose relative accuracy loss stays within ``budget``; oracle, no wall-clock).
+     whose relative accuracy loss stays within ``budget``; simulated, no wall-clock), including the
+     budget oracle at ``budget`` (the most any per-token exit could save) and the saturation oracle
+     (zero loss); with ``n_boot`` > 0, each row's loss has a paired document-bootstrap interval,
+     McNemar's exact p (exact-match workloads) and ``budget_met_ci``. ``skip_over`` says whether
+     skip ratios average over answer tokens (answer-scored workloads) or all tokens.
    Every row carries the metadata: model, revision, family, n_layers, params_total, params_active,
-   workload, workload_kind, kit_version, timestamp, bench_config (a digest of the settings).
+   workload, workload_kind, kit_version, timestamp, bench_config (a digest of the settings) and
+   weights_digest (of the model's weight, config and tokenizer files, `eeutils.lens.cache`).
 
 Files under ``out_dir``
 -----------------------
 - ``cells/<safe-model>__<workload>.parquet``: one per finished cell, written to a temporary file
   and moved into place with `os.replace`, so a cell is finished iff its file exists. A rerun with the
   same settings skips finished cells (resume); an interrupted or failed cell leaves nothing behind.
-  A rerun with different settings into the same folder is refused (use a new folder).
+  A rerun with different settings into the same folder is refused (use a new folder); a cell whose
+  model's weights changed since (same settings, new weights_digest) is recomputed, never reused.
 - ``readouts/<safe-model>__<workload>.npz``: the readouts (default pipeline only).
-- ``results.parquet`` and ``results.csv``: the cells of this run's grid merged, written atomically.
-- ``manifest.json``: arguments, settings, package versions, cells and their files.
+- ``results.parquet`` and ``results.csv``: this run's cells, then every other finished cell of the folder
+  computed with the same settings and current weights (a smaller grid loses nothing), written atomically.
+- ``manifest.json``: arguments, settings, package versions, cells and their files; status ``running``,
+  ``complete``, ``failed`` or ``interrupted`` (with the error). A successful run removes temporary files
+  that killed runs left behind.
 
 Executors
 ---------
 - ``executor="local"`` (default): cells run one after another in this process; the first failure
-  stops the run (finished cells stay) and raises `CellFailed`, whose message says a rerun resumes.
+  stops the run (finished cells stay) and raises `CellFailed`, whose message says a rerun resumes, or, for
+  a failure a rerun cannot cure (an unloadable model, bad arguments), to fix the cause first.
 - ``executor="ray"`` (``pip install 'eeutils[ray]'``): each pending cell is one Ray task that writes
   its own cell file with the same atomic semantics; failed cells are reported together after the
   others finish, then the same merge runs. Connects to a running Ray instance if there is one

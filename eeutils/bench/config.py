@@ -13,7 +13,7 @@ from ..core.spec import ModelSpecError, parse_model_spec
 DEFAULT_SIMILARITIES = ("logit_cos", "top1", "topk_overlap", "kl")
 EXECUTORS = ("local", "ray")
 META_COLUMNS = ("model", "revision", "family", "n_layers", "params_total", "params_active", "workload",
-                "workload_kind", "kit_version", "timestamp", "bench_config", "row_type")
+                "workload_kind", "kit_version", "timestamp", "bench_config", "weights_digest", "row_type")
 
 
 class BenchmarkError(ValueError):
@@ -21,7 +21,8 @@ class BenchmarkError(ValueError):
 
 
 class CellFailed(RuntimeError):
-    """A cell raised; finished cells are kept and a rerun resumes."""
+    """A cell raised; finished cells are kept. The message says whether a rerun resumes or the cause
+    (an unloadable model, bad arguments) must be fixed first."""
 
     def __init__(self, message: str, cells=()):
         super().__init__(message)
@@ -56,6 +57,9 @@ class BenchConfig:
     progress: bool = True
     save_readouts: bool = True
 
+    # bump when the rows a cell computes change (2: budget oracle, answer-token skip, paired budget test),
+    # so a folder of older cells is refused rather than mixed with new ones
+    ROWS_VERSION = 2
     RESULT_FIELDS = ("budget", "alpha", "similarities", "rules", "n_docs", "max_chars", "max_tokens", "n_boot",
                      "seed", "k", "dtype")
 
@@ -65,6 +69,7 @@ class BenchConfig:
             v = getattr(self, name)
             out[name] = list(v) if isinstance(v, tuple) else (v if v is None or isinstance(v, (int, float, str))
                                                               else _stable_repr(v))
+        out["rows_version"] = self.ROWS_VERSION
         return out
 
     def fingerprint(self) -> str:

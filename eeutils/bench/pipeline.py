@@ -12,10 +12,14 @@ import pandas as pd
 from ..analysis.bootstrap import bootstrap_eas
 from ..analysis.eas import eas
 from ..analysis.exits import max_skip_under_budget, tradeoff
-from ..arch.loading import load_model
+from ..analysis.rules import ExitRule, parse_rules
+from ..arch.loading import ModelLoadError, load_model
+from ..arch.names import ZooError
+from ..arch.table import AdapterError
 from ..core.io import write_parquet_atomic
 from ..lens.cache import model_weights_digest, readout_key
 from ..lens.readout import readout as run_readout
+from ..lens.kernel import NonFiniteLogits
 from ..lens.result import Readout
 from ..workloads.types import Workload
 from .config import META_COLUMNS, BenchConfig, Cell, kit_version
@@ -29,12 +33,16 @@ def readout_path(out_dir, cell: Cell) -> Path:
     return Path(out_dir) / "readouts" / f"{cell.key}.npz"
 
 
-def _existing_fingerprint(path: Path) -> str | None:
+def cell_stamp(path: Path) -> tuple[str | None, str | None]:
+    """(bench_config, weights_digest) a cell file was computed with; None for what it lacks or if unreadable."""
     try:
-        col = pd.read_parquet(path, columns=["bench_config"])["bench_config"]
-        return str(col.iloc[0]) if len(col) else None
-    except Exception:  # noqa: BLE001 - unreadable / no such column
-        return None
+        frame = pd.read_parquet(path)
+    except Exception:  # noqa: BLE001 - unreadable: not a finished cell
+        return None, None
+    if not len(frame):
+        return None, None
+    get = lambda c: str(frame[c].iloc[0]) if c in frame.columns and frame[c].iloc[0] is not None else None  # noqa: E731
+    return get("bench_config"), get("weights_digest")
 
 
 _MODEL_CACHE: dict = {}
@@ -100,13 +108,24 @@ def _get(obj, name, default=np.nan):
     return getattr(obj, name, default)
 
 
+def _rules_with_oracle(config: BenchConfig, n_layers: int):
+    """config.rules (None: the default grid, which has the budget oracle at the budget), with the budget
+    oracle at config.budget added if missing: the max-skip rows always show the most any exit could save."""
+    if config.rules is None:
+        return None
+    rules = parse_rules(config.rules, n_layers)
+    oracle = ExitRule("budget_oracle", config.budget)
+    return rules if oracle.label in {r.label for r in rules} else [*rules, oracle]
+
+
 def cell_rows(readout, config: BenchConfig) -> pd.DataFrame:
-    """Tidy rows of one readout: tradeoff rows, EAS rows (one per similarity) and max-skip rows."""
+    """Tidy rows of one readout: tradeoff rows, EAS rows (one per similarity) and max-skip rows (with the
+    paired budget test of `eeutils.exits.max_skip_under_budget` when config.n_boot > 0)."""
     meta = readout.meta
     base = {c: meta.get(c) for c in ("revision", "family", "n_layers", "params_total", "params_active", "dtype")}
     base.update(readout_model=meta.get("model"), readout_tokens=readout.n_tokens, readout_docs=readout.n_docs)
     frames = []
-    trade = tradeoff(readout, rules=config.rules)
+    trade = tradeoff(readout, rules=_rules_with_oracle(config, readout.n_layers), budget=config.budget)
     t = trade.copy()
     t.insert(0, "row_type", "tradeoff")
     frames.append(t)
@@ -126,7 +145,8 @@ def cell_rows(readout, config: BenchConfig) -> pd.DataFrame:
                              alpha=config.alpha, n_boot=int(config.n_boot or 0),
                              eas_params=json.dumps(params, sort_keys=True, default=str)))
     frames.append(pd.DataFrame(eas_rows))
-    ms = max_skip_under_budget(trade, budget=config.budget, metric="accuracy").copy()
+    paired = dict(readout=readout, n_boot=config.n_boot, seed=config.seed) if config.n_boot else {}
+    ms = max_skip_under_budget(trade, budget=config.budget, metric="accuracy", **paired).copy()
     ms.insert(0, "row_type", "max_skip")
     if "budget" not in ms.columns:
         ms["budget"] = config.budget
@@ -151,7 +171,7 @@ def _finalise(frame, cell: Cell, workload: Workload, config: BenchConfig) -> pd.
     frame = frame.reset_index(drop=True).copy()
     fixed = dict(model=cell.model, workload=workload.name, workload_kind=workload.kind,
                  kit_version=kit_version(), timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                 bench_config=config.fingerprint())
+                 bench_config=config.fingerprint(), weights_digest=model_weights_digest(cell.name, cell.revision))
     for k, v in fixed.items():
         frame[k] = v
     if cell.revision is not None or "revision" not in frame.columns:
@@ -175,6 +195,18 @@ def run_cell(cell: Cell, workload: Workload, config: BenchConfig, compute_cell=N
 def resume_hint(out_dir: Path, n_done: int) -> str:
     return (f"{n_done} finished cell(s) are kept in {out_dir / 'cells'}; rerun the same command (same "
             "settings, same --out) to resume: finished cells are skipped")
+
+
+# failures a rerun cannot cure: the model cannot be loaded or read out, or the arguments are wrong
+PERMANENT_ERRORS = (ModelLoadError, AdapterError, NonFiniteLogits, ZooError, TypeError, ValueError)
+
+
+def failure_hint(exc: BaseException, out_dir: Path, n_done: int) -> str:
+    """What to do after a cell failed: fix the cause (permanent errors) or rerun to resume (the rest)."""
+    if isinstance(exc, PERMANENT_ERRORS):
+        return (f"Fix this first: rerunning unchanged would fail the same way. {n_done} finished cell(s) are kept "
+                f"in {out_dir / 'cells'}")
+    return resume_hint(out_dir, n_done)
 
 
 def progress_bar(progress: bool, n_total: int, n_done: int):

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from .config import BenchmarkError, CellFailed
-from .pipeline import progress_bar, resume_hint, run_cell
+from .pipeline import failure_hint, progress_bar, resume_hint, run_cell
 
 
 def _ray_cell(cell, workload, config, compute_cell):
@@ -73,5 +73,5 @@ def run_ray(pending, wls, config, compute_cell, *, n_done, n_total, address, opt
     if failures:
         lines = "; ".join(f"{c.label}: {type(e).__name__}: {e}" for c, e in failures)
         exc = CellFailed(f"{len(failures)} of {len(pending)} cell(s) failed on Ray ({lines}). "
-                         f"{resume_hint(out_dir, finished)}", [c for c, _ in failures])
+                         f"{failure_hint(failures[0][1], out_dir, finished)}", [c for c, _ in failures])
         raise exc from failures[0][1]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import platform
 import re
 import sys
+import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -16,9 +18,10 @@ from ..workloads.registry import get_workload
 from ..workloads.types import Workload, WorkloadUnavailable
 from .config import DEFAULT_SIMILARITIES, EXECUTORS, BenchConfig, BenchmarkError, Cell, CellFailed, kit_version, \
     parse_model, safe_name
-from .pipeline import cell_path, progress_bar, release_models, resume_hint, run_cell, _existing_fingerprint
+from ..lens.cache import model_weights_digest
+from .pipeline import cell_path, cell_stamp, failure_hint, progress_bar, release_models, resume_hint, run_cell
 from .ray_executor import import_ray, run_ray
-from .validation import _as_list, _check_fraction, _check_int, _check_similarities, check_model
+from .validation import _as_list, _check_fraction, _check_int, _check_similarities, check_model, check_out_dir
 
 
 def _resolve_workloads(workloads, n_docs, max_chars, seed) -> dict[str, Workload]:
@@ -104,7 +107,7 @@ def run_benchmark(models, workloads, out_dir, *, budget: float = 0.05, alpha: fl
         raise BenchmarkError("out_dir must be a folder path")
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
-        raise BenchmarkError(f"out_dir {out_dir} exists and is not a folder")
+        raise BenchmarkError(f"out_dir {out_dir} exists and is a file, not a folder; pick another --out")
     default_pipeline = compute_cell is None
     sims = _check_similarities(similarities)
     if check_models is None:
@@ -143,13 +146,22 @@ def run_benchmark(models, workloads, out_dir, *, budget: float = 0.05, alpha: fl
                          progress=bool(progress), save_readouts=bool(save_readouts))
     fp = config.fingerprint()
 
-    (out_dir / "cells").mkdir(parents=True, exist_ok=True)
-    clean_stale_tmp([out_dir, out_dir / "cells", out_dir / "readouts"])
-    done, stale = [], []
+    t_start = time.time()
+    check_out_dir(out_dir)
+    tmp_folders = [out_dir, out_dir / "cells", out_dir / "readouts"]
+    clean_stale_tmp(tmp_folders)
+    digests = {spec: model_weights_digest(name, rev) for spec, name, rev in model_specs}
+    done, stale, reweighed = [], [], []
     for c in cells:
         p = cell_path(out_dir, c)
         if p.exists():
-            (done if _existing_fingerprint(p) == fp else stale).append(c)
+            old_fp, old_weights = cell_stamp(p)
+            if old_fp != fp:
+                stale.append(c)
+            elif old_weights != digests[c.model]:
+                reweighed.append(c)  # same settings, but the model's weights changed: recompute
+            else:
+                done.append(c)
     if stale:
         raise BenchmarkError(
             f"{out_dir} already holds results computed with different settings for {len(stale)} cell(s) "
@@ -167,7 +179,8 @@ def run_benchmark(models, workloads, out_dir, *, budget: float = 0.05, alpha: fl
                            n_available=w.meta.get("n_available", len(w))) for n, w in wls.items()},
         cells=[dict(model=c.model, workload=c.workload, file=f"cells/{c.key}.parquet",
                     readout=f"readouts/{c.key}.npz" if default_pipeline and save_readouts else None)
-               for c in cells])
+               for c in cells],
+        weights_changed=[c.label for c in reweighed])
     if merge:
         write_json_atomic(manifest, out_dir / "manifest.json")
 
@@ -180,26 +193,73 @@ def run_benchmark(models, workloads, out_dir, *, budget: float = 0.05, alpha: fl
             else:
                 _run_local(pending, wls, config, compute_cell, n_done=len(done), n_total=len(cells),
                            progress=progress, out_dir=out_dir)
+    except BaseException as exc:  # the manifest must not keep saying "running"
+        if merge:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            manifest.update(status=status, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                            error=f"{type(exc).__name__}: {exc}")
+            try:
+                write_json_atomic(manifest, out_dir / "manifest.json")
+            except OSError:
+                pass
+        raise
     finally:
         if default_pipeline:
             release_models()
 
     if not merge:
         return pd.concat([pd.read_parquet(cell_path(out_dir, c)) for c in cells], ignore_index=True, sort=False)
-    # ---- merge -----------------------------------------------------------------------------------
-    frame = merge_cells(out_dir, cells)
+    # ---- merge: this grid's cells, then every other finished cell of the folder with the same settings --
+    others, outdated = _other_cells(out_dir, cells, fp)
+    if outdated:
+        warnings.warn(f"{len(outdated)} earlier cell(s) in {out_dir / 'cells'} were computed from weights that "
+                      f"have changed since and are left out of results.parquet (e.g. {outdated[0].name}); rerun "
+                      "them to include them", stacklevel=2)
+    frame = merge_cells(out_dir, cells, extra=others)
     write_parquet_atomic(frame, out_dir / "results.parquet")
     frame = pd.read_parquet(out_dir / "results.parquet")  # return exactly what a notebook will read
     write_csv_atomic(frame, out_dir / "results.csv")
+    manifest["cells"] += [dict(model=str(f["model"].iloc[0]), workload=str(f["workload"].iloc[0]),
+                               file=f"cells/{p.name}", readout=_readout_of(p)) for p, f in others]
     manifest.update(status="complete", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    n_rows=int(len(frame)), n_cells=len(cells), n_resumed=len(done))
+                    n_rows=int(len(frame)), n_cells=len(cells) + len(others), n_resumed=len(done),
+                    n_kept_from_earlier_runs=len(others), outdated_cells=[f"cells/{p.name}" for p in outdated])
     write_json_atomic(manifest, out_dir / "manifest.json")
+    clean_stale_tmp(tmp_folders, before=t_start)  # whatever a killed earlier run left half-written
     return frame
 
 
-def merge_cells(out_dir, cells) -> pd.DataFrame:
-    """Concatenate the cell files of `cells` (in grid order)."""
-    parts = [pd.read_parquet(cell_path(out_dir, c)) for c in cells]
+def _readout_of(cell_file: Path) -> str | None:
+    npz = cell_file.parent.parent / "readouts" / f"{cell_file.stem}.npz"
+    return f"readouts/{npz.name}" if npz.exists() else None
+
+
+def _other_cells(out_dir: Path, cells, fp: str):
+    """Finished cells in out_dir/cells outside this grid computed with the same settings: (kept, outdated),
+    kept as (path, frame) pairs, outdated (paths) when their model's weights changed since."""
+    mine = {cell_path(out_dir, c).name for c in cells}
+    kept, outdated = [], []
+    for p in sorted((out_dir / "cells").glob("*.parquet")):
+        if p.name in mine:
+            continue
+        try:
+            f = pd.read_parquet(p)
+        except Exception:  # noqa: BLE001 - unreadable: not a finished cell
+            continue
+        if not len(f) or "bench_config" not in f.columns or str(f["bench_config"].iloc[0]) != fp:
+            continue
+        name, rev = parse_model(str(f["model"].iloc[0]))
+        old = f["weights_digest"].iloc[0] if "weights_digest" in f.columns else None
+        if old == model_weights_digest(name, rev):
+            kept.append((p, f))
+        else:
+            outdated.append(p)
+    return kept, outdated
+
+
+def merge_cells(out_dir, cells, extra=()) -> pd.DataFrame:
+    """Concatenate the cell files of `cells` (in grid order), then the (path, frame) pairs of `extra`."""
+    parts = [pd.read_parquet(cell_path(out_dir, c)) for c in cells] + [f for _, f in extra]
     return parquet_safe(pd.concat(parts, ignore_index=True, sort=False))
 
 
@@ -225,7 +285,7 @@ def _run_local(pending, wls, config, compute_cell, *, n_done, n_total, progress,
                 raise
             except Exception as exc:
                 raise CellFailed(f"cell {cell.label} failed: {type(exc).__name__}: {exc}. "
-                                 f"{resume_hint(out_dir, finished)}", [cell]) from exc
+                                 f"{failure_hint(exc, out_dir, finished)}", [cell]) from exc
             finished += 1
             bar.update(1)
     finally:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +11,9 @@ from ..analysis.similarity import SIMILARITY_KINDS
 from ..arch.names import is_zoo_name, resolve as resolve_zoo
 from ..arch.real import RealModelError, installed_versions, is_real_name, real_spec
 from ..core.env import hf_cache_dir, hf_offline
+from ..core.spec import local_folder_problem, looks_like_path
 from ..workloads.types import Workload
 from .config import BenchmarkError
-
-def _looks_like_path(name: str) -> bool:
-    return (name.startswith(("/", "./", "../", "~", ".\\")) or name.endswith(("/", "\\"))
-            or name.count("/") > 1 or bool(re.match(r"^[A-Za-z]:[\\/]", name)))
-
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
@@ -48,10 +45,14 @@ def check_model(name: str, revision: str | None = None) -> None:
         return
     path = Path(name).expanduser()
     if path.exists():
-        if not path.is_dir() or not (path / "config.json").is_file():
-            raise BenchmarkError(f"{name!r} exists but is not a model folder (a folder with config.json)")
+        problem = local_folder_problem(name)
+        if problem:
+            raise BenchmarkError(f"model {problem}")
+        if revision is not None:
+            raise BenchmarkError(f"model {name!r} is a local folder, which has no revisions (got @{revision}); "
+                                 "pass the folder of that checkpoint instead")
         return
-    if _looks_like_path(name) or not _HUB_ID.match(name):
+    if looks_like_path(name) or not _HUB_ID.match(name):
         raise BenchmarkError(f"model {name!r}: no such local folder (and not a hub id like 'org/model'); "
                              "for an embedded model use zoo/<name> (see `eeutils zoo list`)")
     if hf_offline():
@@ -83,6 +84,22 @@ def _check_int(name, value, minimum, allow_none=True):
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise BenchmarkError(f"{name} must be an integer >= {minimum}{' or None' if allow_none else ''}, got {value!r}")
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Create out_dir/cells and prove it writable, or raise BenchmarkError saying why it cannot be used."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BenchmarkError(f"out_dir {out_dir} exists and is a file, not a folder; pick another --out")
+    blocker = next((p for p in out_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise BenchmarkError(f"out_dir {out_dir} cannot be created: {blocker} is a file, not a folder; pick another --out")
+    try:
+        (out_dir / "cells").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir / "cells"):
+            pass
+    except OSError as err:
+        raise BenchmarkError(f"out_dir {out_dir} cannot be written ({err.strerror or type(err).__name__}); "
+                             "pick a folder you can write to with --out") from err
 
 
 def _as_list(x, what: str) -> list:

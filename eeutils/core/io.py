@@ -85,9 +85,10 @@ def write_csv_atomic(frame, path) -> Path:
     return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
-def clean_stale_tmp(folders: Iterable[Path], max_age: float = STALE_TMP_SECONDS) -> None:
-    """Remove temporary files older than max_age seconds left by killed writers."""
-    now = time.time()
+def clean_stale_tmp(folders: Iterable[Path], max_age: float = STALE_TMP_SECONDS, before: float | None = None) -> list:
+    """Remove temporary files left by killed writers: older than max_age seconds, or (with `before`, a
+    time.time() stamp) last written before it, e.g. before a run that has now finished. Returns those removed."""
+    now, removed = time.time(), []
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
@@ -95,7 +96,10 @@ def clean_stale_tmp(folders: Iterable[Path], max_age: float = STALE_TMP_SECONDS)
         for p in folder.iterdir():
             if p.is_file() and (p.name.endswith(".tmp") or p.name.endswith(".tmp.npz")):
                 try:
-                    if now - p.stat().st_mtime > max_age:
+                    mtime = p.stat().st_mtime
+                    if now - mtime > max_age or (before is not None and mtime < before):
                         p.unlink()
+                        removed.append(p)
                 except OSError:
                     pass
+    return removed

@@ -2,8 +2,9 @@
 against potential speed-up (`compare_decoding`).
 
 Modules: `drivers` (per-family block drivers, chosen by `ArchSpec.driver`), `decoder` (the per-token exit loop
-and its cache strategies), `baselines` (full greedy, self-speculative), `evaluation` (compare_decoding, the cost
-model, batching), `summary` (the conclusions of a comparison), `result` (GenerationResult).
+and its cache strategies), `checks` (one implementation per exit-check kind and their cost counters),
+`baselines` (full greedy, self-speculative), `costs` (the cost model in block-equivalents), `evaluation`
+(compare_decoding, batching), `summary` (the conclusions of a comparison), `result` (GenerationResult).
 """
 from .baselines import generate_full, generate_self_speculative
 from .decoder import generate_early_exit

@@ -3,8 +3,9 @@ and head, with the skipped layers' cache debt paid by one of two strategies.
 
 The decoder drives the model's blocks one by one with the model's own cache object
 (transformers' ``DynamicCache``: key/value layers for attention, conv + recurrent state layers for
-Mamba), so a token can stop after any block. Each token is read out at the layers its rule needs
-(``LoadedModel.layer_logits``: final norm, head, logit transforms), and the exit decision is taken by
+Mamba), so a token can stop after any block. Each token is checked at the layers its rule checks, by
+the rule's check kind (``eeutils.decoding.checks``: a full readout through ``LoadedModel.layer_logits``, a
+state cosine, or a candidate-set head verified by the full readout), and the exit decision is taken by
 ``eeutils.exits.rule_fires``, the same predicate the readout-based simulation uses.
 
 What skipped layers owe later tokens (a token at position t that exits at layer e never ran blocks
@@ -46,17 +47,13 @@ import time
 import numpy as np
 import torch
 
-from ..analysis.rules import REALISABLE, ExitRule, as_rule, rule_fires, update_streak
+from ..analysis.rules import REALISABLE, ExitRule, as_rule
 from ..arch.loading import LoadedModel
-from ..lens.kernel import _cos
-from ..lens.statistics import DECODABLE, token_statistics
+from ..lens.statistics import token_statistics
+from .checks import CheckCosts, make_check
 from .drivers import _Driver, make_driver
 from .inputs import as_loaded, check_lengths, eos_ids, prompt_ids
 from .result import STRATEGIES, GenerationResult
-
-# per-layer values the decoder reads from a layer's logit lens: the decodable statistics (hidden_cos_prev
-# comes from the states, not the lens) and the top-1 streak derived from them
-_LENS_STATS = tuple(s for s in DECODABLE if s not in ("top1", "hidden_cos_prev")) + ("top1_streak",)
 
 
 def _coerce_rule(rule, n_layers: int, min_layer):
@@ -70,13 +67,9 @@ def _coerce_rule(rule, n_layers: int, min_layer):
     if min_layer > n_layers:
         raise ValueError(f"min_layer {min_layer} exceeds the model's {n_layers} layers")
     if min_layer > rule.min_layer:
-        rule = ExitRule(rule.kind, rule.threshold, int(min_layer))
+        rule = ExitRule(**dict(rule.__dict__, min_layer=int(min_layer)))
     rule.validate_for(n_layers)
     return rule
-
-
-def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(_cos(a.float(), b.float())[0])
 
 
 class _Decoder:
@@ -88,12 +81,10 @@ class _Decoder:
         self.store: dict[int, tuple[int, torch.Tensor]] = {}  # defer: pending position -> (layer m, h^m [1,1,d])
         self.P = 0  # positions processed
         self.trace = [] if trace else None
-        self.layers_run = self.deferred_rows = self.state_rows = self.kv_writes = self.lens_calls = 0
+        self.layers_run = self.deferred_rows = self.state_rows = self.kv_writes = 0
         self.exits: list[int] = []
-        kinds = rule.required_stats
-        self.need_lens = any(s in _LENS_STATS for s in kinds)
-        self.need_cos = "hidden_cos_prev" in kinds
-        self.streak = "top1_streak" in kinds
+        self.costs = CheckCosts(d=int(lm.head.weight.shape[1]), vocab=lm.vocab_size)
+        self.check = make_check(lm, rule, self.costs)
 
     # one block on the run of positions [cs, end), prepending pending rows the block still owes
     def _layer(self, j: int, carried, cs: int, end: int):
@@ -132,7 +123,8 @@ class _Decoder:
         carried = drv.embed(x, p)
         cs = p
         prev = carried[:, -1]
-        streak, prev_top1 = None, None
+        check = self.check
+        check.begin_token()
         rec = {"position": p, "input": int(token), "stats": {}} if self.trace is not None else None
         exit_layer, logits, deferred = L, None, 0
         for j in range(1, L + 1):
@@ -141,34 +133,22 @@ class _Decoder:
             h = carried[:, -1]
             if j == L:
                 break
-            stats: dict = {}
-            if self.need_lens and (j >= self.rule.min_layer or self.streak):
-                z = self.lm.layer_logits(h)
-                self.lens_calls += 1
-                s = token_statistics(z, self.rule.required_stats)
-                stats.update(s)
-                if self.streak:
-                    streak = update_streak(streak if streak is not None else 0, prev_top1, s["top1"])
-                    prev_top1 = s["top1"]
-                    stats["top1_streak"] = int(streak[0])
-                logits = z
-            if self.need_cos:
-                stats["hidden_cos_prev"] = _cosine(h, prev)
-            prev = h
-            if j >= self.rule.min_layer:
-                fires = bool(rule_fires(self.rule, {k: stats[k] for k in self.rule.required_stats}, j, L)[0])
-                if rec is not None:
-                    rec["stats"][j] = {k: v for k, v in stats.items()}
+            if check.observes(j):
+                fires, logits, stats = check.at(j, h, prev)
+                if rec is not None and self.rule.checks_at(j):
+                    rec["stats"][j] = dict(stats)
                 if fires:
                     exit_layer = j
                     break
+            prev = h
             logits = None
-        if logits is None:  # static rules, the last layer, or a rule that needs no readout
-            logits = self.lm.layer_logits(h)
-            self.lens_calls += 1
+        if logits is None:  # static rules, the last layer, or a check without a full readout
+            logits = self.costs.readout(self.lm, h)
             if not bool(torch.isfinite(logits).all()):
                 token_statistics(logits)  # raises with an explanation
+        check.end_token(logits)
         nxt = int(torch.argmax(logits[0]))
+        self.costs.host_syncs += 1
         self.layers_run += exit_layer
         self.deferred_rows += deferred
         self.exits.append(exit_layer)
@@ -224,7 +204,9 @@ def generate_early_exit(model, prompt, rule=None, *, max_new_tokens: int = 32, s
 
     model: a LoadedModel (or a name / nn.Module, wrapped). prompt: text (needs a tokenizer) or token ids.
     rule: an eeutils.exits.ExitRule (or a (kind, threshold) tuple); kinds static, max_prob, margin,
-    entropy, hidden_saturation, consecutive. None = never exit early (the full model). Oracle rules
+    entropy, hidden_saturation, consecutive, with the rule's checked layers (min_layer, every, layers) and
+    check (`CHECK_KINDS`: candidates=K scores a carried candidate set and verifies a firing check with the
+    full head; see eeutils.decoding.checks). None = never exit early (the full model). Oracle rules
     are not realisable and are refused. min_layer: no exit before this block (combined with the
     rule's own min_layer, the larger wins).
     strategy: "propagate" (copy the exited state up: attention blocks write K/V from it, SSM blocks
@@ -264,6 +246,8 @@ def generate_early_exit(model, prompt, rule=None, *, max_new_tokens: int = 32, s
         tokens=tokens, prompt_ids=ids, exit_layers=np.asarray(dec.exits, dtype=np.int64), n_layers=lm.n_layers,
         strategy=strategy, rule=rule, text=text, prefill_seconds=t1 - t0, decode_seconds=t2 - t1,
         flush_seconds=t3 - t2, layers_run=dec.layers_run, deferred_rows=dec.deferred_rows, state_rows=dec.state_rows,
-        kv_writes=dec.kv_writes, owed_rows=owed, flush_rows=flush_rows, lens_calls=dec.lens_calls, cache=dec.cache,
+        kv_writes=dec.kv_writes, owed_rows=owed, flush_rows=flush_rows, lens_calls=dec.costs.lens_calls,
+        check_macs=dict(dec.costs.check_macs), verify_calls=dec.costs.verify_calls,
+        failed_verifies=dec.costs.failed_verifies, host_syncs=dec.costs.host_syncs, cache=dec.cache,
         cache_lengths=dec.cache_lengths(), trace=dec.trace, backend="driver",
         meta=dict(model=lm.name, family=lm.family, model_type=lm.config.model_type))

@@ -15,7 +15,8 @@ of ``prompt[:-1]`` and, for ``defer``, the end-of-run flush of the owed work (se
 Potential: the readout of prompt + the full model's own greedy continuation (teacher-forced), the
 rule simulated on the positions that predicted generated tokens (``sim_skip_ratio``,
 ``sim_agreement``), and the saturation oracle's skip ratio on the same positions
-(``oracle_skip_ratio``, the paper's upper bound).
+(``oracle_skip_ratio``: the earliest exit that changes no prediction, zero loss by construction;
+not an upper bound on savings under a loss budget, see the budget oracle in `eeutils.analysis.oracle`).
 
 Cost model (block-equivalents of weight multiply-adds per token; attention scores, norms, softmax
 and Python overheads are not counted): one block = the active parameters of a block (routed
@@ -25,7 +26,11 @@ modelled speed-ups in steps, each adding one cost the simulation leaves out:
 ``potential_speedup`` = 1 / (1 - sim_skip_ratio) (time proportional to blocks run, teacher-forced
 exits), ``exit_speedup`` = 1 / (1 - skip_ratio) (the exits the decoder actually took),
 ``repair_speedup`` = L / (blocks run per token incl. deferred and SSM-state rows + K/V writes), and
-``flop_speedup`` = (L + head) / (that + lens readouts per token x head). ``speed_ratio`` is measured.
+``flop_speedup`` = (L + head) / (that + cheap checks + full readouts per token x head), where cheap checks
+are the checks that are not a full readout (state cosines, candidate-set heads; ``check_blocks_per_token``,
+`CHECK_KINDS` costs) and full readouts include the prediction, verifications and full-head checks.
+``check_cost_share`` is the part of that modelled cost spent on checking: cheap checks plus every full
+readout beyond the one prediction per token. ``speed_ratio`` is measured.
 """
 from __future__ import annotations
 
@@ -40,18 +45,22 @@ import torch
 from ..analysis.exits import simulate
 from ..analysis.rules import ExitRule, parse_rules as _parse_rules
 from ..arch.loading import LoadedModel
-from ..arch.params import active_fraction, is_expert_param
 from ..lens.readout import readout
 from ..workloads.registry import get_workload
 from .baselines import generate_full
+from .costs import cost_profile, modelled_speedup, shape_cost
 from .decoder import generate_early_exit
 from .inputs import as_loaded as _as_loaded
 from .result import STRATEGIES, DecodingUnsupported
 
-__all__ = ["DEFAULT_RULES", "COLUMNS", "parse_rules", "encode_text", "workload_prompts", "cost_profile",
+__all__ = ["DEFAULT_RULES", "CHEAP_RULES", "COLUMNS", "parse_rules", "encode_text", "workload_prompts", "cost_profile", "shape_cost",
            "simulate_potential", "compare_decoding", "batched_skip_ratio"]
 
 DEFAULT_RULES = "static:50%,max_prob:0.9,margin:0.5,entropy:1.0,hidden_saturation:0.99,margin:1.0"
+# exit checks that cost at most a few percent of a block (see eeutils.decoding.checks): the candidate-set head
+# (never firing: its pure cost; and verified confidence rules), checks every other layer, saturation without a head
+CHEAP_RULES = ("margin:1.0/cand=16,max_prob:0.9/cand=16,margin:0.5/cand=16,margin:0.3/cand=16,"
+               "margin:0.3/cand=16/every=2,hidden_saturation:0.995/every=2,hidden_saturation:0.95/min=3")
 
 COLUMNS = [
     "model", "workload", "rule", "kind", "threshold", "strategy", "n_layers", "n_prompts", "n_tokens",
@@ -61,12 +70,15 @@ COLUMNS = [
     # exits and work
     "mean_exit_layer", "skip_ratio", "layers_per_token", "compute_ratio", "deferred_per_token",
     "state_rows_per_token", "kv_writes_per_token", "owed_per_token", "lens_calls_per_token",
+    # checks
+    "check", "check_blocks_per_token", "verify_calls_per_token", "failed_verifies_per_token", "host_syncs_per_token",
     # quality
     "agreement", "accuracy",
     # potential (readout-based simulation)
     "sim_skip_ratio", "sim_agreement", "oracle_skip_ratio",
     # cost model
     "head_cost_blocks", "kv_cost_blocks", "potential_speedup", "exit_speedup", "repair_speedup", "flop_speedup",
+    "check_cost_share",
 ]
 
 # ---------------------------------------------------------------------------------------------------
@@ -123,41 +135,6 @@ def workload_prompts(model, workload, n_prompts: int | None = 8, prompt_tokens: 
 
 
 # ---------------------------------------------------------------------------------------------------
-# cost model
-# ---------------------------------------------------------------------------------------------------
-def _active_params(module: torch.nn.Module, config, kv_names) -> tuple[float, float]:
-    """(active parameters, q/k/v projection parameters) of one block."""
-    frac = active_fraction(config)
-    active = kv = 0.0
-    for name, p in module.named_parameters():
-        parts = name.split(".")
-        n = p.numel() * (frac if is_expert_param(name) else 1.0)
-        active += n
-        if any(k in parts for k in kv_names):
-            kv += n
-    return active, kv
-
-
-def cost_profile(model) -> dict:
-    """Weight multiply-adds per token of one block (mean over blocks), of the head, and of a K/V-only write.
-
-    Returns block_macs, head_macs (d_model x vocab), kv_macs (mean q/k/v projections over attention
-    blocks), head_cost_blocks = head / block and kv_cost_blocks = kv / block. An estimate: attention
-    scores, norms, softmax and per-call overheads are not counted.
-    """
-    lm = _as_loaded(model)
-    sizes = [_active_params(b, lm.config, lm.resolved.spec.kv_names) for b in lm.blocks]
-    block = float(np.mean([s[0] for s in sizes])) if sizes else float("nan")
-    kv_blocks = [s[1] for s in sizes if s[1] > 0]
-    kv = float(np.mean(kv_blocks)) if kv_blocks else 0.0
-    head_w = getattr(lm.head, "weight", None)
-    head = float(head_w.numel()) if isinstance(head_w, torch.Tensor) else float(
-        sum(p.numel() for p in lm.head.parameters()))
-    return dict(block_macs=block, head_macs=head, kv_macs=kv, head_cost_blocks=head / block if block else float("nan"),
-                kv_cost_blocks=kv / block if block else float("nan"))
-
-
-# ---------------------------------------------------------------------------------------------------
 # potential: the readout-based simulation on the same tokens
 # ---------------------------------------------------------------------------------------------------
 def simulate_potential(model, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
@@ -190,7 +167,7 @@ def simulate_potential(model, prompts: Sequence[Sequence[int]], continuations: S
         return float(np.mean((L - e) / L)), float(np.mean(top1[rows, e] == top1[rows, L]))
 
     out = {rule.label: stats(rule) for rule in rules}
-    return out, stats(ExitRule("oracle"))[0]
+    return out, stats(ExitRule("saturation"))[0]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -306,12 +283,14 @@ def compare_decoding(model, prompts, rules=None, strategies=("propagate", "defer
                   repeats=repeats, driver_vs_generate=driver_vs_generate, oracle_skip_ratio=oracle,
                   head_cost_blocks=h, kv_cost_blocks=kvc)
 
-    def row(i, rule_label, kind, threshold, strategy, sim_skip, sim_agree):
+    def row(i, rule_label, kind, threshold, strategy, sim_skip, sim_agree, check="none"):
         res = results[i]
         n = sum(r.n_tokens for r in res)
         blocks = sum(r.layers_computed for r in res) / n
         kv = sum(r.kv_writes for r in res) / n
         lens = sum(r.lens_calls for r in res) / n
+        checks = sum(sum(r.check_macs.values()) for r in res) / n / cost["block_macs"]
+        model = modelled_speedup(L, h, kvc, blocks, kv, checks, lens)
         skip = float(np.mean(np.concatenate([(L - np.asarray(r.exit_layers)) / L for r in res])))
         t_med = statistics.median(times[i])
         return dict(
@@ -327,7 +306,11 @@ def compare_decoding(model, prompts, rules=None, strategies=("propagate", "defer
             potential_speedup=1.0 / (1.0 - sim_skip) if sim_skip < 1 else float("inf"),
             exit_speedup=1.0 / (1.0 - skip) if skip < 1 else float("inf"),
             repair_speedup=L / (blocks + kv * kvc),
-            flop_speedup=(L + h) / (blocks + kv * kvc + lens * h))
+            check=check, check_blocks_per_token=checks,
+            verify_calls_per_token=sum(r.verify_calls for r in res) / n,
+            failed_verifies_per_token=sum(r.failed_verifies for r in res) / n,
+            host_syncs_per_token=sum(r.host_syncs for r in res) / n,
+            flop_speedup=model["flop_speedup"], check_cost_share=model["check_cost_share"])
 
     rows = []
     if include_full:
@@ -337,7 +320,7 @@ def compare_decoding(model, prompts, rules=None, strategies=("propagate", "defer
         if isinstance(rule, str):
             continue
         s_skip, s_agree = sim[rule.label]
-        rows.append(row(i, rule.label, rule.kind, float(rule.threshold), strategy, s_skip, s_agree))
+        rows.append(row(i, rule.label, rule.kind, float(rule.threshold), strategy, s_skip, s_agree, rule.check))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

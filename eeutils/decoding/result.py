@@ -24,8 +24,12 @@ class GenerationResult:
     kv_writes = skipped attention blocks that only wrote K/V (propagate); owed_rows = blocks the
     pending positions still owed when generation stopped (defer: work deferred but never needed by
     a later token); flush_rows = the end-of-run completion of the cache that pays it (defer with
-    complete_cache; not part of the timing). lens_calls = layer
-    readouts (final norm + head) evaluated for exit decisions and predictions.
+    complete_cache; not part of the timing). lens_calls = full layer
+    readouts (final norm + full head) evaluated for exit decisions, verifications and predictions.
+    Checks (`eeutils.decoding.checks`): check_macs = weight multiply-adds of the checks that are not a
+    full readout, by check kind ("state", "candidates"); verify_calls = full readouts run to confirm a
+    firing candidate-set check, failed_verifies = those that refuted it; host_syncs = device-to-host
+    reads of decisions (one per check, verification and prediction).
     Times in seconds: prefill_seconds (prompt[:-1]), decode_seconds (the per-token loop),
     wall_time = prefill + decode. cache: the model's cache object after generation.
     """
@@ -47,6 +51,10 @@ class GenerationResult:
     owed_rows: int = 0
     flush_rows: int = 0
     lens_calls: int = 0
+    check_macs: dict = field(default_factory=dict)
+    verify_calls: int = 0
+    failed_verifies: int = 0
+    host_syncs: int = 0
     cache: object = field(default=None, repr=False)
     cache_lengths: list[int] | None = None
     trace: list[dict] | None = field(default=None, repr=False)
@@ -98,4 +106,6 @@ class GenerationResult:
                     mean_layers_computed=self.mean_layers_computed, compute_ratio=self.compute_ratio,
                     deferred_rows=self.deferred_rows, state_rows=self.state_rows, kv_writes=self.kv_writes,
                     owed_rows=self.owed_rows, flush_rows=self.flush_rows, lens_calls=self.lens_calls,
+                    check_macs=sum(self.check_macs.values()), verify_calls=self.verify_calls,
+                    failed_verifies=self.failed_verifies, host_syncs=self.host_syncs,
                     tokens_per_s=self.tokens_per_s, wall_time=self.wall_time, backend=self.backend)

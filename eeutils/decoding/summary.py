@@ -10,7 +10,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-__all__ = ["DecodingSummary", "decoding_summary"]
+__all__ = ["DecodingSummary", "decoding_summary", "equal_agreement", "EQUAL_AGREEMENT_COLUMNS"]
+
+EQUAL_AGREEMENT_COLUMNS = ["label", "level", "rule", "strategy", "check", "agreement", "speed_ratio", "flop_speedup",
+                           "skip_ratio", "oracle_speedup", "pays", "full_blocks", "blocks", "repair", "checks",
+                           "prediction", "check_cost_share"]
 
 
 @dataclass
@@ -24,6 +28,63 @@ class DecodingSummary:
 
     def _repr_markdown_(self) -> str:
         return self.markdown
+
+
+def equal_agreement(frame: pd.DataFrame, levels=(1.0, 0.95), by: str = "flop_speedup") -> pd.DataFrame:
+    """Per model and agreement level: the early-exit configuration with the highest `by` (modelled
+    ``flop_speedup`` by default, which timing noise cannot bias toward a lucky round; or measured
+    ``speed_ratio``) among those that exit early and agree with full decoding on at
+    least that share of the tokens, beside the oracle potential, with its modelled per-token cost split in
+    blocks: ``blocks`` run (deferred and SSM-state rows included), cache ``repair`` (K/V writes), ``checks``
+    (cheap checks + full readouts beyond the prediction) and the ``prediction`` head, against ``full_blocks``
+    = L + head for full decoding. ``pays``: the configuration beats full decoding (`by` > 1). A level no
+    configuration reaches gives a row with rule None."""
+    need = {"label", "rule", "strategy", "agreement", "skip_ratio", by, "layers_per_token", "kv_writes_per_token",
+            "kv_cost_blocks", "lens_calls_per_token", "head_cost_blocks", "oracle_skip_ratio"}
+    missing = need - set(frame.columns)
+    if missing:
+        raise ValueError(f"the comparison frame lacks column(s) {sorted(missing)}")
+    rows = []
+    for label in dict.fromkeys(frame.label):
+        m = frame[frame.label == label]
+        full = m[m.rule == "full"]
+        ref = full.iloc[0] if len(full) else m.iloc[0]
+        h, L = float(ref.head_cost_blocks), float(ref.n_layers)
+        e = m[(m.rule != "full") & (m.skip_ratio > 0)]
+        for level in levels:
+            ok = e[e.agreement >= level - 1e-12]
+            row = dict(label=label, level=float(level), oracle_speedup=1 / (1 - float(ref.oracle_skip_ratio)),
+                       full_blocks=L + h, rule=None)
+            if len(ok):
+                b = ok.loc[ok[by].idxmax()]
+                checks_cheap = float(b.get("check_blocks_per_token", 0.0) or 0.0)
+                lens = float(b.lens_calls_per_token)
+                row.update(rule=b.rule, strategy=b.strategy, check=b.get("check"), agreement=float(b.agreement),
+                           speed_ratio=float(b.speed_ratio), flop_speedup=float(b.get("flop_speedup", float("nan"))),
+                           skip_ratio=float(b.skip_ratio), pays=bool(b[by] > 1.0), blocks=float(b.layers_per_token),
+                           repair=float(b.kv_writes_per_token * b.kv_cost_blocks),
+                           checks=checks_cheap + max(lens - 1.0, 0.0) * h, prediction=min(lens, 1.0) * h,
+                           check_cost_share=float(b.get("check_cost_share", float("nan"))))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=EQUAL_AGREEMENT_COLUMNS)
+
+
+def _equal_agreement_text(t: pd.DataFrame) -> list[str]:
+    lines = []
+    for r in t.itertuples():
+        head = f"**{r.label}** at ≥ {r.level:.0%} agreement"
+        if r.rule is None:
+            lines.append(f"{head}: no configuration exits early (oracle potential {_x(r.oracle_speedup)}).")
+            continue
+        cost = r.blocks + r.repair + r.checks + r.prediction
+        split = (f"per token it costs {cost:.2f} block-equivalents against {r.full_blocks:.2f} for full decoding: "
+                 f"{r.blocks:.2f} blocks run, {r.repair:.2f} cache repair, {r.checks:.2f} checks, "
+                 f"{r.prediction:.2f} prediction head")
+        verdict = "pays" if r.pays else "does not pay"
+        lines.append(f"{head}: best {r.rule} / {r.strategy} ({r.check} check) at {_x(r.speed_ratio)} measured, "
+                     f"{_x(r.flop_speedup)} modelled, skipping {r.skip_ratio:.0%} of the blocks "
+                     f"(oracle potential {_x(r.oracle_speedup)}); it {verdict}: {split}.")
+    return lines
 
 
 def _x(v) -> str:
@@ -119,10 +180,12 @@ def decoding_summary(frame: pd.DataFrame, batch: pd.DataFrame | None, *, never_l
                          best_speed_ratio=float("nan") if best is None else float(best.speed_ratio),
                          check_speed_ratio=f["never_speed"], check_flop_speedup=f["never_flop"]))
         lines += [_model_text(f, never_label, quality, strategies), ""]
+    if {"lens_calls_per_token", "layers_per_token"} <= set(frame.columns):
+        lines += ["#### At equal agreement", ""] + _equal_agreement_text(equal_agreement(frame)) + [""]
     batching = {"oracle_batch1": float("nan"), "oracle_batch8": float("nan")}
     if batch is not None and len(batch):
-        b8 = batch[(batch.batch_size == 8) & batch.rule.str.startswith("oracle")]
-        b1 = batch[(batch.batch_size == 1) & batch.rule.str.startswith("oracle")]
+        b8 = batch[(batch.batch_size == 8) & batch.rule.str.contains("saturation")]
+        b1 = batch[(batch.batch_size == 1) & batch.rule.str.contains("saturation")]
         if len(b8):
             batching = {"oracle_batch1": float(b1.skip_ratio.mean()), "oracle_batch8": float(b8.skip_ratio.mean())}
             lines += [f"Batching: the oracle's skip ratio of {batching['oracle_batch1']:.0%} (batch 1, mean over "

@@ -20,9 +20,14 @@ def model_weights_digest(name: str, revision: str | None = None) -> str:
 
 
 def readout_key(name: str, revision: str | None, workload: Workload, *, max_tokens, k: int, dtype,
-                batch_size: int | None = None, chunk_tokens: int | None = None, device=None, device_map=None) -> str:
-    """Hex key of a readout of model `name`@`revision` on `workload` with these settings."""
+                batch_size: int | None = None, chunk_tokens: int | None = None, device=None, device_map=None,
+                lens: str = "logit", lens_digest: str = "") -> str:
+    """Hex key of a readout of model `name`@`revision` on `workload` with these settings; a tuned-lens readout
+    also keys on its translators' digest (`TunedLens.digest`)."""
+    if lens != "logit" and not lens_digest:
+        raise ValueError(f"a {lens!r}-lens readout key needs the translators' digest (lens_digest)")
+    lens_part = {} if lens == "logit" else {"lens": lens, "lens_digest": lens_digest}  # logit keys stay as before
     return cache_key(kind="readout", model=name, revision=revision, weights=model_weights_digest(name, revision),
                      workload=workload.name, docs=docs_digest(workload.docs), max_tokens=max_tokens, k=k,
                      dtype=str(dtype), batch_size=batch_size, chunk_tokens=chunk_tokens, device=device,
-                     device_map=device_map, readout_version=_version.__version__)
+                     device_map=device_map, readout_version=_version.__version__, **lens_part)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..arch.loading import LoadedModel, wrap_model
-from .readout import capture_forward
+from .capture import capture_forward
 
 
 @torch.inference_mode()

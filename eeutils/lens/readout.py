@@ -1,4 +1,4 @@
-"""The streaming logit-lens readout: one forward pass per batch, every layer reduced to per-token statistics.
+"""The streaming readout: one forward pass per batch, every layer reduced to per-token statistics.
 
 Each block's residual stream is captured with hooks (a pre-hook on the first
 block gives layer 0, forward hooks give layers 1..L), so the result does not
@@ -7,6 +7,12 @@ depend on how a family lays out `output_hidden_states`. Only the backbone runs
 decoded through the model's final norm, head and logit transforms in token
 chunks, so memory holds at most [chunk x vocab] logits at a time, never
 [layers x tokens x vocab].
+
+Lens: `lens="logit"` decodes each layer's state as it is (the logit lens); `lens="tuned"` first maps it through
+that layer's affine translator (`eeutils.lens.tuned`, trained and cached per model), one [chunk x d] x [d x d]
+product per layer and chunk, where the layer's state enters the statistic kernel. The last layer has no
+translator under either lens, so it always reproduces the model's own logits. Hidden-state statistics
+(`hidden_cos*`) always read the untranslated residual stream: the lens changes what is decoded, not the state.
 """
 from __future__ import annotations
 
@@ -21,9 +27,12 @@ from .. import _version
 from ..arch.loading import LoadedModel, load_model
 from ..arch.table import apply_logit_ops
 from ..workloads.types import Doc, Workload
+from .capture import _Capture, capture_forward
+from .inputs import as_documents, check_positive_int, check_token_ids
 from .kernel import ChunkReducer, NonFiniteLogits, _cos
 from .result import Readout
 from .statistics import FLOAT_STATS, INT_STATS, SPECS
+from .tuned import TunedLensSettings, resolve_lens
 
 _HPREV = FLOAT_STATS.index("hidden_cos_prev")
 
@@ -41,6 +50,7 @@ def _lens_into(model: LoadedModel):
     weight = getattr(head, "weight", None)
     fast = (type(head) is torch.nn.Linear and weight is not None and weight.dtype == torch.float32
             and weight.dim() == 2)
+    head_dtype = weight.dtype if weight is not None else None
 
     def apply(h, out):
         x = norm(h.to(out.device))
@@ -48,57 +58,12 @@ def _lens_into(model: LoadedModel):
             torch.mm(x, weight.t(), out=out)
             if head.bias is not None:
                 out.add_(head.bias)
-        else:
-            out.copy_(head(x))
+        else:  # the head's dtype, as the model casts it (e.g. Mamba2 keeps an fp32 residual under a bf16 head)
+            out.copy_(head(x if head_dtype is None else x.to(head_dtype)))
         return apply_logit_ops(out, ops, inplace=True)
     return apply
 
 
-class _Capture:
-    """Hooks that keep each block's residual-stream output for one forward pass."""
-
-    def __init__(self, blocks):
-        self.states: list[torch.Tensor | None] = [None] * (len(blocks) + 1)
-        self.handles = [blocks[0].register_forward_pre_hook(self._pre, with_kwargs=True)]
-        for i, block in enumerate(blocks):
-            self.handles.append(block.register_forward_hook(self._post(i + 1)))
-
-    def _pre(self, module, args, kwargs):
-        h = args[0] if args else kwargs.get("hidden_states", kwargs.get("hidden_state"))
-        if not isinstance(h, torch.Tensor):
-            raise RuntimeError(f"cannot find the hidden state entering {type(module).__name__}")
-        self.states[0] = h.detach()
-
-    def _post(self, index: int):
-        def hook(module, args, output):
-            h = output[0] if isinstance(output, (tuple, list)) else output
-            if not isinstance(h, torch.Tensor):
-                h = getattr(output, "hidden_states", None) or getattr(output, "last_hidden_state", None)
-            self.states[index] = h.detach()
-        return hook
-
-    def remove(self):
-        for h in self.handles:
-            h.remove()
-
-
-def _as_docs(inputs) -> tuple[list, str | None]:
-    """Normalise texts, token-id lists, Docs or a Workload into a list of Doc | list[int]."""
-    name = None
-    if isinstance(inputs, Workload):
-        name, inputs = inputs.name, inputs.docs
-    if isinstance(inputs, (str, Doc)):
-        inputs = [inputs]
-    if isinstance(inputs, torch.Tensor):
-        inputs = inputs.tolist() if inputs.dim() == 2 else [inputs.tolist()]
-    if isinstance(inputs, np.ndarray):
-        inputs = inputs.tolist() if inputs.ndim == 2 else [inputs.tolist()]
-    inputs = list(inputs)
-    if not inputs:
-        raise ValueError("no input: pass a text, a list of texts, token-id lists or a Workload with documents")
-    if all(isinstance(x, int) for x in inputs):
-        inputs = [inputs]
-    return inputs, name
 
 
 def tokenize_docs(model: LoadedModel, docs, max_length: int | None, on_overflow: str):
@@ -117,7 +82,7 @@ def tokenize_docs(model: LoadedModel, docs, max_length: int | None, on_overflow:
                     raise ValueError(f"document {i} is empty: every document needs some text")
                 ids, answer_from = model.encode(d.text), None
         else:
-            ids, answer_from = [int(t) for t in d], None
+            ids, answer_from = list(d), None  # already checked integers (`inputs.as_documents`)
         if len(ids) == 0:
             raise ValueError(f"document {i} has no tokens")
         if max_length is not None and len(ids) > max_length:
@@ -138,12 +103,11 @@ def tokenize_docs(model: LoadedModel, docs, max_length: int | None, on_overflow:
 
 
 def _validate(k, batch_size, chunk_tokens, on_overflow, vocab):
-    if not isinstance(k, int) or not 2 <= k <= vocab:
-        raise ValueError(f"k must be an int in [2, vocab={vocab}], got {k!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not isinstance(chunk_tokens, int) or chunk_tokens < 1:
-        raise ValueError(f"chunk_tokens must be a positive int, got {chunk_tokens!r}")
+    check_positive_int("k", k)
+    if not 2 <= k <= vocab:
+        raise ValueError(f"k must be an integer in [2, vocab={vocab}], got {k!r}")
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("chunk_tokens", chunk_tokens)
     if on_overflow not in ("truncate", "error"):
         raise ValueError(f"on_overflow must be 'truncate' or 'error', got {on_overflow!r}")
 
@@ -156,27 +120,33 @@ def _backbone(model):
 @torch.inference_mode()
 def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int = 256,
             max_length: int | None = None, on_overflow: str = "truncate", progress: bool = True,
-            workload: str | None = None, revision: str | None = None) -> Readout:
+            workload: str | None = None, revision: str | None = None, lens="logit",
+            lens_settings: TunedLensSettings | None = None) -> Readout:
     """Read out every layer of `model` on `inputs` and reduce it to per-token statistics.
 
-    model: a LoadedModel or a name for `load_model`. inputs: a text, texts, token-id lists, Docs or a
-    Workload. k: size of the top-k sets (>= 2). max_length: tokens per document (default: the model's
+    model: a LoadedModel or a name for `load_model`. inputs: a str, a list of str (or Doc), one list of
+    token ids, a list of token-id lists (Python or NumPy integers), a 1-D or 2-D integer tensor/array, or a
+    Workload; anything else is a TypeError, an id outside the vocabulary a ValueError (`eeutils.lens.inputs`).
+    k: size of the top-k sets (>= 2). max_length: tokens per document (default: the model's
     context); longer documents are truncated with a warning, or rejected with on_overflow="error".
+    lens: "logit" (default), "tuned" (translators from `eeutils.lens.tuned.tuned_lens`, trained on the corpus
+    train split with `lens_settings` or loaded from the cache) or a `TunedLens` object.
     Memory: the residual streams of one batch ((L + 1) x batch tokens x d_model in the model's dtype)
     plus one [chunk_tokens x 4 x vocab] fp32 workspace (see `eeutils.lens.kernel.ChunkReducer`).
     """
     if not isinstance(model, LoadedModel):
         model = load_model(model, revision=revision)
     _validate(k, batch_size, chunk_tokens, on_overflow, model.vocab_size)
-    docs, wl_name = _as_docs(inputs)
+    translator, lens_meta = resolve_lens(model, lens, lens_settings, progress=progress)
+    docs, wl_name = as_documents(inputs)
     limit = model.max_length
     if max_length is not None:
-        if not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+        check_positive_int("max_length", max_length)
         if limit is not None and max_length > limit:
             raise ValueError(f"max_length={max_length} exceeds the model's context of {limit} tokens")
         limit = max_length
     ids_list, answer_list, n_trunc = tokenize_docs(model, docs, limit, on_overflow)
+    check_token_ids(ids_list, model.vocab_size, model.name)
 
     L = model.n_layers
     lengths = np.array([len(x) for x in ids_list])
@@ -192,7 +162,7 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
     capture = _Capture(model.blocks)
     backbone = _backbone(model.model)
     first_device = model.model.get_input_embeddings().weight.device
-    lens = _lens_into(model)
+    decode = _lens_into(model)
     reducer = None
     bar = tqdm(total=n_tok, desc=f"readout {model.name}", unit="tok", disable=not progress, leave=False)
     t0 = time.perf_counter()
@@ -222,7 +192,7 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
                 it = torch.empty((n, L + 1, len(INT_STATS) + k), dtype=torch.int32, device=model.device)
                 h_last = states[L][sl].to(model.device)
                 t_chunk = tgt[sl].to(model.device)
-                lens(h_last, reducer.slot(n, final=True))
+                decode(h_last, reducer.slot(n, final=True))
                 try:
                     fl[:, L], it[:, L] = reducer.final(h_last, t_chunk)
                     bad = ~torch.isfinite(reducer.ref.norm)  # ||z_f|| is finite iff every logit is
@@ -236,7 +206,7 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
                 prev = None
                 for layer in range(L):
                     h = states[layer][sl].to(model.device)
-                    lens(h, reducer.slot(n))
+                    decode(translator.translate(layer, h) if translator is not None else h, reducer.slot(n))
                     try:
                         fl[:, layer], it[:, layer] = reducer.layer(h, prev, t_chunk)
                     except NonFiniteLogits as e:
@@ -261,7 +231,7 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
     position = np.concatenate([np.arange(n, dtype=np.int32) for n in lengths])
     meta = model.describe()
     meta.update(workload=wl_name or workload or "", k=k, n_docs=len(ids_list), n_tokens=n_tok,
-                n_truncated=n_trunc, max_length=limit, chunk_tokens=chunk_tokens, batch_size=batch_size,
+                n_truncated=n_trunc, max_length=limit, chunk_tokens=chunk_tokens, batch_size=batch_size, **lens_meta,
                 seconds=round(elapsed, 3), kit_version=_version.__version__)
     return Readout(stats=out, topk=topk_out, doc=doc, position=position,
                    token=np.concatenate([np.asarray(x, dtype=np.int64) for x in ids_list]),
@@ -280,20 +250,7 @@ def _raise_nonfinite(layer, token_index, offsets):
         "(load with dtype='bfloat16' or 'float32'), corrupted weights, or a custom layer producing NaN.")
 
 
-@torch.inference_mode()
-def capture_forward(model: LoadedModel, input_ids, **forward_kwargs):
-    """Run the full model (head included) on `input_ids` and return (its output, the hooked residual
-    streams of layers 0..L): what the checks and pitfall demonstrations compare against."""
-    ids = torch.as_tensor(input_ids, dtype=torch.long)
-    if ids.dim() == 1:
-        ids = ids[None]
-    ids = ids.to(model.model.get_input_embeddings().weight.device)
-    capture = _Capture(model.blocks)
-    try:
-        out = model.model(input_ids=ids, use_cache=False, **forward_kwargs)
-        return out, list(capture.states)
-    finally:
-        capture.remove()
+__all__ = ["capture_forward", "check_last_layer", "readout", "tokenize_docs"]
 
 
 def check_last_layer(model: LoadedModel, input_ids) -> float:

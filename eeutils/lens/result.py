@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.io import atomic_write
+from .files import ReadoutFileError, check_arrays, read_arrays  # noqa: F401  (ReadoutFileError: re-exported)
 from .statistics import INT_STATISTICS, STATISTICS  # noqa: F401  (the registry: eeutils.lens.statistics)
 
 
@@ -135,10 +136,11 @@ class Readout:
 
     # ---- persistence -------------------------------------------------------
     def save(self, path) -> Path:
-        """Write one .npz (arrays + JSON metadata) atomically."""
+        """Write one .npz (arrays + JSON metadata) atomically; ".npz" is appended unless the name ends with it
+        (so "run.2024.01" and "run.2024.02" stay two files). Returns the path written."""
         path = Path(path)
         if path.suffix != ".npz":
-            path = path.with_suffix(".npz")
+            path = path.with_name(path.name + ".npz")
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"stat__{k}": v for k, v in self.stats.items()}
         arrays.update(topk=self.topk, doc=self.doc, position=self.position, token=self.token,
@@ -153,11 +155,13 @@ class Readout:
 
     @classmethod
     def load(cls, path) -> "Readout":
-        with np.load(Path(path), allow_pickle=False) as z:
-            stats = {k[len("stat__"):]: z[k] for k in z.files if k.startswith("stat__")}
-            meta = json.loads(z["meta"].tobytes().decode())
-            return cls(stats=stats, topk=z["topk"], doc=z["doc"], position=z["position"],
-                       token=z["token"], target=z["target"], answer=z["answer"], meta=meta)
+        """A readout saved by `save`, checked first (`eeutils.lens.files`): a damaged or tampered file raises
+        ReadoutFileError (a ValueError) naming it; a missing one FileNotFoundError."""
+        arrays = read_arrays(path)
+        meta = check_arrays(arrays, path)
+        stats = {k[len("stat__"):]: v for k, v in arrays.items() if k.startswith("stat__")}
+        return cls(stats=stats, topk=arrays["topk"], doc=arrays["doc"], position=arrays["position"],
+                   token=arrays["token"], target=arrays["target"], answer=arrays["answer"], meta=meta)
 
     @classmethod
     def concat(cls, parts: list["Readout"]) -> "Readout":

@@ -19,28 +19,40 @@ decode through the final norm and head (one extra d x d product per layer and to
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
+import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
+
+from ..core.env import eeutils_cache_dir
+from ..core.io import atomic_write
+from ..core.keys import cache_key as settings_key
+from ..core.keys import state_dict_digest, weights_digest
+from ..workloads import corpus as C
+from .capture import capture_forward
 
 LENS_VERSION = 1  # bump when the training procedure changes a number
+LENSES = ("logit", "tuned")  # what `readout(lens=...)` accepts by name (or a TunedLens object)
 
 
 @dataclass(frozen=True)
 class TunedLensSettings:
-    """Training budget (small: the zoo models have about a million parameters) and optimiser."""
+    """Training budget (small: the zoo models have about a million parameters) and optimiser.
 
-    n_windows: int = 512  # training windows from the corpus train split
+    Default: 150 Adam steps of 8 windows x 128 tokens from 256 train-split windows, about 1-2 min per zoo
+    model on one CPU thread; `SMOKE_LENS` is the smoke-mode budget (seconds)."""
+
+    n_windows: int = 256  # training windows from the corpus train split
     context: int = 128
-    steps: int = 300
-    batch: int = 16
+    steps: int = 150
+    batch: int = 8
     lr: float = 3e-3  # Adam, linear decay to 0 (the paper uses SGD+Nesterov on far larger models)
     seed: int = 0
 
@@ -63,6 +75,10 @@ class TunedLens(nn.Module):
             nn.init.zeros_(t.weight)
             nn.init.zeros_(t.bias)
 
+    def digest(self) -> str:
+        """sha256 of the translators (what a readout made with them records and is cached under)."""
+        return state_dict_digest(self)
+
     def translate(self, layer: int, h: torch.Tensor) -> torch.Tensor:
         """The translated residual state of ``layer`` (0..L), to decode with the final norm and head."""
         if not 0 <= layer <= self.n_layers:
@@ -70,6 +86,8 @@ class TunedLens(nn.Module):
         if layer == self.n_layers:
             return h
         t = self.translators[layer]
+        if t.weight.device != h.device:
+            self.to(h.device)
         return h + t(h.to(t.weight.dtype)).to(h.dtype)
 
     def logits(self, model, layer: int, h: torch.Tensor) -> torch.Tensor:
@@ -79,14 +97,13 @@ class TunedLens(nn.Module):
         return model.logit_fn(model.head(model.final_norm(z.to(model.dtype))).float())
 
 
+SMOKE_LENS = TunedLensSettings(n_windows=32, steps=12, batch=4)
+
+
 # ------------------------------------------------------------------ data and hidden states
 def corpus_windows(model, split: str = "train", n: int = 512, context: int = 128, seed: int = 0) -> torch.Tensor:
     """``n`` token windows [n, context] of the zoo corpus (all sources, one split), tokenised by the model's tokenizer,
     documents packed in a fixed shuffled order (``seed``) and windows chosen evenly."""
-    import random
-
-    from eeutils import corpus as C
-
     if model.tokenizer is None:
         raise ValueError(f"{model.name} has no tokenizer: pass token windows to train_tuned_lens instead")
     c = C.build_corpus()
@@ -107,10 +124,6 @@ def corpus_windows(model, split: str = "train", n: int = 512, context: int = 128
 
 def _states(model, x: torch.Tensor):
     """(final log-probabilities [tokens, vocab], hidden states of layers 0..L each [tokens, d]) of one batch."""
-    from eeutils.readout import (
-        capture_forward,  # the kit's one hook-based capture (layers 0..L)
-    )
-
     with torch.no_grad():
         out, states = capture_forward(model, x)
         final = F.log_softmax(out.logits.float().reshape(-1, out.logits.shape[-1]), dim=-1)
@@ -127,8 +140,6 @@ def _kl(final_logp: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 def train_tuned_lens(model, windows: torch.Tensor, settings: TunedLensSettings = TunedLensSettings(),
                      progress: bool = True) -> TunedLens:
     """Fit the translators of a LoadedModel (frozen) on token ``windows`` [n, context]."""
-    from tqdm.auto import tqdm
-
     d = model.final_norm.weight.shape[-1] if hasattr(model.final_norm, "weight") else model.describe()["d_model"]
     torch.manual_seed(settings.seed)
     lens = TunedLens(model.n_layers, d)
@@ -164,32 +175,20 @@ def heldout_kl(model, windows: torch.Tensor, lens: TunedLens | None = None, batc
     return tot / n
 
 
-def weights_digest(model) -> str:
-    """sha256 over the model's parameters and buffers (names, dtypes, shapes, bytes)."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 def cache_key(model, windows: torch.Tensor, settings: TunedLensSettings) -> str:
-    text = hashlib.sha256(windows.to(torch.int64).numpy().tobytes()).hexdigest()
-    blob = json.dumps({"weights": weights_digest(model), "windows": text, "settings": asdict(settings),
-                       "version": LENS_VERSION}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+    """Key of a model's translators: its weights (core.keys.weights_digest), the training windows, the settings."""
+    text = settings_key(windows=windows.to(torch.int64).tolist())
+    return settings_key(kind="tuned_lens", weights=weights_digest(model), windows=text, settings=asdict(settings),
+                        version=LENS_VERSION)[:32]
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("EEUTILS_CACHE", Path.home() / ".cache" / "eeutils")) / "tuned_lens"
+    return eeutils_cache_dir() / "tuned_lens"
 
 
 def tuned_lens(model, settings: TunedLensSettings = TunedLensSettings(), windows: torch.Tensor | None = None,
                cache: bool = True, progress: bool = True) -> TunedLens:
     """The tuned lens of a LoadedModel: from the cache, or trained on the corpus train split and cached."""
-    from safetensors.torch import load_file, save_file
-
     if windows is None:
         windows = corpus_windows(model, "train", settings.n_windows, settings.context, settings.seed)
     key = cache_key(model, windows, settings)
@@ -201,10 +200,27 @@ def tuned_lens(model, settings: TunedLensSettings = TunedLensSettings(), windows
         return lens.eval()
     lens = train_tuned_lens(model, windows, settings, progress=progress)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({k: v.contiguous() for k, v in lens.state_dict().items()}, str(tmp),
-                  metadata={"model": str(model.name), "settings": json.dumps(asdict(settings)), "key": key,
-                            "version": str(LENS_VERSION)})
-        os.replace(tmp, path)
+        tensors = {k: v.contiguous() for k, v in lens.state_dict().items()}
+        meta = {"model": str(model.name), "settings": json.dumps(asdict(settings)), "key": key,
+                "version": str(LENS_VERSION)}
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return lens
+
+
+def resolve_lens(model, lens="logit", settings: TunedLensSettings | None = None,
+                 progress: bool = False) -> tuple[TunedLens | None, dict]:
+    """(translators or None, the readout metadata recording the lens) for ``lens`` = "logit", "tuned" or a
+    TunedLens. "tuned" loads the model's cached translators or trains them (``settings``, default budget)."""
+    if isinstance(lens, TunedLens):
+        if lens.n_layers != model.n_layers:
+            raise ValueError(f"the TunedLens has {lens.n_layers} translators, {model.name} has {model.n_layers} blocks")
+        return lens.eval(), {"lens": "tuned", "lens_digest": lens.digest(), "lens_settings": None}
+    if lens not in LENSES:
+        raise ValueError(f"lens must be one of {LENSES} or a TunedLens, got {lens!r}")
+    if lens == "logit":
+        if settings is not None:
+            raise ValueError("lens_settings is for lens='tuned'; the logit lens has no settings")
+        return None, {"lens": "logit", "lens_digest": "", "lens_settings": None}
+    settings = settings or TunedLensSettings()
+    t = tuned_lens(model, settings, progress=progress)
+    return t, {"lens": "tuned", "lens_digest": t.digest(), "lens_settings": asdict(settings)}

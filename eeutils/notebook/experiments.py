@@ -17,8 +17,10 @@ from ..arch.loading import load_model
 from ..arch.names import card_meta
 from ..core.spec import parse_model_spec
 from ..lens.cache import readout_key
+from ..lens.files import ReadoutFileError
 from ..lens.readout import readout
 from ..lens.result import Readout
+from ..lens.tuned import TunedLensSettings, resolve_lens
 from ..workloads.registry import get_workload
 from ..workloads.types import Workload
 
@@ -40,28 +42,43 @@ def _slug(*parts) -> str:
 
 def cached_readout(spec, workload="zoo-prose", *, n_docs: int | None = 32, max_tokens: int | None = None,
                    k: int = 5, cache_dir=None, dtype="float32", device=None, device_map=None,
-                   progress: bool = False, batch_size: int = 8) -> Readout:
+                   progress: bool = False, batch_size: int = 8, lens: str = "logit",
+                   lens_settings: TunedLensSettings | None = None) -> Readout:
     """Readout of one model on a named workload (or a Workload), saved under cache_dir/readouts for reuse.
 
-    The file name carries `eeutils.lens.cache.readout_key` (weights digest, documents and settings), so a
-    changed model or setting never reuses a stale readout."""
+    The file name carries `eeutils.lens.cache.readout_key` (weights digest, documents and settings; for
+    lens="tuned" also the translators' digest, so the model is loaded and its translators trained or read from
+    their own cache first), so a changed model or setting never reuses a stale readout."""
     name, rev = model_spec(spec)
     wl = workload if isinstance(workload, Workload) else get_workload(workload, n_docs=n_docs)
+    model = translator = None
+    lens_meta = {"lens": "logit", "lens_digest": ""}
+    if lens != "logit":
+        model = load_model(name, revision=rev, dtype=dtype, device=device, device_map=device_map)
+        translator, lens_meta = resolve_lens(model, lens, lens_settings, progress=progress)
     path = None
     if cache_dir is not None:
         key = readout_key(name, rev, wl, max_tokens=max_tokens, k=k, dtype=dtype, batch_size=batch_size, device=device,
-                          device_map=device_map)
-        path = Path(cache_dir) / "readouts" / f"{_slug(name, rev, wl.name)}-{key[:16]}.npz"
+                          device_map=device_map, lens=lens_meta["lens"], lens_digest=lens_meta["lens_digest"])
+        tag = () if lens_meta["lens"] == "logit" else (lens_meta["lens"],)
+        path = Path(cache_dir) / "readouts" / f"{_slug(name, rev, wl.name, *tag)}-{key[:16]}.npz"
         if path.exists():
-            return Readout.load(path)
-    model = load_model(name, revision=rev, dtype=dtype, device=device, device_map=device_map)
+            try:
+                return Readout.load(path)
+            except ReadoutFileError as err:  # a damaged cache entry: recompute it (and overwrite it)
+                warnings.warn(f"{err} Recomputing it.", stacklevel=2)
+    if model is None:
+        model = load_model(name, revision=rev, dtype=dtype, device=device, device_map=device_map)
     limit = token_limit(model, max_tokens)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*truncated.*")
-        r = readout(model, wl, k=k, max_length=limit, progress=progress, batch_size=batch_size)
+        r = readout(model, wl, k=k, max_length=limit, progress=progress, batch_size=batch_size,
+                    lens=translator if translator is not None else "logit")
     r.meta["label"] = label_of(spec)
     r.meta["revision"] = rev
     r.meta.update(card_meta(name))  # seed, recipe, arch from the model card (empty for hub models)
+    if translator is not None:
+        r.meta["lens_settings"] = lens_meta.get("lens_settings")
     if path is not None:
         r.save(path)
     return r

@@ -5,6 +5,7 @@ import argparse
 
 from eeutils.zoo import list_revisions, list_zoo, write_zoo_markdown, zoo_markdown
 from eeutils.zoo.build import build
+from eeutils.zoo.plan import main as plan_main
 
 
 def main(argv=None) -> None:
@@ -30,8 +31,6 @@ def main(argv=None) -> None:
         build(only=a.only, force=a.force, threads=a.threads, workers=a.workers, progress=not a.no_progress,
               retrain_tokenizer=a.retrain_tokenizer)
     elif a.cmd == "plan":
-        from eeutils.zoo.plan import main as plan_main
-
         plan_main(steps=a.steps, workers=a.workers, json_path=a.json)
     elif a.cmd == "list":
         for n in list_zoo():

@@ -1,6 +1,7 @@
 """Build the zoo: corpus -> tokenizer -> one model per recipe -> cards. Resumable per model."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -14,12 +15,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM
 
-from eeutils.arch.names import TOKENIZER_DIRNAME, resolve, zoo_root
+from eeutils.arch.names import TOKENIZER_DIRNAME, list_zoo, resolve, zoo_root
+from eeutils.core.env import eeutils_cache_dir
 from eeutils.core.resources import repo_root
 from eeutils.workloads import corpus as C
+from eeutils.zoo import parallel, write_zoo_markdown
 from eeutils.zoo import tokenizer as T
 from eeutils.zoo import train as TR
-from eeutils.zoo import write_zoo_markdown
+from eeutils.zoo.layerskip import LayerSkipConfig
 
 # The plan (one row per model, with the reasons) lives in eeutils/zoo/recipes.py; re-exported here.
 from eeutils.zoo.recipes import (  # noqa: F401
@@ -48,8 +51,6 @@ def license_fields() -> dict:
 
 def refresh_card_licenses() -> list[str]:
     """Write the current licence fields into every built card (card.json and CARD.md); nothing else changes."""
-    from eeutils.zoo import list_zoo
-
     names = []
     for name in list_zoo():
         folder = zoo_root() / name
@@ -63,7 +64,8 @@ def refresh_card_licenses() -> list[str]:
 
 def build_dir() -> Path:
     """Scratch space for resumable training states (never shipped)."""
-    return Path(os.environ.get("EEUTILS_ZOO_BUILD_DIR", Path.home() / ".cache" / "eeutils" / "zoo_build"))
+    env = os.environ.get("EEUTILS_ZOO_BUILD_DIR")
+    return Path(env) if env else eeutils_cache_dir() / "zoo_build"
 
 
 def recipe_record(recipe: Recipe) -> dict:
@@ -72,8 +74,6 @@ def recipe_record(recipe: Recipe) -> dict:
 
 
 def recipe_digest(recipe: Recipe) -> str:
-    import hashlib
-
     return hashlib.sha256(json.dumps(recipe_record(recipe), sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -94,7 +94,7 @@ def build_status(recipe: Recipe, tokenizer_sha256: str | None = None) -> str:
 def code_version() -> dict:
     v = {"eeutils": None, "git_commit": None}
     try:
-        import tomllib
+        import tomllib  # Python 3.11+ (the package supports 3.10: then no version in the card)
 
         v["eeutils"] = tomllib.loads((repo_root() / "pyproject.toml").read_text())["project"]["version"]
     except Exception:
@@ -158,6 +158,11 @@ class Data:
 
     def __getstate__(self):  # never shipped to worker processes: each worker builds its own
         raise TypeError("Data is rebuilt in each build worker, not pickled")
+
+
+def worker_data() -> Data:
+    """A parallel build worker's data: the corpus, reusing the tokenizer and manifest the parent wrote."""
+    return Data(write_manifest=False)
 
 
 # ------------------------------------------------------------------ instruction tuning
@@ -304,8 +309,6 @@ def _layerskip_card(recipe: Recipe) -> dict | None:
     """The LayerSkip hyper-parameters with their formulas and sources (for the model card)."""
     if not recipe.layerskip:
         return None
-    from eeutils.zoo.layerskip import LayerSkipConfig
-
     return {**LayerSkipConfig(**recipe.layerskip).to_dict(),
             "source": "Elhoushi et al. 2024, LayerSkip, arXiv 2404.16710 (formulas); values chosen for this "
                       "6-block model, reasons in docs/ZOO.md and eeutils/zoo/layerskip.py",
@@ -363,8 +366,6 @@ def build(only: list[str] | None = None, force: bool = False, threads: int = 1, 
     ``threads`` torch threads each; the weights do not depend on the worker count. ``retrain_tokenizer``
     retrains the tokenizer on the current corpus first (deterministic; every model built with another
     tokenizer is then stale). ``recipes`` and ``data_factory`` replace the plan and the corpus data (tests)."""
-    from eeutils.zoo import parallel
-
     torch.set_num_threads(threads)
     plan = list(recipes or ZOO)
     known = {r.name for r in plan}
@@ -397,11 +398,9 @@ def build(only: list[str] | None = None, force: bool = False, threads: int = 1, 
         cards = [c for r in todo if (c := build_one(r, data, force=r.name in redo, progress=progress))]
     else:
         del data
-        cards = parallel.run(todo, workers, data_factory=data_factory or parallel.zoo_data, force=redo,
-                             threads=threads, progress=progress)
+        cards = parallel.run(todo, workers, data_factory=data_factory or worker_data, build_fn=build_one,
+                             force=redo, threads=threads, progress=progress)
     if write_docs:
-        from eeutils.zoo import write_zoo_markdown
-
         write_zoo_markdown()
     print(f"[zoo] all done in {(time.time() - t0) / 60:.1f} min", flush=True)
     return cards

@@ -8,10 +8,18 @@ data once (about 20 s); a model is resumable as in the sequential build (``train
 from __future__ import annotations
 
 import multiprocessing as mp
+import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from eeutils.workloads import corpus as C
 
 _DATA = None  # the worker's data (built once per process)
+_BUILD = None  # the worker's build function: build_one(recipe, data, force=, progress=) -> card | None
 
 
 class SyntheticData:
@@ -19,13 +27,6 @@ class SyntheticData:
 
     def __init__(self, vocab_size: int = 2048, context: int = 128, n_train: int = 256, n_val: int = 16,
                  seed: int = 0, tok_dir=None):
-        import tempfile
-        from pathlib import Path
-
-        import torch
-
-        from eeutils import corpus as C
-
         g = torch.Generator().manual_seed(seed)
         self.vocab_size = vocab_size
         self.train_wins = torch.randint(3, vocab_size, (n_train, context), generator=g)
@@ -39,26 +40,15 @@ class SyntheticData:
                          "tokenizer": {"tokenizer_json_sha256": "synthetic"}, "python_version": "synthetic"}
 
 
-def zoo_data():
-    """Factory used by the real build: the corpus data, reusing the tokenizer and manifest the parent wrote."""
-    from eeutils.zoo.build import Data
-
-    return Data(write_manifest=False)
-
-
-def _init(data_factory, threads: int) -> None:
-    import torch
-
-    global _DATA
+def _init(data_factory, build_fn, threads: int) -> None:
+    global _DATA, _BUILD
     torch.set_num_threads(threads)
-    _DATA = data_factory()
+    _DATA, _BUILD = data_factory(), build_fn
 
 
 def _build(recipe, force: bool) -> tuple[str, dict | None, float]:
-    from eeutils.zoo.build import build_one
-
     t = time.time()
-    card = build_one(recipe, _DATA, force=force, progress=False)
+    card = _BUILD(recipe, _DATA, force=force, progress=False)
     return recipe.name, card, time.time() - t
 
 
@@ -90,18 +80,18 @@ def simulate(recipes: list, minutes: dict, workers: int) -> tuple[float, dict]:
     return max(free), slots
 
 
-def run(recipes: list, workers: int, data_factory=zoo_data, force: bool | set = False, threads: int = 1,
+def run(recipes: list, workers: int, data_factory, build_fn, force: bool | set = False, threads: int = 1,
         progress: bool = True) -> list[dict]:
-    """Build ``recipes`` (in this order, dependencies respected) with ``workers`` processes. ``force``: rebuild
-    all (True) or the named models (a set) even where a finished folder exists."""
-    from tqdm.auto import tqdm
-
+    """Build ``recipes`` (in this order, dependencies respected) with ``workers`` processes, each preparing its
+    data with ``data_factory()`` once and building with ``build_fn`` (``build.build_one``; both module-level, so
+    they pickle by reference). ``force``: rebuild all (True) or the named models (a set) even where a finished
+    folder exists."""
     names = {r.name for r in recipes}
     pending, done, cards = list(recipes), set(), []
     ctx = mp.get_context("spawn")  # a clean interpreter per worker: no inherited torch thread pools
     bar = tqdm(total=len(recipes), desc="zoo models", unit="model", disable=not progress)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init,
-                             initargs=(data_factory, threads)) as pool:
+                             initargs=(data_factory, build_fn, threads)) as pool:
         running = {}
         while pending or running:
             for r in ready(pending, done, names)[: max(0, workers - len(running))]:

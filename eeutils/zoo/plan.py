@@ -14,6 +14,13 @@ import math
 import os
 import time
 
+import torch
+
+from eeutils.arch.names import TOKENIZER_DIRNAME, zoo_root
+from eeutils.zoo import train as TR
+from eeutils.zoo.parallel import simulate
+from eeutils.zoo.recipes import CONTEXT, ZOO
+
 BUDGET_MINUTES = 120.0
 BUDGET_MB = 120.0
 DATA_PREP_S = 60.0  # corpus + tokenisation in the parent, then once per worker (measured about 20-30 s)
@@ -29,8 +36,6 @@ def shape_key(r) -> tuple:
 
 def eval_windows(r) -> int:
     """Validation windows the build scores for one model (see build.build_one and train.train)."""
-    from eeutils.zoo import train as TR
-
     if r.finetune_of:
         return 2 * 8 * r.batch + TR.N_VAL_WINDOWS_FINAL + 3 * 64  # instruction loss before/after, final scores
     periodic = math.ceil(r.steps / TR.EVAL_EVERY) * TR.N_VAL_WINDOWS_PERIODIC
@@ -39,11 +44,6 @@ def eval_windows(r) -> int:
 
 def calibrate(recipes, steps: int = 10, warmup: int = 2, vocab_size: int = 2048) -> dict:
     """{shape_key: {"step_s", "eval_window_s", "params", "fp16_bytes"}} from timed steps (one thread)."""
-    import torch
-
-    from eeutils.zoo import train as TR
-    from eeutils.zoo.recipes import CONTEXT
-
     out = {}
     g = torch.Generator().manual_seed(0)
     for r in recipes:
@@ -78,10 +78,6 @@ def calibrate(recipes, steps: int = 10, warmup: int = 2, vocab_size: int = 2048)
 
 def tokenizer_bytes() -> int:
     """Bytes of one tokenizer copy as the build writes it (compact JSON)."""
-    import json
-
-    from eeutils.zoo import TOKENIZER_DIRNAME, zoo_root
-
     d = zoo_root() / TOKENIZER_DIRNAME
     if not (d / "tokenizer.json").is_file():
         return COMPACT_TOKENIZER_BYTES
@@ -92,9 +88,6 @@ def tokenizer_bytes() -> int:
 
 def estimate(recipes, cal: dict, workers: int = 2) -> dict:
     """Per-model rows and totals (minutes, MB) from a calibration."""
-    from eeutils.zoo.parallel import simulate
-    from eeutils.zoo.recipes import CONTEXT
-
     tok = tokenizer_bytes()
     rows = []
     for r in recipes:
@@ -130,10 +123,6 @@ def format_table(est: dict) -> str:
 
 
 def main(steps: int = 10, workers: int = 2, json_path: str | None = None, recipes=None) -> dict:
-    import torch
-
-    from eeutils.zoo.recipes import ZOO
-
     if os.environ.get("OMP_NUM_THREADS") != "1":
         print("[plan] note: run with OMP_NUM_THREADS=1 for timings comparable with a one-thread-per-worker build")
     torch.set_num_threads(1)

@@ -8,7 +8,6 @@ linear warmup then cosine decay to 10% of the peak rate, gradient clipping at 1.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -20,13 +19,35 @@ from pathlib import Path
 import torch
 
 from eeutils.arch.params import count_params, moe_shape  # noqa: F401  (count_params: the cards' parameter counts)
-from eeutils.zoo.recipes import CONTEXT, EOS_ID, PAD_ID, Recipe
+from eeutils.zoo.layerskip import LayerSkipConfig, LayerSkipObjective
+from eeutils.zoo.recipes import CONTEXT, EOS_ID, Recipe
 
 DATA_SEED = 0
 N_VAL_WINDOWS_PERIODIC = 64
 N_VAL_WINDOWS_FINAL = 256
 EVAL_EVERY = 50
 STATE_EVERY = 50
+STATE_KEYS = ("model", "opt", "step", "history", "elapsed")
+
+
+class TrainingStateError(RuntimeError):
+    """A saved training state cannot be resumed from (unsafe, damaged or from another run)."""
+
+
+def load_state(state_file: Path) -> dict:
+    """The resumable state saved by `train`, loaded with ``weights_only=True`` (tensors, dicts, lists,
+    numbers and strings only), so a crafted file cannot run code."""
+    try:
+        st = torch.load(state_file, weights_only=True, map_location="cpu")
+    except Exception as err:  # noqa: BLE001 - UnpicklingError, EOFError, RuntimeError (zip), ...
+        raise TrainingStateError(
+            f"cannot resume from {state_file}: it is not a plain training state ({type(err).__name__}: {err}). "
+            "Delete it to restart this model's training from step 0.") from err
+    missing = [k for k in STATE_KEYS if not isinstance(st, dict) or k not in st]
+    if missing:
+        raise TrainingStateError(f"cannot resume from {state_file}: it lacks {missing}. "
+                                 "Delete it to restart this model's training from step 0.")
+    return st
 
 
 # ------------------------------------------------------------------ data
@@ -112,8 +133,6 @@ def make_objective(model, recipe: Recipe):
 
         plain.close = lambda: None
         return plain
-    from eeutils.zoo.layerskip import LayerSkipConfig, LayerSkipObjective
-
     return LayerSkipObjective(model, LayerSkipConfig(**recipe.layerskip), recipe.steps, recipe.seed,
                               forward=lambda m, x: lm_forward(m, x, train=True))
 
@@ -193,7 +212,7 @@ def train(recipe: Recipe, train_wins: torch.Tensor, val_wins: torch.Tensor, voca
     start, history, elapsed = 0, [], 0.0
     state_file = Path(state_dir) / "state.pt" if state_dir else None
     if state_file and state_file.is_file():
-        st = torch.load(state_file, weights_only=False)
+        st = load_state(state_file)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         start, history, elapsed = st["step"], st["history"], st["elapsed"]

@@ -1,0 +1,52 @@
+"""Hook-based capture of the residual stream: layer 0 from a pre-hook on the first block, layers 1..L from
+forward hooks on every block, so nothing depends on how a family lays out ``output_hidden_states``.
+The readout, the tuned lens' training and the pitfall demonstrations all read states through this module."""
+from __future__ import annotations
+
+import torch
+
+from ..arch.loading import LoadedModel
+
+
+class _Capture:
+    """Hooks that keep each block's residual-stream output for one forward pass."""
+
+    def __init__(self, blocks):
+        self.states: list[torch.Tensor | None] = [None] * (len(blocks) + 1)
+        self.handles = [blocks[0].register_forward_pre_hook(self._pre, with_kwargs=True)]
+        for i, block in enumerate(blocks):
+            self.handles.append(block.register_forward_hook(self._post(i + 1)))
+
+    def _pre(self, module, args, kwargs):
+        h = args[0] if args else kwargs.get("hidden_states", kwargs.get("hidden_state"))
+        if not isinstance(h, torch.Tensor):
+            raise RuntimeError(f"cannot find the hidden state entering {type(module).__name__}")
+        self.states[0] = h.detach()
+
+    def _post(self, index: int):
+        def hook(module, args, output):
+            h = output[0] if isinstance(output, (tuple, list)) else output
+            if not isinstance(h, torch.Tensor):
+                h = getattr(output, "hidden_states", None) or getattr(output, "last_hidden_state", None)
+            self.states[index] = h.detach()
+        return hook
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+@torch.inference_mode()
+def capture_forward(model: LoadedModel, input_ids, **forward_kwargs):
+    """Run the full model (head included) on `input_ids` and return (its output, the hooked residual
+    streams of layers 0..L): what the checks and pitfall demonstrations compare against."""
+    ids = torch.as_tensor(input_ids, dtype=torch.long)
+    if ids.dim() == 1:
+        ids = ids[None]
+    ids = ids.to(model.model.get_input_embeddings().weight.device)
+    capture = _Capture(model.blocks)
+    try:
+        out = model.model(input_ids=ids, use_cache=False, **forward_kwargs)
+        return out, list(capture.states)
+    finally:
+        capture.remove()

@@ -1,0 +1,76 @@
+"""Notebook 13 ("Is it the lens?"): the claims of notebooks 4-8 checked under the logit and the tuned lens.
+
+`claim_effects` computes, for each claim and lens, the effect of the claim's comparison (mean normalised EAS of
+side A minus side B, interval = document bootstrap joined with the seed spread: `experiments.group_effect`) and
+its verdict; `lens_agreement` says per claim whether the conclusion holds under both lenses, flips, or depends
+on the lens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .experiments import group_effect
+from .findings import verdict
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One comparison of notebooks 4-8: side A is the side the paper says is more suitable."""
+
+    notebook: str
+    claim: str
+    a: tuple[str, ...]
+    b: tuple[str, ...]
+    paper_direction: str
+
+
+def claim_effects(readouts: dict[str, dict], claims, similarity: str = "logit_cos", n_boot: int = 200,
+                  seed: int = 0) -> pd.DataFrame:
+    """One row per claim x lens: effect, interval, verdict. readouts: {lens: {label: Readout}} (same documents)."""
+    rows = []
+    for lens, rs in readouts.items():
+        for c in claims:
+            missing = [m for m in (*c.a, *c.b) if m not in rs]
+            if missing:
+                raise KeyError(f"claim {c.notebook!r} needs readouts of {missing} under the {lens} lens")
+            e = group_effect(rs, list(c.a), list(c.b), n_boot=n_boot, seed=seed, similarity=similarity)
+            rows.append({"notebook": c.notebook, "claim": c.claim, "paper_direction": c.paper_direction,
+                         "lens": lens, "similarity": similarity, "effect": e["effect"], "lo": e["lo"], "hi": e["hi"],
+                         "mean_a": e["mean_a"], "mean_b": e["mean_b"], "verdict": verdict(e["lo"], e["hi"]),
+                         "models": f"A={', '.join(c.a)}; B={', '.join(c.b)}"})
+    return pd.DataFrame(rows)
+
+
+def conclusion_status(logit_verdict: str, tuned_verdict: str) -> str:
+    """How a conclusion fares across lenses: "holds under both" (same decisive verdict), "flips" (agree <->
+    disagree), "lens-dependent" (decisive under one lens only), "inconclusive under both"."""
+    decisive = ("agree", "disagree")
+    if logit_verdict in decisive and tuned_verdict in decisive:
+        return "holds under both" if logit_verdict == tuned_verdict else "flips"
+    if logit_verdict in decisive or tuned_verdict in decisive:
+        return "lens-dependent"
+    return "inconclusive under both"
+
+
+def lens_agreement(effects: pd.DataFrame, lenses=("logit", "tuned")) -> pd.DataFrame:
+    """Side-by-side table per claim (and similarity): effect and verdict under each lens, and the status."""
+    keys = ["notebook", "claim", "paper_direction", "similarity"]
+    wide = effects.pivot_table(index=keys, columns="lens", values=["effect", "lo", "hi"], aggfunc="first")
+    wide.columns = [f"{v}_{lens}" for v, lens in wide.columns]
+    ver = effects.pivot_table(index=keys, columns="lens", values="verdict", aggfunc="first")
+    for lens in lenses:
+        wide[f"verdict_{lens}"] = ver[lens]
+    wide["status"] = [conclusion_status(a, b) for a, b in zip(ver[lenses[0]], ver[lenses[1]])]
+    wide["sign_same"] = (wide[f"effect_{lenses[0]}"] * wide[f"effect_{lenses[1]}"]) > 0
+    return wide.reset_index()
+
+
+def first_below_unigram(losses: dict[str, float], steps: dict[str, int], unigram: float, final: str) -> str:
+    """Notebook 4's "early" checkpoint: the first (by step) after step 0, other than `final`, whose workload loss
+    is below the workload's unigram entropy; else the first after step 0."""
+    order = sorted((steps[m], m) for m in losses if steps[m] > 0 and m != final)
+    if not order:
+        raise ValueError("no checkpoint after step 0 besides the final one")
+    return next((m for _, m in order if losses[m] < unigram), order[0][1])
