@@ -61,7 +61,7 @@ def test_task_skip_hand_computed():
     r = make_readout(top1, doc=np.arange(4), target=np.array([1, 2, 3, 4]), answer=answer,
                      max_prob=np.tile([0.1, 0.95, 1.0], (4, 1)))
     out = rm.task_skip({"toy": r}, budget_=0.05)
-    row = out.set_index("rule").loc["oracle"]
+    row = out.set_index("rule").loc["saturation"]
     assert row.full_accuracy == 1.0 and row.n_items == 4 and row.n_correct == 4
     # the saturation oracle exits at layer 1 on the three settled tokens and runs the 4th fully: 3/8 skipped
     assert row.skip_ratio == pytest.approx(3 / 8) and row.loss == pytest.approx(0.0)
