@@ -135,8 +135,8 @@ def first_final(frame: pd.DataFrame) -> int:
 
 def task_skip(readouts: dict[str, Readout], budget_: float = 0.05) -> pd.DataFrame:
     """Per model on the exact-answer task: full accuracy (items right / items), and per rule the max skip
-    ratio within `budget_` relative accuracy loss. Columns: model, rule, skip_ratio, threshold, loss,
-    full_accuracy, n_items, n_correct."""
+    ratio within `budget_` relative accuracy loss (over the answer tokens: `skip_over`). Columns: model, rule,
+    skip_ratio, skip_over, threshold, loss, full_accuracy, n_items, n_correct."""
     frames = []
     for label, r in readouts.items():
         tr = tradeoff(r).assign(model=label)
@@ -147,7 +147,7 @@ def task_skip(readouts: dict[str, Readout], budget_: float = 0.05) -> pd.DataFra
         full = float(tr.full_accuracy.iloc[0])
         best = best.assign(full_accuracy=full, n_items=r.n_docs, n_correct=int(round(full * r.n_docs)))
         frames.append(best)
-    cols = ["model", "rule", "skip_ratio", "threshold", "loss", "full_accuracy", "n_items", "n_correct"]
+    cols = ["model", "rule", "skip_ratio", "skip_over", "threshold", "loss", "full_accuracy", "n_items", "n_correct"]
     return pd.concat(frames, ignore_index=True)[cols]
 
 
