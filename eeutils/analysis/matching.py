@@ -7,7 +7,7 @@ import numpy as np
 from ..arch.names import ZooError, load_card
 from ..core.spec import parse_model_spec
 
-__all__ = ["revision_losses", "final_loss", "closest_revision", "unigram_loss"]
+__all__ = ["closest_revision", "final_loss", "revision_losses", "unigram_loss"]
 
 
 def revision_losses(name: str) -> dict[str, float]:

@@ -18,7 +18,7 @@ from ..core.spec import parse_model_spec
 from .eas import AGGREGATES
 from .similarity import SIMILARITY_KINDS
 
-__all__ = ["Protocol", "Claim", "load_protocol", "ProtocolError", "INTERVAL_KINDS", "CLAIM_KINDS"]
+__all__ = ["CLAIM_KINDS", "INTERVAL_KINDS", "Claim", "Protocol", "ProtocolError", "load_protocol"]
 
 VALUES = ("normalised", "eas")
 INTERVAL_KINDS = {
@@ -85,7 +85,7 @@ class Protocol:
     def variants(self) -> list[dict]:
         """Every metric variant (the primary first), each {similarity, value, alpha}."""
         v = self.defaults["variants"]
-        grid = [dict(similarity=s, value=val, alpha=a) for s, val, a in
+        grid = [{"similarity": s, "value": val, "alpha": a} for s, val, a in
                 itertools.product(v["similarity"], v["value"], v["alpha"])]
         prim = self.primary
         return [prim] + [g for g in grid if g != prim]

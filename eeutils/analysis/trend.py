@@ -19,7 +19,7 @@ from .bootstrap import _check_boot, _quantiles, eas_replicates
 from .eas import eas_ceiling
 from .verdicts import NO_TWIN, Effect, combine_interval, side_spread, verdict
 
-__all__ = ["slope", "kendall_tau", "permutation_p", "trend_effect", "checkpoint_scores"]
+__all__ = ["checkpoint_scores", "kendall_tau", "permutation_p", "slope", "trend_effect"]
 
 
 def slope(x, y) -> np.ndarray:
@@ -89,8 +89,8 @@ def trend_effect(curves: dict[str, dict[int, Readout]], *, similarity: str, valu
                                     seed=seed, eas_options=eas_options)
     runs = list(curves)
     common = sorted(set.intersection(*[{s for s in curves[r] if s >= min_step} for r in runs]))
-    base = dict(similarity=similarity, value=value, alpha=float(alpha), ci=float(ci), n_boot=int(n_boot),
-                boot_seed=int(seed))
+    base = {"similarity": similarity, "value": value, "alpha": float(alpha), "ci": float(ci), "n_boot": int(n_boot),
+                "boot_seed": int(seed)}
     if len(common) < 3:
         nan = float("nan")
         return Effect(effect=nan, lo=nan, hi=nan, verdict="inconclusive", interval_kind="doc-bootstrap",

@@ -18,8 +18,17 @@ from ..lens.result import Readout
 from .bootstrap import _check_boot, _quantiles, eas_replicates
 from .eas import eas
 
-__all__ = ["VERDICTS", "NO_TWIN", "Effect", "verdict", "combine_interval", "side_spread", "compare",
-           "robustness", "normal_z"]
+__all__ = [
+    "NO_TWIN",
+    "VERDICTS",
+    "Effect",
+    "combine_interval",
+    "compare",
+    "normal_z",
+    "robustness",
+    "side_spread",
+    "verdict",
+]
 
 VERDICTS = ("agree", "disagree", "inconclusive")
 NO_TWIN = "no seed twin"

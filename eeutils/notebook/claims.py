@@ -9,16 +9,63 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..analysis.matching import closest_revision, final_loss, revision_losses
+import numpy as np
+import pandas as pd
+
+from ..analysis.matching import (
+    closest_revision,
+    final_loss,
+    revision_losses,
+    unigram_loss,
+)
 from ..analysis.protocol import Claim, load_protocol
 from ..analysis.trend import checkpoint_scores, trend_effect
-from ..analysis.verdicts import NO_TWIN, Effect, compare, robustness
+from ..analysis.verdicts import Effect, compare, robustness
 from ..arch.names import ZooError, list_revisions
 from ..core.spec import parse_model_spec
 from . import experiments as ex
 from .findings import Finding, direction_word, write_finding
 
-__all__ = ["ClaimRun", "run_claim", "load_options", "deviations"]
+__all__ = [
+    "ClaimRun",
+    "checkpoint_choices",
+    "claim_workloads",
+    "describe",
+    "deviations",
+    "keys_for",
+    "load_options",
+    "loss_table",
+    "primary",
+    "raw_vs_normalised",
+    "run_claim",
+    "step_of",
+    "summary",
+    "variant_table",
+]
+
+
+def step_of(revision: str) -> int:
+    """Training step of a revision name: "step-264" -> 264, Pythia's "step1000" -> 1000."""
+    digits = "".join(ch for ch in str(revision) if ch.isdigit())
+    if not digits:
+        raise ValueError(f"revision {revision!r} names no training step")
+    return int(digits)
+
+
+def keys_for(notebook: str) -> list[str]:
+    """The protocol's claim keys for a notebook ("05" -> dense_vs_moe, ...)."""
+    return [c.key for c in load_protocol().for_notebook(notebook)]
+
+
+def claim_workloads(key: str) -> list[str]:
+    """The workloads a claim is checked on (its own list, else the protocol's default workload)."""
+    proto = load_protocol()
+    return list(proto.claim(key).workloads) or [proto.defaults["workload"]]
+
+
+def primary() -> dict:
+    """The protocol's primary metric: {similarity, value, alpha}."""
+    return load_protocol().primary
 
 
 @dataclass
@@ -31,6 +78,7 @@ class ClaimRun:
     readouts: dict = field(default_factory=dict)
     sides: dict = field(default_factory=dict)
     table: object = None  # trend claims: the per-checkpoint scores
+    labels: dict = field(default_factory=dict)  # trend claims: {(run, step): readout label}
 
 
 def load_options(load: dict) -> dict:
@@ -89,8 +137,6 @@ def _matched_side(claim: Claim, a: list, b: list, max_gap: float) -> tuple[list,
             pass
     if not cands or not target:
         return a, b, "matched loss: models missing"
-    import numpy as np
-
     t = float(np.mean(target))
     rev, loss, gap = closest_revision(cands, t)
     note = f"matched loss: revision {rev} (card loss {loss:.3f}) vs {t:.3f}, gap {gap:.3f} nats"
@@ -134,7 +180,7 @@ def run_claim(key: str, out_dir, load: dict, *, n_boot: int | None = None, workl
               a=None, b=None, runs=None, name: str | None = None, write: bool = True) -> ClaimRun:
     """Evaluate protocol claim `key` and write its record to <out_dir>/findings/<name>.json.
 
-    a, b (or runs for a trend) override the protocol's sides, e.g. with hub models; workload overrides the
+    a, b (or runs for a trend: a list of zoo names, or {name: [revisions, the final last]}) override the protocol's sides, e.g. with hub models; workload overrides the
     protocol's (notebook 7 runs one row per workload). Any override is listed in the record's deviations."""
     proto = load_protocol()
     d, claim = proto.defaults, proto.claim(key)
@@ -143,9 +189,10 @@ def run_claim(key: str, out_dir, load: dict, *, n_boot: int | None = None, workl
     workload = workload or d["workload"]
     ci, seed = d["ci"], d["bootstrap_seed"]
     devs = deviations(load, n_boot, workload if workload not in claim.workloads else None)
-    prim = proto.primary
     if claim.kind == "trend":
-        return _run_trend(claim, proto, out_dir, load, n_boot, workload, list(runs or claim.runs), devs, name, write)
+        if runs is not None:
+            devs.append("runs set by the notebook")
+        return _run_trend(claim, proto, out_dir, load, n_boot, workload, runs or list(claim.runs), devs, name, write)
     a_specs, b_specs = list(a or claim.a), list(b or claim.b)
     if a is not None or b is not None:
         devs.append("sides set by the notebook")
@@ -172,8 +219,8 @@ def run_claim(key: str, out_dir, load: dict, *, n_boot: int | None = None, workl
         effects.append(e)
     primary, others = effects[0], effects[1:]
     rob = robustness(primary, others)
-    reason = "; ".join(x for x in (primary.reason, note if not blocked else "", ("missing: " + ", ".join(missing))
-                                   if missing else "") if x)
+    missing_note = ("missing: " + ", ".join(missing)) if missing and la and lb else ""
+    reason = "; ".join(x for x in (primary.reason, note if not blocked else "", missing_note) if x)
     f = _finding(claim, proto, primary, rob, readouts, la, lb, workload, load, devs, reason)
     if write:
         write_finding(f, out_dir, name or f"{claim.notebook}_{key}" + (f"_{workload}" if claim.workloads else ""))
@@ -201,19 +248,21 @@ def _finding(claim, proto, e: Effect, rob, readouts, la, lb, workload, load, dev
 
 def _run_trend(claim, proto, out_dir, load, n_boot, workload, runs, devs, name, write) -> ClaimRun:
     d = proto.defaults
-    curves, readouts, missing = {}, {}, []
+    curves, readouts, missing, labels = {}, {}, [], {}
     for run in runs:
         try:
-            revs = list_revisions(run) if parse_model_spec(run)[0].startswith("zoo/") else []
+            revs = list(runs[run]) if isinstance(runs, dict) else list_revisions(run)
         except ZooError:
             missing.append(run)
             continue
         if len(revs) < 2:
             missing.append(f"{ex.label_of(run)} (no revisions)")
             continue
-        specs = [_with_rev(run, r) for r in revs[:-1]] + [run]
+        specs = [_with_rev(run, r) for r in revs[:-1]] + ([run] if not isinstance(runs, dict) else
+                                                            [_with_rev(run, revs[-1])])
         got, _ = _read(specs, workload, load)
-        steps = {int(r.split("-")[1]): got[ex.label_of(s)] for r, s in zip(revs, specs) if ex.label_of(s) in got}
+        steps = {step_of(r): got[ex.label_of(s)] for r, s in zip(revs, specs) if ex.label_of(s) in got}
+        labels.update({(ex.label_of(run), step_of(r)): ex.label_of(s) for r, s in zip(revs, specs)})
         curves[ex.label_of(run)] = steps
         readouts.update(got)
     ci, seed, min_step = d["ci"], d["bootstrap_seed"], int(claim.segment.get("min_step", 1))
@@ -242,4 +291,110 @@ def _run_trend(claim, proto, out_dir, load, n_boot, workload, runs, devs, name, 
     if write:
         write_finding(f, out_dir, name or f"{claim.notebook}_{claim.key}")
     return ClaimRun(finding=f, primary=primary, variants=effects, readouts=readouts, sides={"runs": list(curves)},
-                    table=table)
+                    table=table, labels=labels)
+
+
+def summary(runs: list[ClaimRun]) -> pd.DataFrame:
+    """One row per claim run: what the findings table shows."""
+    cols = ["claim_key", "comparison", "models", "seeds", "effect", "lo", "hi", "interval_kind", "noise_floor",
+            "smallest_effect", "verdict", "robustness", "reason", "deviations"]
+    return pd.DataFrame([{c: getattr(r.finding, c) for c in cols} for r in runs])
+
+
+def variant_table(run: ClaimRun) -> pd.DataFrame:
+    """Every metric variant of one claim (the primary first): effect, interval, floor, verdict."""
+    rows = [{"primary": i == 0, "similarity": e.similarity, "value": e.value, "alpha": e.alpha, "effect": e.effect,
+             "lo": e.lo, "hi": e.hi, "noise_floor": e.noise_floor, "smallest_effect": e.smallest_effect,
+             "verdict": e.verdict} for i, e in enumerate(run.variants)]
+    return pd.DataFrame(rows)
+
+
+def loss_table(readouts: dict) -> pd.DataFrame:
+    """Per model: card validation loss (zoo models), workload loss (last layer's cross-entropy), layers, params."""
+    rows = []
+    for label, r in readouts.items():
+        spec = label if "/" in label.split("@")[0] else f"zoo/{label}"
+        try:
+            card = final_loss(spec)
+        except (ZooError, OSError, KeyError, ValueError):
+            card = float("nan")
+        rows.append({"model": label, "seed": r.meta.get("seed"), "layers": r.n_layers,
+                     "params_total": r.meta.get("params_total"), "card val loss": card,
+                     "workload loss": float(np.nanmean(r["ce"][:, -1]))})
+    return pd.DataFrame(rows)
+
+
+def _mean_card_loss(runs, step: int) -> float:
+    losses = []
+    for r in runs:
+        try:
+            losses += [v for k, v in revision_losses(f"zoo/{r}").items() if step_of(k) == step]
+        except (ZooError, ValueError):
+            pass
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+def _card_unigram(runs) -> float | None:
+    try:
+        return float(np.mean([unigram_loss(f"zoo/{r}") for r in runs]))
+    except (ZooError, OSError, KeyError, ValueError):
+        return None
+
+
+def checkpoint_choices(run: ClaimRun) -> pd.DataFrame:
+    """What other "early vs late" choices would give, each under the protocol's verdict rule with both seeds:
+    first checkpoint after init vs final, peak vs final, the last two, first below the unigram loss vs final.
+    Shown for transparency; the claim's verdict is the trend test's."""
+    proto = load_protocol()
+    d = proto.defaults
+    t = run.table
+    if t is None or not len(t):
+        return pd.DataFrame()
+    runs = run.sides["runs"]
+    steps = sorted(set.intersection(*[set(t[t.run == r].step) for r in runs]))
+    steps = [s for s in steps if s >= 1]
+    if len(steps) < 2:
+        return pd.DataFrame()
+    mean = t[t.step.isin(steps)].groupby("step").score.mean()
+    choices = {"first after init vs final": (steps[0], steps[-1]), "peak vs final": (int(mean.idxmax()), steps[-1]),
+               "last two": (steps[-2], steps[-1])}
+    unigram = _card_unigram(runs)
+    if unigram is not None:
+        below = [s for s in steps if _mean_card_loss(runs, s) < unigram]
+        if below and below[0] != steps[-1]:
+            choices["first below unigram loss vs final"] = (below[0], steps[-1])
+    rows = []
+    n_boot = int(run.finding.n_boot)
+    for name, (early, late) in choices.items():
+        if early == late:
+            continue
+        a = [run.labels[(r, early)] for r in runs]
+        b = [run.labels[(r, late)] for r in runs]
+        e = compare(run.readouts, a, b, n_boot=n_boot, ci=d["ci"], seed=d["bootstrap_seed"],
+                    min_effect=d["min_effect"], eas_options=proto.eas_options, **proto.primary)
+        rows.append({"choice": name, "early": early, "late": late, "effect": e.effect, "lo": e.lo, "hi": e.hi,
+                     "noise_floor": e.noise_floor, "verdict": e.verdict})
+    return pd.DataFrame(rows)
+
+
+def describe(run: ClaimRun) -> str:
+    """One markdown line for a claim run: effect, interval and its kind, floor, verdict, robustness, reason."""
+    f = run.finding
+
+    def num(x, fmt="+.3f"):
+        return format(x, fmt) if np.isfinite(x) else "n/a"
+
+    line = (f"- **{f.claim_key}** ({f.comparison}): effect {num(f.effect)} [{num(f.lo)}, {num(f.hi)}] "
+            f"({f.interval_kind}), noise floor {num(f.noise_floor, '.3f')}, smallest effect of interest "
+            f"{num(f.smallest_effect, '.3f') if f.smallest_effect is not None else 'n/a'} -> **{f.verdict}** "
+            f"(robustness {f.robustness} variants agree with this verdict)")
+    return line + (f"; {f.reason}" if f.reason else "")
+
+
+def raw_vs_normalised(run: ClaimRun) -> pd.DataFrame:
+    """The primary similarity and alpha with raw EAS and with EAS / ceiling: do the verdicts differ?"""
+    p = load_protocol().primary
+    t = variant_table(run)
+    t = t[(t.similarity == p["similarity"]) & (t.alpha == p["alpha"])]
+    return t.assign(claim=run.finding.claim_key)[["claim", "value", "primary", "effect", "lo", "hi", "noise_floor",
+                                                  "verdict"]]

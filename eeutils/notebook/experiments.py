@@ -29,7 +29,7 @@ def model_spec(spec) -> tuple[str, str | None]:
 
 def label_of(spec) -> str:
     name, rev = model_spec(spec)
-    short = name[4:] if name.startswith("zoo/") else name
+    short = name.removeprefix("zoo/")
     return f"{short}@{rev}" if rev else short
 
 

@@ -107,8 +107,8 @@ def _num(x, fmt="+.3f") -> str:
 
 def findings_markdown(frame: pd.DataFrame) -> str:
     """The table: one row per record, with the interval kind, noise floor and robustness beside the verdict."""
-    lines = ["| notebook | claim (paper) | comparison | measured here | effect [interval] (kind) | noise floor / "
-             "smallest effect | metric | verdict | robustness | why / deviations |",
+    lines = [("| notebook | claim (paper) | comparison | measured here | effect [interval] (kind) | noise floor / "
+             "smallest effect | metric | verdict | robustness | why / deviations |"),
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in frame.fillna({"interval_kind": "", "robustness": "", "reason": "", "deviations": ""}).itertuples():
         why = "; ".join(x for x in (r.reason, r.deviations and f"deviations: {r.deviations}") if x)
@@ -122,11 +122,11 @@ def findings_markdown(frame: pd.DataFrame) -> str:
 def _header(frame: pd.DataFrame) -> str:
     kinds = sorted(set(frame.interval_kind.fillna(""))) if len(frame) else []
     text = ["# Findings: the paper's claims against this run\n",
-            "Effects are signed so that a positive value is the paper's direction (reported, secondary source). "
+            ("Effects are signed so that a positive value is the paper's direction (reported, secondary source). "
             "Rows written under the analysis protocol (docs/PROTOCOL.md, data/protocol.yaml) are *agree* or "
             "*disagree* only when the interval excludes zero and |effect| exceeds the smallest effect of interest "
             "(the larger of the seed-twin noise floor and the protocol's minimum); otherwise *inconclusive*. "
-            "Robustness: how many of the protocol's secondary metric variants give the same verdict.\n",
+            "Robustness: how many of the protocol's secondary metric variants give the same verdict.\n"),
             "Interval kinds in this table:\n"]
     text += [f"- `{k or 'unstated'}`: {INTERVAL_DESCRIPTIONS.get(k, 'described in the row (metric, notes)')}"
              for k in kinds]
