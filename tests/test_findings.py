@@ -7,10 +7,10 @@ import pytest
 
 matplotlib.use("Agg")
 
-from eeutils.notebook import experiments, findings, plotting, series  # noqa: E402
-from eeutils.notebook.findings import Finding  # noqa: E402
+from readout_factory import make_readout
 
-from readout_factory import make_readout  # noqa: E402
+from eeutils.notebook import experiments, findings, plotting, series
+from eeutils.notebook.findings import Finding
 
 
 def _readout(agree_at_layer1: float, n_docs=6, per_doc=5, L=4, seed=0, model="m"):
@@ -116,7 +116,7 @@ def test_protocol_claim_with_a_missing_twin_is_inconclusive_not_a_crash(tmp_path
     from eeutils.notebook import claims
 
     monkeypatch.setenv("EEUTILS_ZOO_DIR", str(_partial_zoo(tmp_path, ["dense-mid", "dense-mid-s1", "hybrid-mid"])))
-    load = dict(n_docs=3, max_tokens=16, cache_dir=tmp_path / "out", dtype="float32", device=None)
+    load = {"n_docs": 3, "max_tokens": 16, "cache_dir": tmp_path / "out", "dtype": "float32", "device": None}
     run = claims.run_claim("dense_vs_hybrid", tmp_path / "out", load, n_boot=10)
     f = run.finding
     assert run.sides == {"a": ["dense-mid", "dense-mid-s1"], "b": ["hybrid-mid"]}

@@ -4,15 +4,20 @@ import math
 
 import numpy as np
 import pytest
+from readout_factory import make_readout, synthetic_readout
 
 from eeutils.analysis import matching, trend, verdicts
 from eeutils.analysis.eas import eas, eas_ceiling
-from eeutils.analysis.verdicts import NO_TWIN, combine_interval, compare, side_spread, verdict
-
-from readout_factory import make_readout, synthetic_readout
+from eeutils.analysis.verdicts import (
+    NO_TWIN,
+    combine_interval,
+    compare,
+    side_spread,
+    verdict,
+)
 
 Z95 = 1.959963984540054
-TOP1 = dict(similarity="top1", value="normalised", alpha=1.0)  # EAS = mean over layers 1..4 of S_l; ceiling 1
+TOP1 = {"similarity": "top1", "value": "normalised", "alpha": 1.0}  # EAS = mean over layers 1..4 of S_l; ceiling 1
 
 
 def _frac_readout(frac: float, n_docs=6, per_doc=5, L=4, model="m") -> "Readout":  # noqa: F821
