@@ -161,6 +161,9 @@ def test_slope_kendall_and_permutation_by_hand():
     assert trend.slope([0, 1, 2], [1, 3, 5]) == pytest.approx(2.0)
     assert trend.kendall_tau([1, 2, 3], [3, 1, 2]) == pytest.approx(-1 / 3)
     assert trend.permutation_p([1, 2, 3], [1, 2, 3]) == pytest.approx(2 / 6)
+    nine = np.arange(9)
+    assert trend.permutation_p(nine, -nine, n_perm=2000) < 0.002       # 2 of 9! orders are this extreme
+    assert trend.permutation_p(nine, [3, 1, 4, 1, 5, 9, 2, 6, 5], n_perm=2000) > 0.05
 
 
 def test_closest_revision():
