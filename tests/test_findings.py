@@ -130,3 +130,14 @@ def test_protocol_claim_with_a_missing_twin_is_inconclusive_not_a_crash(tmp_path
     assert gone.finding.verdict == "inconclusive" and "models missing" in gone.finding.reason
     trend = claims.run_claim("training_dynamics", tmp_path / "out", load, n_boot=10, write=False)
     assert trend.finding.verdict == "inconclusive" and trend.table is not None
+
+
+def test_borrowed_twin_pair_is_found_from_readout_labels():
+    from eeutils.analysis.protocol import load_protocol
+    from eeutils.notebook.claims import _borrow_map
+
+    claim = load_protocol().claim("scale_large_vs_mid_equal_tokens")
+    assert _borrow_map(claim, ["dense-large@step-448"]) == {"dense-large@step-448": ("dense-large", "dense-large-s1")}
+    assert _borrow_map(claim, ["dense-mid", "dense-mid-s1"]) == {}
+    gen = load_protocol().claim("generations_quarter_tokens")
+    assert _borrow_map(gen, ["gpt2-mid"]) == {"gpt2-mid": ("gpt2-mid-full", "gpt2-mid-full-s1")}

@@ -158,9 +158,12 @@ def _borrow_map(claim: Claim, side: list) -> dict:
     """{side label: (label x, label y)} for a one-model side whose model name has a declared twin pair."""
     if len(side) != 1:
         return {}
-    name = parse_model_spec(side[0])[0]
+    def bare(spec):  # labels drop the "zoo/" prefix, protocol specs keep it
+        return parse_model_spec(spec)[0].removeprefix("zoo/")
+
+    name = bare(side[0])
     for key, pair in claim.borrow_seed_spread.items():
-        if parse_model_spec(key)[0] == name:
+        if bare(key) == name:
             return {ex.label_of(side[0]): tuple(ex.label_of(p) for p in pair)}
     return {}
 
