@@ -1,4 +1,4 @@
-"""Finding records, group effects with seed spread, the findings table, plots and the series runner."""
+"""Finding records (verdicts derived from the interval and the noise floor), the findings table, plots, the\nprotocol claims on a zoo missing twins, and the series runner."""
 import json
 
 import matplotlib
@@ -7,10 +7,10 @@ import pytest
 
 matplotlib.use("Agg")
 
-from eeutils.notebook import experiments, findings, plotting, series  # noqa: E402
-from eeutils.notebook.findings import Finding  # noqa: E402
+from readout_factory import make_readout
 
-from readout_factory import make_readout  # noqa: E402
+from eeutils.notebook import experiments, findings, plotting, series
+from eeutils.notebook.findings import Finding
 
 
 def _readout(agree_at_layer1: float, n_docs=6, per_doc=5, L=4, seed=0, model="m"):
@@ -24,42 +24,39 @@ def _readout(agree_at_layer1: float, n_docs=6, per_doc=5, L=4, seed=0, model="m"
     return make_readout(top1, doc=np.repeat(np.arange(n_docs), per_doc), model=model)
 
 
-def test_verdict_from_interval():
-    assert findings.verdict(0.1, 0.3) == "agree"
-    assert findings.verdict(-0.3, -0.01) == "disagree"
-    assert findings.verdict(-0.1, 0.2) == "inconclusive"
-    assert findings.verdict(float("nan"), 1) == "inconclusive"
+def test_finding_refuses_a_verdict_its_interval_contradicts():
+    with pytest.raises(ValueError, match="contradicts"):
+        Finding("n", "c", "a>b", "a>b", -0.7, -1.0, -0.5, "m", verdict="agree")
+    with pytest.raises(ValueError, match="contradicts"):  # interval excludes 0 but the effect is below the floor
+        Finding("n", "c", "a>b", "a>b", 0.2, 0.1, 0.3, "m", verdict="agree", smallest_effect=0.25)
+    with pytest.raises(ValueError, match="contradicts"):
+        Finding("n", "c", "a>b", "a>b", 0.2, 0.1, 0.3, "m", verdict="inconclusive")
     with pytest.raises(ValueError, match="verdict"):
         Finding("n", "c", "a>b", "a>b", 1, 0, 2, "m", verdict="maybe")
+    with pytest.raises(ValueError, match="above its upper"):
+        Finding("n", "c", "a>b", "a>b", 0.0, 0.5, -0.5, "m")
+    assert Finding("n", "c", "a>b", "a>b", 0.2, 0.1, 0.3, "m", smallest_effect=0.25).verdict == "inconclusive"
+    assert Finding("n", "c", "a>b", "a>b", 0.4, 0.1, 0.6, "m", smallest_effect=0.25).verdict == "agree"
+    assert Finding("n", "c", "a>b", "a>b", -0.4, -0.6, -0.1, "m", smallest_effect=float("nan")).verdict == "inconclusive"
 
 
-def test_group_effect_hand_computed_and_seed_spread():
-    # top1 similarity, alpha=1: EAS = mean over layers 1..L of S_l; S_l = share agreeing (l<L), 1 at L
-    a1, a2, b = _readout(1.0), _readout(1.0, seed=1), _readout(0.0)
-    rs = {"a1": a1, "a2": a2, "b": b}
-    eff = experiments.group_effect(rs, ["a1", "a2"], ["b"], n_boot=20, similarity="top1", alpha=1.0, value="eas")
-    # a: S = 1 at every layer -> 1; b: S = 0 at layers 1..3, 1 at 4 -> 0.25
-    assert eff["effect"] == pytest.approx(0.75)
-    assert eff["seed_min"] == pytest.approx(0.75) and eff["seed_max"] == pytest.approx(0.75)
-    assert eff["lo"] <= 0.75 <= eff["hi"]
-    with pytest.raises(KeyError, match="no readout"):
-        experiments.group_effect(rs, ["zz"], ["b"], n_boot=0)
-
-
-def test_check_claim_writes_record_and_table(tmp_path):
-    rs = {"dense": _readout(0.9), "moe": _readout(0.2, seed=3)}
-    f, _ = findings.check_claim(rs, ["dense"], ["moe"], notebook="05_architectures", claim="dense > moe",
-                                paper_direction="dense > moe", positive="dense > moe", negative="moe > dense",
-                                similarity="top1", out_dir=tmp_path, n_boot=50)
-    assert f.effect > 0 and f.verdict == "agree" and f.measured_direction == "dense > moe"
-    rec = json.loads((tmp_path / "findings" / "05_architectures_top1.json").read_text())
-    assert rec["verdict"] == "agree"
+def test_findings_table_states_interval_kinds_floor_and_robustness(tmp_path):
+    rows = [Finding("05_architectures", "dense > moe", "dense > moe", "dense > moe", 0.4, 0.1, 0.6, "EAS/ceiling",
+                    interval_kind="doc-bootstrap+seed-se", noise_floor=0.05, smallest_effect=0.05, robustness="15/17",
+                    n_boot=1000, ci=0.95, seeds="A: 0,1; B: 0,1"),
+            Finding("06_scale", "larger > smaller", "larger > smaller", "larger > smaller", 0.3, 0.1, 0.5, "m",
+                    interval_kind="doc-bootstrap", smallest_effect=float("nan"), reason="no seed twin")]
+    for i, f in enumerate(rows):
+        findings.write_finding(f, tmp_path, f"r{i}")
+    rec = json.loads((tmp_path / "findings" / "r0.json").read_text())
+    assert rec["n_boot"] == 1000 and rec["ci"] == 0.95 and rec["seeds"] == "A: 0,1; B: 0,1"
     md, csv = findings.write_findings_table(tmp_path)
-    assert "| 05_architectures |" in md.read_text() and "**agree**" in md.read_text()
-    assert csv.read_text().count("\n") == 2
-    rev, _ = findings.check_claim(rs, ["moe"], ["dense"], notebook="x", claim="moe > dense", paper_direction="",
-                                  positive="moe > dense", negative="dense > moe", similarity="top1", n_boot=50)
-    assert rev.verdict == "disagree"
+    text = md.read_text()
+    assert "`doc-bootstrap+seed-se`: percentile document bootstrap" in text
+    assert "`doc-bootstrap`: percentile document bootstrap only" in text
+    assert "| 0.050 / 0.050 |" in text and "| 15/17 |" in text and "**agree**" in text
+    assert "**inconclusive**" in text and "no seed twin" in text and "n/a" in text
+    assert csv.read_text().count("\n") == 3
 
 
 def test_empty_findings_table(tmp_path):
@@ -101,3 +98,46 @@ def test_series_parameters_and_presets(tmp_path):
     p3 = series.parameters_for(nbs[2], tmp_path, False, ["gpt2"], {})
     assert p3["MODELS"] == ["gpt2"]
     assert series.load_preset("paper")["*"]["DEVICE"] == "cuda"
+
+
+def _partial_zoo(tmp_path, names):
+    """A zoo folder holding only some of the shipped models (links), to test claims with missing twins."""
+    from eeutils.arch.names import zoo_root
+
+    src = zoo_root()
+    dst = tmp_path / "zoo"
+    dst.mkdir()
+    for n in ["tokenizer", *names]:
+        (dst / n).symlink_to(src / n, target_is_directory=True)
+    return dst
+
+
+def test_protocol_claim_with_a_missing_twin_is_inconclusive_not_a_crash(tmp_path, monkeypatch):
+    from eeutils.notebook import claims
+
+    monkeypatch.setenv("EEUTILS_ZOO_DIR", str(_partial_zoo(tmp_path, ["dense-mid", "dense-mid-s1", "hybrid-mid"])))
+    load = {"n_docs": 3, "max_tokens": 16, "cache_dir": tmp_path / "out", "dtype": "float32", "device": None}
+    run = claims.run_claim("dense_vs_hybrid", tmp_path / "out", load, n_boot=10)
+    f = run.finding
+    assert run.sides == {"a": ["dense-mid", "dense-mid-s1"], "b": ["hybrid-mid"]}
+    assert f.verdict == "inconclusive" and "no seed twin" in f.reason and "hybrid-mid-s1" in f.reason
+    assert np.isfinite(f.effect) and f.interval_kind == "doc-bootstrap"
+    assert f.robustness == "17/17" and f.n_boot == 10 and f.seeds == "A: 0,1; B: 0"
+    assert "n_docs 3 (protocol 48)" in f.deviations and "n_boot 10" in f.deviations
+    rec = json.loads((tmp_path / "out" / "findings" / "05_dense_vs_hybrid.json").read_text())
+    assert rec["verdict"] == "inconclusive" and rec["claim_key"] == "dense_vs_hybrid"
+    gone = claims.run_claim("dense_vs_moe", tmp_path / "out", load, n_boot=10, write=False)
+    assert gone.finding.verdict == "inconclusive" and "models missing" in gone.finding.reason
+    trend = claims.run_claim("training_dynamics", tmp_path / "out", load, n_boot=10, write=False)
+    assert trend.finding.verdict == "inconclusive" and trend.table is not None
+
+
+def test_borrowed_twin_pair_is_found_from_readout_labels():
+    from eeutils.analysis.protocol import load_protocol
+    from eeutils.notebook.claims import _borrow_map
+
+    claim = load_protocol().claim("scale_large_vs_mid_equal_tokens")
+    assert _borrow_map(claim, ["dense-large@step-448"]) == {"dense-large@step-448": ("dense-large", "dense-large-s1")}
+    assert _borrow_map(claim, ["dense-mid", "dense-mid-s1"]) == {}
+    gen = load_protocol().claim("generations_quarter_tokens")
+    assert _borrow_map(gen, ["gpt2-mid"]) == {"gpt2-mid": ("gpt2-mid-full", "gpt2-mid-full-s1")}

@@ -1,5 +1,5 @@
 """Building blocks the notebooks share: cached readouts of several models, tidy per-layer and EAS
-frames, and group comparisons with intervals that include the spread between training seeds.
+frames. Group comparisons under the analysis protocol live in `eeutils.notebook.claims`.
 """
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..analysis.bootstrap import bootstrap_eas, eas_replicates, layer_curve
-from ..analysis.eas import eas
+from ..analysis.bootstrap import bootstrap_eas, layer_curve
 from ..arch.loading import load_model
 from ..arch.names import card_meta
 from ..core.spec import parse_model_spec
@@ -32,7 +31,7 @@ def model_spec(spec) -> tuple[str, str | None]:
 
 def label_of(spec) -> str:
     name, rev = model_spec(spec)
-    short = name[4:] if name.startswith("zoo/") else name
+    short = name.removeprefix("zoo/")
     return f"{short}@{rev}" if rev else short
 
 
@@ -126,47 +125,6 @@ def eas_table(readouts: dict[str, Readout], similarities=("logit_cos", "top1", "
                          "n_layers": r.n_layers, "family": r.meta.get("family", ""),
                          "params_active": r.meta.get("params_active"), "params_total": r.meta.get("params_total")})
     return pd.DataFrame(rows)
-
-
-def group_effect(readouts: dict[str, Readout], group_a, group_b, *, value: str = "normalised",
-                 n_boot: int = 200, seed: int = 0, ci: float = 0.95, **eas_kwargs) -> dict:
-    """mean EAS(group_a) - mean EAS(group_b), with an interval that covers both noise sources.
-
-    Each group lists model labels (e.g. the seeds of one architecture). The bootstrap resamples
-    documents jointly for all models (they read the same workload). Seed spread: every pairwise
-    difference between a member of A and a member of B. The reported interval is the union of the
-    bootstrap interval and the range of pairwise differences, so a verdict needs both to agree.
-    value: "normalised" (EAS / its ceiling; comparable across depths) or "eas".
-    """
-    def score(r):
-        e = eas(r, **eas_kwargs)
-        return e.normalised if value == "normalised" else e.value
-
-    members = list(group_a) + list(group_b)
-    for m in members:
-        if m not in readouts:
-            raise KeyError(f"no readout for {m!r}; have {sorted(readouts)}")
-    docs = {m: np.unique(readouts[m].doc) for m in members}
-    n_docs = {len(d) for d in docs.values()}
-    if len(n_docs) != 1:
-        raise ValueError("group_effect needs every model read on the same documents")
-    point = {m: score(readouts[m]) for m in members}
-    mean_a = float(np.mean([point[m] for m in group_a]))
-    mean_b = float(np.mean([point[m] for m in group_b]))
-    effect = mean_a - mean_b
-    rng = np.random.default_rng(seed)
-    n = n_docs.pop()
-    # one document draw per replicate, shared by every model (they read the same documents)
-    draws = np.array([rng.integers(0, n, n) for _ in range(n_boot)]).reshape(n_boot, n)
-    reps = {m: eas_replicates(readouts[m], draws, value=value, **eas_kwargs) for m in members}
-    boots = list(np.mean([reps[m] for m in group_a], axis=0) - np.mean([reps[m] for m in group_b], axis=0))
-    q = (1 - ci) / 2
-    b_lo, b_hi = (np.quantile(boots, [q, 1 - q]) if boots else (np.nan, np.nan))
-    pairwise = [point[a] - point[b] for a in group_a for b in group_b]
-    lo, hi = float(min(b_lo, min(pairwise))), float(max(b_hi, max(pairwise)))
-    return {"effect": effect, "lo": lo, "hi": hi, "boot_lo": float(b_lo), "boot_hi": float(b_hi),
-            "seed_min": float(min(pairwise)), "seed_max": float(max(pairwise)), "mean_a": mean_a,
-            "mean_b": mean_b, "scores": point, "value": value, "n_boot": n_boot}
 
 
 def results_dir(out_dir) -> Path:

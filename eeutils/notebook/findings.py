@@ -12,18 +12,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..analysis.protocol import INTERVAL_KINDS
+from ..analysis.verdicts import VERDICTS as _VERDICTS
+from ..analysis.verdicts import verdict
 from ..core.io import write_csv_atomic, write_json_atomic, write_text_atomic
-from .experiments import group_effect
 
-VERDICTS = ("agree", "disagree", "inconclusive")
+VERDICTS = _VERDICTS
+
+# What each interval kind is, as findings.md states it (kinds from eeutils.analysis.protocol, plus legacy rows).
+INTERVAL_DESCRIPTIONS = dict(INTERVAL_KINDS, **{
+    "none": "no interval: a model of the comparison is missing (see the row's reason)",
+    "": "not stated by the record (a row written without the protocol; read its metric and notes)",
+})
 
 
 @dataclass
 class Finding:
     """One claim checked on this run's models.
 
-    effect: signed so that a positive value is the paper's direction (e.g. EAS(dense) - EAS(moe)
-    for "dense > MoE"); lo/hi: its interval; the verdict follows from the interval's sign.
+    effect: signed so that a positive value is the paper's direction (e.g. EAS(dense) - EAS(moe) for
+    "dense > MoE"); lo/hi: its interval, of kind interval_kind. The verdict is derived, never chosen:
+    with smallest_effect set (the protocol's rows) agree needs lo > 0 and effect > smallest_effect, disagree
+    hi < 0 and -effect > smallest_effect (NaN: no noise floor, inconclusive); without it, the interval's sign.
+    A verdict passed in that contradicts this raises ValueError.
     """
 
     notebook: str
@@ -35,26 +46,37 @@ class Finding:
     hi: float
     metric: str
     models: str = ""
-    comparison: str = ""  # e.g. "equal tokens" or "equal validation loss"
+    comparison: str = ""  # e.g. "equal tokens" or "matched validation loss"
     notes: str = ""
     verdict: str = field(default="")
+    claim_key: str = ""
+    interval_kind: str = ""
+    ci: float = float("nan")
+    n_boot: int = 0
+    boot_seed: int = 0
+    seeds: str = ""
+    noise_floor: float = float("nan")
+    floor_pairs: str = ""
+    smallest_effect: float | None = None
+    robustness: str = ""
+    robustness_counts: dict = field(default_factory=dict)
+    workload: str = ""
+    n_docs: int | None = None
+    protocol_version: int | None = None
+    deviations: str = ""
+    reason: str = ""
 
     def __post_init__(self):
-        if not self.verdict:
-            self.verdict = verdict(self.lo, self.hi)
-        if self.verdict not in VERDICTS:
+        if self.verdict and self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
-
-
-def verdict(lo: float, hi: float) -> str:
-    """agree if the whole interval is in the paper's direction (> 0), disagree if it is wholly opposite."""
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return "inconclusive"
-    if lo > 0:
-        return "agree"
-    if hi < 0:
-        return "disagree"
-    return "inconclusive"
+        if self.lo > self.hi:
+            raise ValueError(f"interval lower end {self.lo} is above its upper end {self.hi}")
+        derived = verdict(self.lo, self.hi, self.effect, self.smallest_effect)
+        if self.verdict and self.verdict != derived:
+            raise ValueError(f"verdict {self.verdict!r} contradicts the interval [{self.lo}, {self.hi}] "
+                             f"(effect {self.effect}, smallest effect of interest {self.smallest_effect}): "
+                             f"it gives {derived!r}")
+        self.verdict = derived
 
 
 def direction_word(effect: float, positive: str, negative: str, tie: str = "no difference") -> str:
@@ -76,13 +98,39 @@ def gather_findings(out_dir) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
+def _num(x, fmt="+.3f") -> str:
+    try:
+        return format(float(x), fmt) if np.isfinite(float(x)) else "n/a"
+    except (TypeError, ValueError):
+        return "n/a"
+
+
 def findings_markdown(frame: pd.DataFrame) -> str:
-    lines = ["| notebook | claim (paper) | comparison | measured here | effect [interval] | metric | verdict |",
-             "|---|---|---|---|---|---|---|"]
-    for r in frame.itertuples():
+    """The table: one row per record, with the interval kind, noise floor and robustness beside the verdict."""
+    lines = [("| notebook | claim (paper) | comparison | measured here | effect [interval] (kind) | noise floor / "
+             "smallest effect | metric | verdict | robustness | why / deviations |"),
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in frame.fillna({"interval_kind": "", "robustness": "", "reason": "", "deviations": ""}).itertuples():
+        why = "; ".join(x for x in (r.reason, r.deviations and f"deviations: {r.deviations}") if x)
         lines.append(f"| {r.notebook} | {r.claim} ({r.paper_direction}) | {r.comparison} | {r.measured_direction} | "
-                     f"{r.effect:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] | {r.metric} | **{r.verdict}** |")
+                     f"{_num(r.effect)} [{_num(r.lo)}, {_num(r.hi)}] ({r.interval_kind or 'unstated'}) | "
+                     f"{_num(r.noise_floor, '.3f')} / {_num(r.smallest_effect, '.3f')} | {r.metric} | "
+                     f"**{r.verdict}** | {r.robustness or 'n/a'} | {why} |")
     return "\n".join(lines) + "\n"
+
+
+def _header(frame: pd.DataFrame) -> str:
+    kinds = sorted(set(frame.interval_kind.fillna(""))) if len(frame) else []
+    text = ["# Findings: the paper's claims against this run\n",
+            ("Effects are signed so that a positive value is the paper's direction (reported, secondary source). "
+            "Rows written under the analysis protocol (docs/PROTOCOL.md, data/protocol.yaml) are *agree* or "
+            "*disagree* only when the interval excludes zero and |effect| exceeds the smallest effect of interest "
+            "(the larger of the seed-twin noise floor and the protocol's minimum); otherwise *inconclusive*. "
+            "Robustness: how many of the protocol's secondary metric variants give the same verdict.\n"),
+            "Interval kinds in this table:\n"]
+    text += [f"- `{k or 'unstated'}`: {INTERVAL_DESCRIPTIONS.get(k, 'described in the row (metric, notes)')}"
+             for k in kinds]
+    return "\n".join(text) + "\n\n"
 
 
 def write_findings_table(out_dir) -> tuple[Path, Path]:
@@ -92,31 +140,6 @@ def write_findings_table(out_dir) -> tuple[Path, Path]:
     csv = out_dir / "findings.csv"
     md = out_dir / "findings.md"
     write_csv_atomic(frame, csv)
-    header = ("# Findings: the paper's claims against this run\n\n"
-              "Effects are signed so that a positive value is the paper's direction; the interval is a "
-              "bootstrap over documents (and, where stated, the spread between training seeds). Paper "
-              "numbers are reported from a secondary source.\n\n")
-    write_text_atomic(header + (findings_markdown(frame) if len(frame) else "_no finding records were written_\n"), md)
+    body = findings_markdown(frame) if len(frame) else "_no finding records were written_\n"
+    write_text_atomic(_header(frame) + body, md)
     return md, csv
-
-
-def check_claim(readouts: dict, group_a, group_b, *, notebook: str, claim: str, paper_direction: str,
-                positive: str, negative: str, similarity: str = "logit_cos", out_dir=None, n_boot: int = 200,
-                seed: int = 0, comparison: str = "", notes: str = "", name: str | None = None, **eas_kwargs):
-    """Test "A is more suitable than B" on readouts and write the finding record.
-
-    The effect is mean normalised EAS of group A minus group B (A = the side the paper says is more
-    suitable); its interval is the union of a document bootstrap and the seed spread
-    (`experiments.group_effect`). Returns (Finding, the effect dict).
-    """
-    eff = group_effect(readouts, list(group_a), list(group_b), n_boot=n_boot, seed=seed, similarity=similarity,
-                       **eas_kwargs)
-    seeds = " (interval includes seed spread)" if max(len(group_a), len(group_b)) > 1 else ""
-    f = Finding(notebook=notebook, claim=claim, paper_direction=paper_direction,
-                measured_direction=direction_word(eff["effect"], positive, negative),
-                effect=eff["effect"], lo=eff["lo"], hi=eff["hi"],
-                metric=f"EAS/ceiling, {similarity} similarity{seeds}",
-                models=f"A={', '.join(group_a)}; B={', '.join(group_b)}", comparison=comparison, notes=notes)
-    if out_dir is not None:
-        write_finding(f, out_dir, name or f"{notebook}_{similarity}")
-    return f, eff
