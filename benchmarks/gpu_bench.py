@@ -40,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import eeutils  # noqa: E402
+from eeutils.arch.loading import parse_dtype  # noqa: E402
 from _floor import floor_pass  # noqa: E402
 from paper_shapes import PAPER_MODELS, build_model, count_matmul_params, make_config, resolve_names, shape_facts  # noqa: E402
 
@@ -355,7 +356,7 @@ def main(argv=None) -> dict:
     if args.list:
         print_shapes(names)
         return {}
-    device, dtype = torch.device(args.device), eeutils.loading.parse_dtype(args.dtype)
+    device, dtype = torch.device(args.device), parse_dtype(args.dtype)
     eeutils.quiet()
     result = {"args": vars(args), "environment": _environment(device), "models": [], "skipped": []}
     if not args.no_matmul_probe:

@@ -24,7 +24,7 @@ import torch
 
 def greedy_exact_match(lm, items, batch_size: int = 8) -> dict:
     """{subtask: (n, n_correct)} of full-model exact match on (subtask, prompt, answer) items."""
-    from eeutils.readout import tokenize_docs
+    from eeutils.lens.readout import tokenize_docs
     from eeutils.workloads import Doc
 
     docs = [Doc(prompt=p, answer=a) for _, p, a in items]
