@@ -1,7 +1,8 @@
 """Notebook 13 ("Is it the lens?"): the claims of notebooks 4-8 checked under the logit and the tuned lens.
 
-`claim_effects` computes, for each claim and lens, the effect of the claim's comparison (mean normalised EAS of
-side A minus side B, interval = document bootstrap joined with the seed spread: `experiments.group_effect`) and
+`claim_effects` computes, for each claim and lens, the effect of the claim's comparison under the protocol's
+rules (`eeutils.analysis.verdicts.compare`: mean normalised EAS of side A minus side B over seeds, interval =
+document bootstrap combined with the between-seed standard error, verdict only beyond the seed-noise floor) and
 its verdict; `lens_agreement` says per claim whether the conclusion holds under both lenses, flips, or depends
 on the lens.
 """
@@ -11,8 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .experiments import group_effect
-from .findings import verdict
+from ..analysis.verdicts import compare
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,12 @@ def claim_effects(readouts: dict[str, dict], claims, similarity: str = "logit_co
             missing = [m for m in (*c.a, *c.b) if m not in rs]
             if missing:
                 raise KeyError(f"claim {c.notebook!r} needs readouts of {missing} under the {lens} lens")
-            e = group_effect(rs, list(c.a), list(c.b), n_boot=n_boot, seed=seed, similarity=similarity)
+            e = compare(rs, list(c.a), list(c.b), similarity=similarity, n_boot=n_boot, seed=seed)
             rows.append({"notebook": c.notebook, "claim": c.claim, "paper_direction": c.paper_direction,
-                         "lens": lens, "similarity": similarity, "effect": e["effect"], "lo": e["lo"], "hi": e["hi"],
-                         "mean_a": e["mean_a"], "mean_b": e["mean_b"], "verdict": verdict(e["lo"], e["hi"]),
+                         "lens": lens, "similarity": similarity, "effect": e.effect, "lo": e.lo, "hi": e.hi,
+                         "mean_a": sum(e.scores[m] for m in c.a) / len(c.a),
+                         "mean_b": sum(e.scores[m] for m in c.b) / len(c.b), "noise_floor": e.noise_floor,
+                         "interval_kind": e.interval_kind, "verdict": e.verdict, "reason": e.reason,
                          "models": f"A={', '.join(c.a)}; B={', '.join(c.b)}"})
     return pd.DataFrame(rows)
 
