@@ -4,7 +4,9 @@ Everything here is fp32. The final layer's distribution is computed once per
 chunk (`FinalRef`) and reused for every layer, and each layer costs a small,
 fixed number of passes over [chunk x vocab]:
 
-    top-k (read z)  ->  the row max m and the top-k ids
+    block maxima (read z: one vectorised max per 256 columns) -> the row max m, and the exact top-k from a
+        top-k over the block maxima and then over the k best blocks (torch.topk over whole 262k-wide rows was
+        the largest single cost: a scalar partial sort, ~6x a vectorised max)
     z > z[final top-1], counted (read z, write a scratch row, sum it)
     e = exp(z) into the same scratch (one pass; exp(z - m), two passes, when some row max m is outside
         [-60, 60] where exp(z) could overflow or lose the top of the distribution), S = sum e
@@ -15,7 +17,8 @@ KL(p_f || p_l) is taken from reductions rather than a materialised difference:
     KL = sum_v p_f log p_f - sum_v p_f z_l + logsumexp(z_l)
 entropy from H(p_l) = logsumexp(z_l) - sum_v p_l z_l.
 
-`ChunkReducer` is the readout's workspace: one [chunk, 4, vocab] fp32 buffer holding p_f, z_f, the
+`ChunkReducer` is the readout's workspace: one [chunk, 4, vocab] fp32 buffer (vocab rounded up to a
+multiple of 256, the padding -inf) holding p_f, z_f, the
 current layer's logits and the scratch row side by side, so nothing of vocab size is allocated per layer.
 `chunk_statistics` / `FinalRef.build` are the same arithmetic on ordinary tensors.
 """
