@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eeutils.stats import _E, _PF, _Z, ChunkReducer, _exp_sum  # noqa: E402
+from eeutils.lens.kernel import _E, _PF, _Z, ChunkReducer, _exp_sum  # noqa: E402
 
 
 def main(argv=None):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from eeutils.stats import FLOAT_STATS, ChunkReducer
+from eeutils.lens.kernel import FLOAT_STATS, ChunkReducer
 
 K = 5
 
