@@ -43,12 +43,18 @@ def main(argv=None):
     r.final(xs[0], target)
     buf = r.buf[:C, :, :V]
     z, e = buf[:, _Z], buf[:, _E]
+    b5 = torch.ones(C, 5, V)  # [pf, zf, z, e, 1]: z.[...] and e.[...] in one product (sum e = e . 1)
     passes = {
         "matmul (floor)": lambda x: torch.mm(x, W.t(), out=r.slot(C)),
         "topk whole rows": lambda x: torch.topk(z, k, dim=-1),
         "blocked top-k": lambda x: r._topk(C, _Z),
         "rank: gt + sum": lambda x: torch.gt(z, z.gather(1, r.ref.top1[:, None]), out=e).sum(-1),
         "exp + sum": lambda x: _exp_sum(z, z.amax(-1), e),
+        "exp only": lambda x: torch.exp(z, out=e),
+        "sum only": lambda x: e.sum(-1),
+        "rank: bool sum": lambda x: (z > z.gather(1, r.ref.top1[:, None])).sum(-1),
+        "rank: count_nonzero": lambda x: torch.count_nonzero(z > z.gather(1, r.ref.top1[:, None]), -1),
+        "dots + sum (5 rows)": lambda x: torch.bmm(b5[:, 2:4], b5.transpose(1, 2)),
         "dots z.[pf,zf,z,e]": lambda x: torch.bmm(z.unsqueeze(1), buf[:, _PF:].transpose(1, 2)),
         "layer() total": lambda x: r.layer(x, x, target),
     }

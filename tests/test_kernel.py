@@ -118,3 +118,10 @@ def test_max_at_block_boundaries_and_in_padding_tail():
     assert ints[:, 0].tolist() == [255, 256, vocab - 1, 0]
     assert ints[:, 3].tolist() == [511] * n
     assert ints[:, 1].tolist() == [0] * n
+
+
+def test_auto_chunk_tokens_keeps_the_workspace_in_budget():
+    from eeutils.lens.kernel import WORKSPACE_BYTES, auto_chunk_tokens
+    assert [auto_chunk_tokens(v) for v in (2048, 50257, 128256, 262144)] == [256, 256, 128, 128]
+    for v in (2048, 50257, 65536, 128256):  # within budget wherever 128 rows fit in it
+        assert auto_chunk_tokens(v) * 4 * 4 * v <= WORKSPACE_BYTES

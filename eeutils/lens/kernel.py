@@ -33,8 +33,20 @@ from .statistics import FLOAT_STATS, INT_STATS  # noqa: F401  (INT_STATS is foll
 
 _PF, _ZF, _Z, _E = 0, 1, 2, 3  # rows of the ChunkReducer buffer
 _BLOCK = 256  # columns per block for the blocked top-k (block maxima, then top-k inside k blocks)
+WORKSPACE_BYTES = 256 * 2**20  # target size of the ChunkReducer workspace (see `auto_chunk_tokens`)
+_CHUNK_ROWS = (128, 256)  # fewest rows (the head matmul stays efficient), most rows (more buys no speed)
 _EXP_SAFE = 60.0  # exp(z) without a shift when every row max is within +-this: no overflow (V * e^60 << 3e38),
 #                   and everything within e^-27 of the top stays a normal fp32 number
+
+
+def auto_chunk_tokens(vocab: int) -> int:
+    """Tokens per chunk for this vocabulary: as many rows of the [rows x 4 x vocab] fp32 workspace as fit in
+    WORKSPACE_BYTES, within _CHUNK_ROWS (256 up to ~65k vocabularies, 128 from ~128k: 512 MiB at 262k
+    instead of 1 GiB). Measured with benchmarks/profile_kernel.py: per token, the head matmul and every
+    statistic pass cost the same at 128 and 256 rows, so the smaller workspace is free."""
+    padded = -(-vocab // _BLOCK) * _BLOCK
+    rows = WORKSPACE_BYTES // (4 * 4 * padded) // 64 * 64
+    return int(min(max(rows, _CHUNK_ROWS[0]), _CHUNK_ROWS[1]))
 
 
 def _exp_sum(z: torch.Tensor, m: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
