@@ -39,8 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lens_methods import (LOGIT_STATS, STAT_NAMES, _hwm, _reset_peak, _rss, build_model, flop_counts,  # noqa: E402
-                          run_floor, run_forward, run_naive, run_nnsight, run_readout, run_readout_v0, run_tlens)
+from lens_methods import (LOGIT_STATS, STAT_NAMES, _hwm, _reset_peak, _rss, agreement, build_model,  # noqa: E402
+                          flop_counts, run_floor, run_forward, run_naive, run_nnsight, run_readout, run_readout_v0,
+                          run_tlens)
 
 METHODS = ("forward", "floor", "readout", "readout_v0", "naive", "tlens", "nnsight")
 
@@ -62,11 +63,13 @@ def parse_args(argv=None):
     ap.add_argument("--vocab", type=int, default=50257)
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--d-model", type=int, default=768)
-    ap.add_argument("--arch", choices=("gpt2", "llama"), default="gpt2", help="random-init architecture")
+    ap.add_argument("--arch", choices=("gpt2", "llama", "gemma3"), default="gpt2",
+                    help="random-init architecture (gemma3: Gemma-3-270M's shape, 18 layers, d=640)")
     ap.add_argument("--model", default=None, help="a real or zoo model for eeutils.load_model instead")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--chunk", type=int, default=256, help="readout chunk_tokens")
+    ap.add_argument("--chunk", type=int, default=0, help="readout chunk_tokens (0: the readout's choice for the "
+                    "vocabulary, 128-256)")
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     ap.add_argument("--variants", default="", help="extra readout runs as name=chunk pairs, e.g. 'readout_c512=512'")
@@ -75,6 +78,13 @@ def parse_args(argv=None):
     ap.add_argument("--paired", default="", help="instead of the subprocess table: time these methods in ONE "
                     "process, each between two plain forwards, and report time / forward-around-it "
                     "(e.g. 'floor,readout,readout_v0,readout_c512=512'); memory is not measured in this mode")
+    ap.add_argument("--vocab-sweep", default="", help="instead: the same model shape (--arch, default gemma3) at "
+                    "these vocabularies, e.g. 2048,50257,128256,262144 (see benchmarks/vocab_sweep.py)")
+    ap.add_argument("--check-tokens", type=int, default=64, help="vocab sweep: tokens for the naive-lens check")
+    ap.add_argument("--mem-tokens", type=int, default=0, help="vocab sweep: tokens for the peak-memory runs "
+                    "(0: --tokens)")
+    ap.add_argument("--naive-max-gib", type=float, default=4.0, help="vocab sweep: run naive only below this "
+                    "estimate of its memory")
     ap.add_argument("--no-check", action="store_true", help="skip comparing the statistics between methods")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per subprocess")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
@@ -122,7 +132,7 @@ def paired_worker(args):
     torch.set_num_threads(args.threads)
     lm, ids = build_model(args)
     names = [m for m in args.paired_methods.split(",") if m]
-    fns = {"floor": run_floor, "readout": run_readout, "readout_v0": run_readout_v0}
+    fns = {"floor": run_floor, "readout": run_readout, "readout_v0": run_readout_v0, "naive": run_naive}
     for name in names:
         if "=" in name:
             label, chunk = name.split("=")
@@ -177,9 +187,9 @@ def _fmt_bytes(b):
     return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"
 
 
-def paired_main(args, base_args, flops):
-    bound_ratio = flops["bound_flops"] / flops["forward_flops"]
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "paired", "--paired-methods", args.paired,
+def run_paired(args, methods: str, base_args) -> dict:
+    """The paired worker in a subprocess, its progress printed: {"times": {...}, "ratios": {...}}."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "paired", "--paired-methods", methods,
            "--repeats", str(args.repeats)] + base_args
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TQDM_DISABLE="1")
@@ -196,6 +206,12 @@ def paired_main(args, base_args, flops):
                 res = d
     if res is None:
         raise SystemExit("the paired worker failed")
+    return res
+
+
+def paired_main(args, base_args, flops):
+    bound_ratio = flops["bound_flops"] / flops["forward_flops"]
+    res = run_paired(args, args.paired, base_args)
     _print_table_head(flops, bound_ratio, f"{'method':13s} {'median s':>9s} {'x forward (median of per-pair ratios)':>38s} "
                                           f"{'x bound':>8s}  per-pair ratios")
     summary = {"forward": {"seconds": float(np.median(res["times"]["forward"])), "seconds_all": res["times"]["forward"]}}
@@ -230,6 +246,9 @@ def main(argv=None):
     if args.worker == "paired":
         paired_worker(args)
         return
+    if args.vocab_sweep:
+        from vocab_sweep import sweep_main
+        return sweep_main(args, _run_child, run_paired)
     if args.worker:
         if args.worker.startswith("variant:"):
             args.variant_chunk = args.worker.split(":", 1)[1]
@@ -346,14 +365,7 @@ def main(argv=None):
                 continue
             other = np.load(f)
             names = STAT_NAMES if label.startswith("readout") else LOGIT_STATS
-            diffs = {}
-            for n in names:
-                a, b = ref[n].astype(np.float64), other[n].astype(np.float64)
-                if n in ("top1", "rank_of_final"):
-                    diffs[n] = float(np.mean(a != b))  # fraction that differ (ties / rounding)
-                else:
-                    both = np.isnan(a) & np.isnan(b)
-                    diffs[n] = float(np.max(np.where(both, 0, np.abs(a - b))))
+            diffs = {n: v.get("differ", v.get("max_abs")) for n, v in agreement(ref, other, names).items()}
             check[label] = diffs
             worst = max((v, n) for n, v in diffs.items() if n not in ("top1", "rank_of_final"))
             print(f"statistics vs readout, {label}: max |diff| {worst[0]:.2e} ({worst[1]}); top1 differs on "
