@@ -5,6 +5,8 @@ rounds, medians.
 
     .venv/bin/python benchmarks/profile_kernel.py --vocab 262144 --chunk 256 --repeats 5
 
+    .venv/bin/python benchmarks/profile_kernel.py --vocab 262144 --chunks 128,256 --repeats 8
+
 Passes: whole-row torch.topk (what the kernel used before), block maxima + blocked top-k (what it uses
 now), rank count (compare into a scratch row, sum), exp + sum, the batched four-row dot product, and
 ChunkReducer.layer as a whole. Random head weights (d_model 640, std 0.05) and random states.
@@ -31,8 +33,12 @@ def main(argv=None):
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--chunks", default="", help="instead: time the matmul and layer() per token at these chunk "
+                    "sizes (e.g. 128,256), interleaved in one process")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.chunks:
+        return compare_chunks(args, [int(c) for c in args.chunks.split(",")])
     V, C, k = args.vocab, args.chunk, args.k
     g = torch.Generator().manual_seed(0)
     W = torch.randn(V, args.d_model, generator=g) * 0.05
@@ -43,19 +49,20 @@ def main(argv=None):
     r.final(xs[0], target)
     buf = r.buf[:C, :, :V]
     z, e = buf[:, _Z], buf[:, _E]
+    t = z.gather(1, r.ref.top1[:, None])
     b5 = torch.ones(C, 5, V)  # [pf, zf, z, e, 1]: z.[...] and e.[...] in one product (sum e = e . 1)
     passes = {
         "matmul (floor)": lambda x: torch.mm(x, W.t(), out=r.slot(C)),
         "topk whole rows": lambda x: torch.topk(z, k, dim=-1),
         "blocked top-k": lambda x: r._topk(C, _Z),
-        "rank: gt + sum": lambda x: torch.gt(z, z.gather(1, r.ref.top1[:, None]), out=e).sum(-1),
+        "rank: gt + sum": lambda x: torch.gt(z, t, out=e).sum(-1),
+        "rank: bool sum": lambda x: (z > t).sum(-1),
+        "rank: count_nonzero": lambda x: torch.count_nonzero(z > t, -1),
         "exp + sum": lambda x: _exp_sum(z, z.amax(-1), e),
         "exp only": lambda x: torch.exp(z, out=e),
         "sum only": lambda x: e.sum(-1),
-        "rank: bool sum": lambda x: (z > z.gather(1, r.ref.top1[:, None])).sum(-1),
-        "rank: count_nonzero": lambda x: torch.count_nonzero(z > z.gather(1, r.ref.top1[:, None]), -1),
-        "dots + sum (5 rows)": lambda x: torch.bmm(b5[:, 2:4], b5.transpose(1, 2)),
         "dots z.[pf,zf,z,e]": lambda x: torch.bmm(z.unsqueeze(1), buf[:, _PF:].transpose(1, 2)),
+        "dots + sum (5 rows)": lambda x: torch.bmm(b5[:, 2:4], b5.transpose(1, 2)),
         "layer() total": lambda x: r.layer(x, x, target),
     }
     times = {name: [] for name in passes}
@@ -76,6 +83,38 @@ def main(argv=None):
         med = statistics.median(ts)
         print(f"  {name:20s} {med * 1e3:9.1f} ms  {med / mm:6.3f} x matmul   "
               + " ".join(f"{t * 1e3:.0f}" for t in ts))
+
+
+def compare_chunks(args, chunks):
+    """Per token: the head matmul and ChunkReducer.layer at several chunk sizes, interleaved rounds."""
+    V, k = args.vocab, args.k
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(V, args.d_model, generator=g) * 0.05
+    setups = {}
+    for C in chunks:
+        x = torch.randn(C, args.d_model, generator=g)
+        target = torch.randint(0, V, (C,), generator=g)
+        r = ChunkReducer(C, V, k)
+        torch.mm(x, W.t(), out=r.slot(C, final=True))
+        r.final(x, target)
+        setups[C] = (x, target, r)
+    times = {(C, what): [] for C in chunks for what in ("matmul", "layer")}
+    for rep in range(args.repeats):
+        for C in chunks[rep % len(chunks):] + chunks[:rep % len(chunks)]:
+            x, target, r = setups[C]
+            t0 = time.perf_counter()
+            torch.mm(x, W.t(), out=r.slot(C))
+            t1 = time.perf_counter()
+            r.layer(x, x, target)
+            t2 = time.perf_counter()
+            times[(C, "matmul")].append((t1 - t0) / C)
+            times[(C, "layer")].append((t2 - t1) / C)
+    print(f"vocab {V}, d {args.d_model}, {args.threads} threads; per token, medians of {args.repeats}")
+    for C in chunks:
+        mm, ly = statistics.median(times[(C, "matmul")]), statistics.median(times[(C, "layer")])
+        ratios = [b / a for a, b in zip(times[(C, "matmul")], times[(C, "layer")])]
+        print(f"  chunk {C:5d}: matmul {mm * 1e3:7.2f} ms/token, layer() {ly * 1e3:7.2f} ms/token, layer/matmul "
+              f"{statistics.median(ratios):.3f} (per round: {' '.join(f'{q:.3f}' for q in ratios)})")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ from lens_methods import (LOGIT_STATS, STAT_NAMES, _hwm, _reset_peak, _rss, agre
                           flop_counts, run_floor, run_forward, run_naive, run_nnsight, run_readout, run_readout_v0,
                           run_tlens)
 
+# wall: seconds elapsed; cpu: CPU seconds of this process (all threads), which on a loaded machine counts the
+# work done rather than the time spent waiting for a core (use it with --threads 1: no spinning threads)
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 METHODS = ("forward", "floor", "readout", "readout_v0", "naive", "tlens", "nnsight")
 
 
@@ -83,8 +86,12 @@ def parse_args(argv=None):
     ap.add_argument("--check-tokens", type=int, default=64, help="vocab sweep: tokens for the naive-lens check")
     ap.add_argument("--mem-tokens", type=int, default=0, help="vocab sweep: tokens for the peak-memory runs "
                     "(0: --tokens)")
+    ap.add_argument("--mem-methods", default="forward,readout", help="vocab sweep: methods whose peak memory is "
+                    "measured in fresh processes (naive is added where it fits)")
     ap.add_argument("--naive-max-gib", type=float, default=4.0, help="vocab sweep: run naive only below this "
                     "estimate of its memory")
+    ap.add_argument("--clock", choices=tuple(CLOCKS), default="wall", help="wall seconds, or CPU seconds of the "
+                    "process (steadier on a loaded machine; use with --threads 1)")
     ap.add_argument("--no-check", action="store_true", help="skip comparing the statistics between methods")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per subprocess")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
@@ -110,9 +117,9 @@ def worker(args):
         lm.model(input_ids=ids[:1, :32], use_cache=False)  # warm-up: touches every weight
         reset_ok = _reset_peak()
         base = _rss()
-        t0 = time.perf_counter()
+        t0 = CLOCKS[args.clock]()
         res = run_readout(lm, ids, args, chunk) if chunk else methods[name](lm, ids, args)
-        t1 = time.perf_counter()
+        t1 = CLOCKS[args.clock]()
         if isinstance(res, dict) and "_t0" in res:  # the method loaded things first and started the clock
             base, t0, res = res["_base"], res["_t0"], res["stats"]
     if isinstance(res, str):
@@ -142,9 +149,9 @@ def paired_worker(args):
     ratios = {label: [] for label in labels}
 
     def timed(fn):
-        t0 = time.perf_counter()
+        t0 = CLOCKS[args.clock]()
         fn(lm, ids, args)
-        return time.perf_counter() - t0
+        return CLOCKS[args.clock]() - t0
 
     with torch.inference_mode():
         lm.model(input_ids=ids[:1, :32], use_cache=False)
@@ -165,7 +172,7 @@ def paired_worker(args):
 
 # ---------------------------------------------------------------------------------------------- parent
 def _run_child(args, method, extra, stats_out=None):
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method] + extra
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, "--clock", args.clock] + extra
     if stats_out:
         cmd += ["--stats-out", stats_out]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
@@ -190,7 +197,7 @@ def _fmt_bytes(b):
 def run_paired(args, methods: str, base_args) -> dict:
     """The paired worker in a subprocess, its progress printed: {"times": {...}, "ratios": {...}}."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "paired", "--paired-methods", methods,
-           "--repeats", str(args.repeats)] + base_args
+           "--repeats", str(args.repeats), "--clock", args.clock] + base_args
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TQDM_DISABLE="1")
     res = None

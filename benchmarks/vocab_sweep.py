@@ -54,7 +54,7 @@ def sweep_main(args, run_child, run_paired):
     vocabs = [int(v) for v in args.vocab_sweep.split(",") if v.strip()]
     mem_tokens = args.mem_tokens or args.tokens
     layers = 18 if args.arch == "gemma3" else args.layers
-    print(f"vocabulary sweep, {args.arch} shape, random init, fp32; {args.tokens} tokens ({args.tokens // args.doc_len}"
+    print(f"vocabulary sweep, {args.arch} shape, random init, fp32, {args.clock} clock; {args.tokens} tokens ({args.tokens // args.doc_len}"
           f" x {args.doc_len}); chunk {'auto' if not args.chunk else args.chunk}; {args.threads} threads; "
           f"{os.cpu_count()} CPUs; load average {os.getloadavg()}", flush=True)
     out = {"args": {k: v for k, v in vars(args).items() if k != "worker"}, "vocabs": {}}
@@ -82,7 +82,7 @@ def sweep_main(args, run_child, run_paired):
               f"load {row['loadavg_after_timing'][0]:.1f}", flush=True)
         mem_naive_ok = naive_bytes(layers, mem_tokens, V) <= args.naive_max_gib * 2**30
         row["memory"] = {}
-        for m in ["forward", "readout"] + (["naive"] if mem_naive_ok else []):  # the floor is timed above
+        for m in args.mem_methods.split(",") + (["naive"] if mem_naive_ok else []):
             r = run_child(args, m, base + ["--tokens", str(mem_tokens)])
             row["memory"][m] = r
             print(f"V={V:>6} memory at {mem_tokens} tokens  {m:8s} "
