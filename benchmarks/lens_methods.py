@@ -154,24 +154,10 @@ def chunk_rows(lm, args) -> int:
 
 
 def run_floor(lm, ids, args):
-    """Forward, then for every chunk the L unembedding matmuls of the lens into one reused buffer."""
-    import torch
-    sys.path.insert(0, str(ROOT))
-    from eeutils.lens.readout import _Capture
-    chunk = chunk_rows(lm, args)
-
-    cap = _Capture(lm.blocks)
-    try:
-        lm.model(input_ids=ids, use_cache=False).logits
-        states = [s.reshape(-1, s.shape[-1]) for s in cap.states]
-    finally:
-        cap.remove()
-    W = lm.head.weight
-    buf = torch.empty(chunk, lm.vocab_size)
-    for c in range(0, states[0].shape[0], chunk):
-        for layer in range(lm.n_layers):
-            x = lm.final_norm(states[layer][c:c + chunk])
-            torch.mm(x, W.t(), out=buf[:x.shape[0]])
+    """Forward, then for every chunk the L unembedding matmuls of the lens into one reused buffer
+    (`benchmarks/_floor.py`)."""
+    from _floor import floor_pass
+    floor_pass(lm, ids, chunk_rows(lm, args))
     return None
 
 
@@ -351,5 +337,5 @@ def agreement(ref: dict, other: dict, names=LOGIT_STATS) -> dict:
         d = np.where(np.isnan(a) & np.isnan(b), 0.0, np.abs(a - b))
         res[n] = {"max_abs": float(d.max())}
         if n in RELATIVE:
-            res[n]["max_rel"] = float(np.max(d / np.maximum(np.abs(a), 1e-3)))
+            res[n]["max_rel"] = float(np.max(d / np.maximum(np.abs(np.nan_to_num(a)), 1e-3)))
     return res

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where one layer's statistics time goes: each pass over a [chunk x vocab] fp32 logits block timed on its
 own, next to the unembedding matmul that produces the block (the floor's per-layer cost), interleaved
-rounds, medians.
+rounds, medians; CPU seconds of the process (time.process_time), steadier than wall time on a loaded machine.
 
     .venv/bin/python benchmarks/profile_kernel.py --vocab 262144 --chunk 256 --repeats 5
 
@@ -74,9 +74,9 @@ def main(argv=None):
             names.remove("matmul (floor)")
             names.insert(0, "matmul (floor)")
         for name in names:
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             passes[name](x)
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(time.process_time() - t0)
     mm = statistics.median(times["matmul (floor)"])
     print(f"vocab {V}, chunk {C}, d {args.d_model}, {args.threads} threads; medians of {args.repeats}")
     for name, ts in times.items():
@@ -102,11 +102,11 @@ def compare_chunks(args, chunks):
     for rep in range(args.repeats):
         for C in chunks[rep % len(chunks):] + chunks[:rep % len(chunks)]:
             x, target, r = setups[C]
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             torch.mm(x, W.t(), out=r.slot(C))
-            t1 = time.perf_counter()
+            t1 = time.process_time()
             r.layer(x, x, target)
-            t2 = time.perf_counter()
+            t2 = time.process_time()
             times[(C, "matmul")].append((t1 - t0) / C)
             times[(C, "layer")].append((t2 - t1) / C)
     print(f"vocab {V}, d {args.d_model}, {args.threads} threads; per token, medians of {args.repeats}")

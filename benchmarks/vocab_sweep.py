@@ -82,7 +82,7 @@ def sweep_main(args, run_child, run_paired):
               f"load {row['loadavg_after_timing'][0]:.1f}", flush=True)
         mem_naive_ok = naive_bytes(layers, mem_tokens, V) <= args.naive_max_gib * 2**30
         row["memory"] = {}
-        for m in args.mem_methods.split(",") + (["naive"] if mem_naive_ok else []):
+        for m in [m for m in args.mem_methods.split(",") if m] + (["naive"] if mem_naive_ok and args.mem_methods else []):
             r = run_child(args, m, base + ["--tokens", str(mem_tokens)])
             row["memory"][m] = r
             print(f"V={V:>6} memory at {mem_tokens} tokens  {m:8s} "
