@@ -162,7 +162,7 @@ def run_floor(lm, ids, args):
 
 
 def run_readout(lm, ids, args, chunk=None):
-    """eeutils.readout with its default batching (<= 8 documents, <= 32 MiB of captured states per batch)."""
+    """eeutils.readout with its default batching (<= 8 documents, <= 16 MiB of captured states per batch)."""
     sys.path.insert(0, str(ROOT))
     import eeutils
     r = eeutils.readout(lm, ids.tolist(), k=args.k, chunk_tokens=chunk or args.chunk or None,

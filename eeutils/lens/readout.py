@@ -27,7 +27,7 @@ from .result import Readout
 from .statistics import FLOAT_STATS, INT_STATS, SPECS
 
 _HPREV = FLOAT_STATS.index("hidden_cos_prev")
-STATES_BYTES = 32 * 2**20  # default cap on one batch's captured residual streams (see `_batches`)
+STATES_BYTES = 16 * 2**20  # default cap on one batch's captured residual streams (see `_batches`)
 
 
 def _lens_into(model: LoadedModel):
@@ -172,7 +172,7 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
     k: size of the top-k sets (>= 2). max_length: tokens per document (default: the model's
     context); longer documents are truncated with a warning, or rejected with on_overflow="error".
     Memory: the residual streams of one batch ((L + 1) x batch tokens x d_model in the model's dtype; a batch
-    is at most batch_size documents and max_batch_tokens padded tokens, default: what fits in 32 MiB, at least
+    is at most batch_size documents and max_batch_tokens padded tokens, default: what fits in 16 MiB, at least
     one document) plus one [chunk_tokens x 4 x vocab] fp32 workspace (see `eeutils.lens.kernel.ChunkReducer`;
     chunk_tokens default: `auto_chunk_tokens(vocab)`, 128-256 rows, <= 512 MiB). Neither changes a number.
     """
