@@ -53,7 +53,13 @@ def build_model(args):
     else:
         torch.manual_seed(0)
         d, L, V = args.d_model, args.layers, args.vocab
-        if args.arch == "gpt2":
+        if args.arch == "gemma3":  # Gemma-3-270M's shape (--layers / --d-model are ignored)
+            from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+            cfg = Gemma3TextConfig(vocab_size=V, hidden_size=640, intermediate_size=2048, num_hidden_layers=18,
+                                   num_attention_heads=4, num_key_value_heads=1, head_dim=256, sliding_window=512,
+                                   max_position_embeddings=max(args.doc_len, 64), tie_word_embeddings=True)
+            model = Gemma3ForCausalLM(cfg)
+        elif args.arch == "gpt2":
             from transformers import GPT2Config, GPT2LMHeadModel
             cfg = GPT2Config(vocab_size=V, n_positions=max(args.doc_len, 64), n_embd=d, n_layer=L,
                              n_head=max(d // 64, 1))
@@ -141,31 +147,25 @@ def run_forward(lm, ids, args):
     return None
 
 
-def run_floor(lm, ids, args):
-    """Forward, then for every chunk the L unembedding matmuls of the lens into one reused buffer."""
-    import torch
-    sys.path.insert(0, str(ROOT))
-    from eeutils.lens.readout import _Capture
+def chunk_rows(lm, args) -> int:
+    """--chunk, or (0) the readout's own choice for this vocabulary."""
+    from eeutils.lens.kernel import auto_chunk_tokens
+    return args.chunk or auto_chunk_tokens(lm.vocab_size)
 
-    cap = _Capture(lm.blocks)
-    try:
-        lm.model(input_ids=ids, use_cache=False).logits
-        states = [s.reshape(-1, s.shape[-1]) for s in cap.states]
-    finally:
-        cap.remove()
-    W = lm.head.weight
-    buf = torch.empty(args.chunk, lm.vocab_size)
-    for c in range(0, states[0].shape[0], args.chunk):
-        for layer in range(lm.n_layers):
-            x = lm.final_norm(states[layer][c:c + args.chunk])
-            torch.mm(x, W.t(), out=buf[:x.shape[0]])
+
+def run_floor(lm, ids, args):
+    """Forward, then for every chunk the L unembedding matmuls of the lens into one reused buffer
+    (`benchmarks/_floor.py`)."""
+    from _floor import floor_pass
+    floor_pass(lm, ids, chunk_rows(lm, args))
     return None
 
 
 def run_readout(lm, ids, args, chunk=None):
+    """eeutils.readout with its default batching (<= 8 documents, <= 16 MiB of captured states per batch)."""
     sys.path.insert(0, str(ROOT))
     import eeutils
-    r = eeutils.readout(lm, ids.tolist(), k=args.k, batch_size=ids.shape[0], chunk_tokens=chunk or args.chunk,
+    r = eeutils.readout(lm, ids.tolist(), k=args.k, chunk_tokens=chunk or args.chunk or None,
                         progress=False)
     return {n: r[n] for n in STAT_NAMES}
 
@@ -189,8 +189,9 @@ def run_readout_v0(lm, ids, args):
     finally:
         cap.remove()
     tgt = _targets(ids)
-    for c in range(0, T, args.chunk):
-        sl = slice(c, c + args.chunk)
+    chunk = chunk_rows(lm, args)
+    for c in range(0, T, chunk):
+        sl = slice(c, c + chunk)
         h_last = states[L][sl]
         z_final = lm.layer_logits(h_last)
         ref = _V0Ref.build(z_final, h_last, k)
@@ -322,3 +323,23 @@ def run_nnsight(lm, ids, args):
 
 
 # ---------------------------------------------------------------------------------------------- worker
+
+
+# ------------------------------------------------------------------------------------------ agreement
+RELATIVE = ("entropy", "kl_to_final", "ce")  # values that grow with log V: also compared relative to their size
+
+
+def agreement(ref: dict, other: dict, names=LOGIT_STATS) -> dict:
+    """Per statistic: the fraction of (token, layer) that differ (top1, rank_of_final), else max |diff|
+    (NaN where both are NaN counts as equal) and, for RELATIVE ones, max |diff| / max(|ref|, 1e-3)."""
+    res = {}
+    for n in names:
+        a, b = np.asarray(ref[n], np.float64), np.asarray(other[n], np.float64)
+        if n in ("top1", "rank_of_final"):
+            res[n] = {"differ": float(np.mean(a != b))}
+            continue
+        d = np.where(np.isnan(a) & np.isnan(b), 0.0, np.abs(a - b))
+        res[n] = {"max_abs": float(d.max())}
+        if n in RELATIVE:
+            res[n]["max_rel"] = float(np.max(d / np.maximum(np.abs(np.nan_to_num(a)), 1e-3)))
+    return res

@@ -39,9 +39,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lens_methods import (LOGIT_STATS, STAT_NAMES, _hwm, _reset_peak, _rss, build_model, flop_counts,  # noqa: E402
-                          run_floor, run_forward, run_naive, run_nnsight, run_readout, run_readout_v0, run_tlens)
+from lens_methods import (LOGIT_STATS, STAT_NAMES, _hwm, _reset_peak, _rss, agreement, build_model,  # noqa: E402
+                          flop_counts, run_floor, run_forward, run_naive, run_nnsight, run_readout, run_readout_v0,
+                          run_tlens)
 
+# wall: seconds elapsed; cpu: CPU seconds of this process (all threads), which on a loaded machine counts the
+# work done rather than the time spent waiting for a core (use it with --threads 1: no spinning threads)
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 METHODS = ("forward", "floor", "readout", "readout_v0", "naive", "tlens", "nnsight")
 
 
@@ -62,11 +66,13 @@ def parse_args(argv=None):
     ap.add_argument("--vocab", type=int, default=50257)
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--d-model", type=int, default=768)
-    ap.add_argument("--arch", choices=("gpt2", "llama"), default="gpt2", help="random-init architecture")
+    ap.add_argument("--arch", choices=("gpt2", "llama", "gemma3"), default="gpt2",
+                    help="random-init architecture (gemma3: Gemma-3-270M's shape, 18 layers, d=640)")
     ap.add_argument("--model", default=None, help="a real or zoo model for eeutils.load_model instead")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--chunk", type=int, default=256, help="readout chunk_tokens")
+    ap.add_argument("--chunk", type=int, default=0, help="readout chunk_tokens (0: the readout's choice for the "
+                    "vocabulary, 128-256)")
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     ap.add_argument("--variants", default="", help="extra readout runs as name=chunk pairs, e.g. 'readout_c512=512'")
@@ -75,9 +81,19 @@ def parse_args(argv=None):
     ap.add_argument("--paired", default="", help="instead of the subprocess table: time these methods in ONE "
                     "process, each between two plain forwards, and report time / forward-around-it "
                     "(e.g. 'floor,readout,readout_v0,readout_c512=512'); memory is not measured in this mode")
+    ap.add_argument("--vocab-sweep", default="", help="instead: the same model shape (--arch, default gemma3) at "
+                    "these vocabularies, e.g. 2048,50257,128256,262144 (see benchmarks/vocab_sweep.py)")
+    ap.add_argument("--check-tokens", type=int, default=64, help="vocab sweep: tokens for the naive-lens check")
+    ap.add_argument("--mem-tokens", type=int, default=0, help="vocab sweep: tokens for the peak-memory runs "
+                    "(0: --tokens)")
+    ap.add_argument("--mem-methods", default="forward,readout", help="vocab sweep: methods whose peak memory is "
+                    "measured in fresh processes (naive is added where it fits)")
     ap.add_argument("--naive-max-gib", type=float, default=4.0,
                     help="skip the naive lens when its [L+1, T, V] fp32 logits (x2 for the log-softmax) would exceed "
-                         "this many GiB (at a 262k vocabulary that is ~2 MB per token per layer)")
+                         "this many GiB (at a 262k vocabulary that is ~2 MB per token per layer); also the vocab "
+                         "sweep's limit")
+    ap.add_argument("--clock", choices=tuple(CLOCKS), default="wall", help="wall seconds, or CPU seconds of the "
+                    "process (steadier on a loaded machine; use with --threads 1)")
     ap.add_argument("--no-check", action="store_true", help="skip comparing the statistics between methods")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per subprocess")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
@@ -103,9 +119,9 @@ def worker(args):
         lm.model(input_ids=ids[:1, :32], use_cache=False)  # warm-up: touches every weight
         reset_ok = _reset_peak()
         base = _rss()
-        t0 = time.perf_counter()
+        t0 = CLOCKS[args.clock]()
         res = run_readout(lm, ids, args, chunk) if chunk else methods[name](lm, ids, args)
-        t1 = time.perf_counter()
+        t1 = CLOCKS[args.clock]()
         if isinstance(res, dict) and "_t0" in res:  # the method loaded things first and started the clock
             base, t0, res = res["_base"], res["_t0"], res["stats"]
     if isinstance(res, str):
@@ -125,7 +141,7 @@ def paired_worker(args):
     torch.set_num_threads(args.threads)
     lm, ids = build_model(args)
     names = [m for m in args.paired_methods.split(",") if m]
-    fns = {"floor": run_floor, "readout": run_readout, "readout_v0": run_readout_v0}
+    fns = {"floor": run_floor, "readout": run_readout, "readout_v0": run_readout_v0, "naive": run_naive}
     for name in names:
         if "=" in name:
             label, chunk = name.split("=")
@@ -135,9 +151,9 @@ def paired_worker(args):
     ratios = {label: [] for label in labels}
 
     def timed(fn):
-        t0 = time.perf_counter()
+        t0 = CLOCKS[args.clock]()
         fn(lm, ids, args)
-        return time.perf_counter() - t0
+        return CLOCKS[args.clock]() - t0
 
     with torch.inference_mode():
         lm.model(input_ids=ids[:1, :32], use_cache=False)
@@ -158,7 +174,7 @@ def paired_worker(args):
 
 # ---------------------------------------------------------------------------------------------- parent
 def _run_child(args, method, extra, stats_out=None):
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method] + extra
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, "--clock", args.clock] + extra
     if stats_out:
         cmd += ["--stats-out", stats_out]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
@@ -180,10 +196,10 @@ def _fmt_bytes(b):
     return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.0f} MiB"
 
 
-def paired_main(args, base_args, flops):
-    bound_ratio = flops["bound_flops"] / flops["forward_flops"]
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "paired", "--paired-methods", args.paired,
-           "--repeats", str(args.repeats)] + base_args
+def run_paired(args, methods: str, base_args) -> dict:
+    """The paired worker in a subprocess, its progress printed: {"times": {...}, "ratios": {...}}."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "paired", "--paired-methods", methods,
+           "--repeats", str(args.repeats), "--clock", args.clock] + base_args
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TQDM_DISABLE="1")
     res = None
@@ -199,6 +215,12 @@ def paired_main(args, base_args, flops):
                 res = d
     if res is None:
         raise SystemExit("the paired worker failed")
+    return res
+
+
+def paired_main(args, base_args, flops):
+    bound_ratio = flops["bound_flops"] / flops["forward_flops"]
+    res = run_paired(args, args.paired, base_args)
     _print_table_head(flops, bound_ratio, f"{'method':13s} {'median s':>9s} {'x forward (median of per-pair ratios)':>38s} "
                                           f"{'x bound':>8s}  per-pair ratios")
     summary = {"forward": {"seconds": float(np.median(res["times"]["forward"])), "seconds_all": res["times"]["forward"]}}
@@ -233,6 +255,9 @@ def main(argv=None):
     if args.worker == "paired":
         paired_worker(args)
         return
+    if args.vocab_sweep:
+        from vocab_sweep import sweep_main
+        return sweep_main(args, _run_child, run_paired)
     if args.worker:
         if args.worker.startswith("variant:"):
             args.variant_chunk = args.worker.split(":", 1)[1]
@@ -350,14 +375,7 @@ def main(argv=None):
                 continue
             other = np.load(f)
             names = STAT_NAMES if label.startswith("readout") else LOGIT_STATS
-            diffs = {}
-            for n in names:
-                a, b = ref[n].astype(np.float64), other[n].astype(np.float64)
-                if n in ("top1", "rank_of_final"):
-                    diffs[n] = float(np.mean(a != b))  # fraction that differ (ties / rounding)
-                else:
-                    both = np.isnan(a) & np.isnan(b)
-                    diffs[n] = float(np.max(np.where(both, 0, np.abs(a - b))))
+            diffs = {n: v.get("differ", v.get("max_abs")) for n, v in agreement(ref, other, names).items()}
             check[label] = diffs
             worst = max((v, n) for n, v in diffs.items() if n not in ("top1", "rank_of_final"))
             print(f"statistics vs readout, {label}: max |diff| {worst[0]:.2e} ({worst[1]}); top1 differs on "

@@ -271,3 +271,26 @@ def test_device_map_auto_loads_through_accelerate(tmp_path):
     assert r.n_layers == 3
     with pytest.raises(ValueError, match="either device or device_map"):
         eeutils.load_model(str(folder), device="cpu", device_map="auto")
+
+
+def test_batches_respect_doc_and_token_caps():
+    from eeutils.lens.readout import _batches
+    lengths = np.array([10, 40, 25, 5, 30])
+    order = np.argsort(-lengths, kind="stable")  # 40, 30, 25, 10, 5
+    assert _batches(order, lengths, 8, 80) == [[1, 4], [2, 0, 3]]  # 2 x 40 padded tokens, then 3 x 25
+    assert _batches(order, lengths, 2, 10**6) == [[1, 4], [2, 0], [3]]
+    assert _batches(order, lengths, 8, 1) == [[d] for d in order]  # a document longer than the cap goes alone
+
+
+def test_token_capped_batches_and_chunks_change_no_number():
+    lm = eeutils.wrap_model(tm.make_model("llama"))
+    ids = _ids(5, n=4, T=16)
+    docs = [ids[0].tolist(), ids[1, :6].tolist(), ids[2, :11].tolist(), ids[3].tolist()]
+    ref = eeutils.readout(lm, docs, batch_size=4, chunk_tokens=1000, progress=False)
+    small = eeutils.readout(lm, docs, batch_size=4, max_batch_tokens=20, chunk_tokens=5, progress=False)
+    assert small.meta["max_batch_tokens"] == 20 and small.meta["chunk_tokens"] == 5
+    for name in ("max_prob", "entropy", "kl_to_final", "logit_cos", "hidden_cos", "ce"):
+        np.testing.assert_allclose(small[name], ref[name], atol=1e-4, err_msg=name)
+    np.testing.assert_array_equal(small["top1"], ref["top1"])
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        eeutils.readout(lm, docs, max_batch_tokens=0, progress=False)

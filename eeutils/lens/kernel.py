@@ -4,7 +4,9 @@ Everything here is fp32. The final layer's distribution is computed once per
 chunk (`FinalRef`) and reused for every layer, and each layer costs a small,
 fixed number of passes over [chunk x vocab]:
 
-    top-k (read z)  ->  the row max m and the top-k ids
+    block maxima (read z: one vectorised max per 256 columns) -> the row max m, and the exact top-k from a
+        top-k over the block maxima and then over the k best blocks (torch.topk over whole 262k-wide rows was
+        the largest single cost: a scalar partial sort, ~6x a vectorised max)
     z > z[final top-1], counted (read z, write a scratch row, sum it)
     e = exp(z) into the same scratch (one pass; exp(z - m), two passes, when some row max m is outside
         [-60, 60] where exp(z) could overflow or lose the top of the distribution), S = sum e
@@ -15,7 +17,8 @@ KL(p_f || p_l) is taken from reductions rather than a materialised difference:
     KL = sum_v p_f log p_f - sum_v p_f z_l + logsumexp(z_l)
 entropy from H(p_l) = logsumexp(z_l) - sum_v p_l z_l.
 
-`ChunkReducer` is the readout's workspace: one [chunk, 4, vocab] fp32 buffer holding p_f, z_f, the
+`ChunkReducer` is the readout's workspace: one [chunk, 4, vocab] fp32 buffer (vocab rounded up to a
+multiple of 256, the padding -inf) holding p_f, z_f, the
 current layer's logits and the scratch row side by side, so nothing of vocab size is allocated per layer.
 `chunk_statistics` / `FinalRef.build` are the same arithmetic on ordinary tensors.
 """
@@ -29,8 +32,21 @@ import torch
 from .statistics import FLOAT_STATS, INT_STATS  # noqa: F401  (INT_STATS is followed by the k top-k ids)
 
 _PF, _ZF, _Z, _E = 0, 1, 2, 3  # rows of the ChunkReducer buffer
+_BLOCK = 256  # columns per block for the blocked top-k (block maxima, then top-k inside k blocks)
+WORKSPACE_BYTES = 256 * 2**20  # target size of the ChunkReducer workspace (see `auto_chunk_tokens`)
+_CHUNK_ROWS = (128, 256)  # fewest rows (the head matmul stays efficient), most rows (more buys no speed)
 _EXP_SAFE = 60.0  # exp(z) without a shift when every row max is within +-this: no overflow (V * e^60 << 3e38),
 #                   and everything within e^-27 of the top stays a normal fp32 number
+
+
+def auto_chunk_tokens(vocab: int) -> int:
+    """Tokens per chunk for this vocabulary: as many rows of the [rows x 4 x vocab] fp32 workspace as fit in
+    WORKSPACE_BYTES, within _CHUNK_ROWS (256 up to ~65k vocabularies, 128 from ~128k: 512 MiB at 262k
+    instead of 1 GiB). Measured with benchmarks/profile_kernel.py: per token, the head matmul and every
+    statistic pass cost the same at 128 and 256 rows, so the smaller workspace is free."""
+    padded = -(-vocab // _BLOCK) * _BLOCK
+    rows = WORKSPACE_BYTES // (4 * 4 * padded) // 64 * 64
+    return int(min(max(rows, _CHUNK_ROWS[0]), _CHUNK_ROWS[1]))
 
 
 def _exp_sum(z: torch.Tensor, m: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,24 +155,28 @@ class ChunkReducer:
     Use per chunk: write the final layer's logits into `slot(C, final=True)` and call `final(...)`,
     then for each other layer write its logits into `slot(C)` and call `layer(...)`. Each call returns
     (floats [C, len(FLOAT_STATS)], ints [C, 2 + k]: top1, rank_of_final, top-k ids).
-    Memory: 4 x rows x vocab fp32.
+    Memory: 4 x rows x vocab fp32 (vocab rounded up to a multiple of _BLOCK).
     """
 
     def __init__(self, rows: int, vocab: int, k: int, device=None):
-        self.k = k
-        self.buf = torch.empty((rows, 4, vocab), dtype=torch.float32, device=device)
+        self.k, self.vocab = k, vocab
+        self.n_blocks = -(-vocab // _BLOCK)
+        padded = self.n_blocks * _BLOCK
+        self.buf = torch.empty((rows, 4, padded), dtype=torch.float32, device=device)
+        if padded > vocab:  # only the block maxima read the padding of the logits rows
+            self.buf[:, :, vocab:] = float("-inf")
         self.ref: FinalRef | None = None
 
     def slot(self, n: int, final: bool = False) -> torch.Tensor:
-        """The [n, vocab] buffer (rows contiguous, row stride 4 x vocab) where a layer's logits go."""
-        return self.buf[:n, _ZF if final else _Z]
+        """The [n, vocab] buffer (rows contiguous, row stride 4 x padded vocab) where a layer's logits go."""
+        return self.buf[:n, _ZF if final else _Z, :self.vocab]
 
     def final(self, h_last: torch.Tensor, target: torch.Tensor):
         """Build the chunk's FinalRef from the logits in slot(final=True); statistics of the final layer."""
         n, k = target.shape[0], self.k
-        buf = self.buf[:n]
+        buf = self.buf[:n, :, :self.vocab]
         z, e = buf[:, _ZF], buf[:, _PF]
-        vals, ids = torch.topk(z, k, dim=-1)
+        vals, ids = self._topk(n, _ZF)
         s, lse = _exp_sum(z, vals[:, 0], e)
         dots = torch.bmm(z.unsqueeze(1), buf[:, :2].transpose(1, 2)).view(n, 2)  # z . e, z . z
         ze, zz = dots.unbind(1)
@@ -172,15 +192,30 @@ class ChunkReducer:
     def layer(self, h: torch.Tensor, h_prev: torch.Tensor | None, target: torch.Tensor):
         """Statistics of the layer whose logits are in slot(n), against the chunk's FinalRef."""
         n, k, ref = target.shape[0], self.k, self.ref
-        buf = self.buf[:n]
+        buf = self.buf[:n, :, :self.vocab]
         z, e = buf[:, _Z], buf[:, _E]
-        vals, ids = torch.topk(z, k, dim=-1)
+        vals, ids = self._topk(n, _Z)
         rank = torch.gt(z, z.gather(1, ref.top1[:, None]), out=e).sum(-1)
         s, lse = _exp_sum(z, vals[:, 0], e)
         dots = torch.bmm(z.unsqueeze(1), buf.transpose(1, 2)).view(n, 4)  # z . [p_f, z_f, z, e]
         z_t = z.gather(1, target.clamp_min(0)[:, None]).squeeze(1)
         floats, top1, rank = _finish(vals, ids, s, lse, dots, rank, z_t, h, h_prev, ref, target, k)
         return floats, self._ints(top1, rank, ids)
+
+    def _topk(self, n: int, row: int):
+        """Top-k of the logits in buffer row `row` without sorting or scanning rows element by element:
+        the k largest values lie in the k blocks (of _BLOCK columns) with the largest maxima, so one
+        vectorised max per block, a top-k over the block maxima and a top-k over those k blocks is exact.
+        Tied values may come in another order than torch.topk over the whole row would give them."""
+        k, nb = self.k, self.n_blocks
+        z = self.buf[:n, row]  # padded with -inf
+        if nb < 4 * k:  # small vocabularies: the whole row
+            return torch.topk(z[:, :self.vocab], k, dim=-1)
+        blocks = z.unflatten(1, (nb, _BLOCK))
+        blk = torch.topk(blocks.amax(-1), k, dim=-1).indices  # [n, k]
+        cand = blocks[torch.arange(n, device=z.device)[:, None], blk]  # [n, k, _BLOCK]
+        vals, pos = torch.topk(cand.view(n, k * _BLOCK), k, dim=-1)
+        return vals, blk.gather(1, pos // _BLOCK) * _BLOCK + pos % _BLOCK
 
     @staticmethod
     def _ints(top1, rank, ids):

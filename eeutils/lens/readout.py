@@ -29,12 +29,13 @@ from ..arch.table import apply_logit_ops
 from ..workloads.types import Doc, Workload
 from .capture import _Capture, capture_forward
 from .inputs import as_documents, check_positive_int, check_token_ids
-from .kernel import ChunkReducer, NonFiniteLogits, _cos
+from .kernel import ChunkReducer, NonFiniteLogits, _cos, auto_chunk_tokens
 from .result import Readout
 from .statistics import FLOAT_STATS, INT_STATS, SPECS
 from .tuned import TunedLensSettings, resolve_lens
 
 _HPREV = FLOAT_STATS.index("hidden_cos_prev")
+STATES_BYTES = 16 * 2**20  # default cap on one batch's captured residual streams (see `_batches`)
 
 
 def _lens_into(model: LoadedModel):
@@ -102,14 +103,37 @@ def tokenize_docs(model: LoadedModel, docs, max_length: int | None, on_overflow:
     return ids_list, answer_list, n_truncated
 
 
-def _validate(k, batch_size, chunk_tokens, on_overflow, vocab):
+def _validate(k, batch_size, chunk_tokens, max_batch_tokens, on_overflow, vocab):
     check_positive_int("k", k)
     if not 2 <= k <= vocab:
         raise ValueError(f"k must be an integer in [2, vocab={vocab}], got {k!r}")
     check_positive_int("batch_size", batch_size)
-    check_positive_int("chunk_tokens", chunk_tokens)
+    if chunk_tokens is not None:
+        check_positive_int("chunk_tokens", chunk_tokens)
+    if max_batch_tokens is not None:
+        check_positive_int("max_batch_tokens", max_batch_tokens)
     if on_overflow not in ("truncate", "error"):
         raise ValueError(f"on_overflow must be 'truncate' or 'error', got {on_overflow!r}")
+
+
+def _batches(order, lengths, batch_size: int, max_tokens: int) -> list:
+    """Split documents (in `order`, longest first) into batches of at most batch_size documents and at most
+    max_tokens padded tokens (a longer document goes alone). The captured states of a batch, (L + 1) x
+    tokens x d_model, are what the readout holds besides its workspace."""
+    batches, cur = [], []
+    for d in order:
+        if cur and (len(cur) == batch_size or (len(cur) + 1) * int(lengths[cur[0]]) > max_tokens):
+            batches.append(cur)
+            cur = []
+        cur.append(d)
+    return batches + [cur] if cur else batches
+
+
+def _states_tokens(model: LoadedModel) -> int:
+    """Tokens whose (L + 1) residual streams fit in STATES_BYTES."""
+    w = model.model.get_input_embeddings().weight
+    per_token = (model.n_layers + 1) * w.shape[1] * w.element_size()
+    return max(STATES_BYTES // per_token, 1)
 
 
 def _backbone(model):
@@ -118,9 +142,9 @@ def _backbone(model):
 
 
 @torch.inference_mode()
-def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int = 256,
-            max_length: int | None = None, on_overflow: str = "truncate", progress: bool = True,
-            workload: str | None = None, revision: str | None = None, lens="logit",
+def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int | None = None,
+            max_batch_tokens: int | None = None, max_length: int | None = None, on_overflow: str = "truncate",
+            progress: bool = True, workload: str | None = None, revision: str | None = None, lens="logit",
             lens_settings: TunedLensSettings | None = None) -> Readout:
     """Read out every layer of `model` on `inputs` and reduce it to per-token statistics.
 
@@ -131,12 +155,16 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
     context); longer documents are truncated with a warning, or rejected with on_overflow="error".
     lens: "logit" (default), "tuned" (translators from `eeutils.lens.tuned.tuned_lens`, trained on the corpus
     train split with `lens_settings` or loaded from the cache) or a `TunedLens` object.
-    Memory: the residual streams of one batch ((L + 1) x batch tokens x d_model in the model's dtype)
-    plus one [chunk_tokens x 4 x vocab] fp32 workspace (see `eeutils.lens.kernel.ChunkReducer`).
+    Memory: the residual streams of one batch ((L + 1) x batch tokens x d_model in the model's dtype; a batch
+    is at most batch_size documents and max_batch_tokens padded tokens, default: what fits in 16 MiB, at least
+    one document) plus one [chunk_tokens x 4 x vocab] fp32 workspace (see `eeutils.lens.kernel.ChunkReducer`;
+    chunk_tokens default: `auto_chunk_tokens(vocab)`, 128-256 rows, <= 512 MiB). Neither changes a number.
     """
     if not isinstance(model, LoadedModel):
         model = load_model(model, revision=revision)
-    _validate(k, batch_size, chunk_tokens, on_overflow, model.vocab_size)
+    _validate(k, batch_size, chunk_tokens, max_batch_tokens, on_overflow, model.vocab_size)
+    chunk_tokens = chunk_tokens or auto_chunk_tokens(model.vocab_size)
+    max_batch_tokens = max_batch_tokens or _states_tokens(model)
     translator, lens_meta = resolve_lens(model, lens, lens_settings, progress=progress)
     docs, wl_name = as_documents(inputs)
     limit = model.max_length
@@ -167,8 +195,8 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
     bar = tqdm(total=n_tok, desc=f"readout {model.name}", unit="tok", disable=not progress, leave=False)
     t0 = time.perf_counter()
     try:
-        for b in range(0, len(order), batch_size):
-            batch = order[b:b + batch_size]
+        for batch in _batches(order, lengths, batch_size, max_batch_tokens):
+            batch = np.asarray(batch)
             T = int(lengths[batch].max())
             ids = torch.zeros((len(batch), T), dtype=torch.long)
             mask = torch.zeros((len(batch), T), dtype=torch.long)
@@ -187,6 +215,7 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
                 dst = rows[sl]
                 n = len(dst)
                 if reducer is None or reducer.buf.shape[0] < n:
+                    reducer = None  # free the smaller workspace first
                     reducer = ChunkReducer(min(chunk_tokens, len(rows)), model.vocab_size, k, model.device)
                 fl = torch.empty((n, L + 1, len(FLOAT_STATS)), dtype=torch.float32, device=model.device)
                 it = torch.empty((n, L + 1, len(INT_STATS) + k), dtype=torch.int32, device=model.device)
@@ -231,7 +260,8 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
     position = np.concatenate([np.arange(n, dtype=np.int32) for n in lengths])
     meta = model.describe()
     meta.update(workload=wl_name or workload or "", k=k, n_docs=len(ids_list), n_tokens=n_tok,
-                n_truncated=n_trunc, max_length=limit, chunk_tokens=chunk_tokens, batch_size=batch_size, **lens_meta,
+                n_truncated=n_trunc, max_length=limit, chunk_tokens=chunk_tokens, batch_size=batch_size,
+                max_batch_tokens=max_batch_tokens, **lens_meta,
                 seconds=round(elapsed, 3), kit_version=_version.__version__)
     return Readout(stats=out, topk=topk_out, doc=doc, position=position,
                    token=np.concatenate([np.asarray(x, dtype=np.int64) for x in ids_list]),

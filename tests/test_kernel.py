@@ -1,0 +1,127 @@
+"""The chunk kernel against a plain float64 reference on random logits: several vocabulary and chunk sizes,
+block and chunk boundaries, tied values, logits far from zero (the shifted-exp path)."""
+import numpy as np
+import pytest
+import torch
+
+from eeutils.lens.kernel import FLOAT_STATS, ChunkReducer
+
+K = 5
+
+
+def reference(z, zf, h, h_prev, hf, target):
+    """Every statistic as result.STATISTICS defines it, in float64, from whole rows."""
+    z64, zf64 = z.double(), zf.double()
+    logp, logpf = torch.log_softmax(z64, -1), torch.log_softmax(zf64, -1)
+    p, pf = logp.exp(), logpf.exp()
+    top = torch.sort(z, dim=-1, descending=True, stable=True)
+    top_f = torch.sort(zf, dim=-1, descending=True, stable=True).indices[:, :K]
+    vals = top.values[:, :K]
+    p_top = p.gather(1, top.indices[:, :2])
+    cos = torch.nn.functional.cosine_similarity
+    return {
+        "max_prob": p_top[:, 0], "margin": p_top[:, 0] - p_top[:, 1],
+        "entropy": -(p * logp).sum(-1), "kl_to_final": (pf * (logpf - logp)).sum(-1),
+        "ce": torch.where(target >= 0, -logp.gather(1, target.clamp_min(0)[:, None])[:, 0], float("nan")),
+        "logit_cos": cos(z64, zf64, -1), "hidden_cos": cos(h.double(), hf.double(), -1),
+        "hidden_cos_prev": cos(h.double(), h_prev.double(), -1),
+        "topk_overlap": torch.tensor([len(set(a.tolist()) & set(b.tolist())) / K
+                                      for a, b in zip(top.indices[:, :K], top_f)], dtype=torch.float64),
+        # rank is defined on the fp32 logits themselves
+        "rank_of_final": (z > z.gather(1, top_f[:, :1])).sum(-1), "topk_values": vals,
+        "top1_f": top_f[:, 0],
+    }
+
+
+def run_kernel(reducer, z, zf, h, h_prev, hf, target):
+    n = z.shape[0]
+    reducer.slot(n, final=True).copy_(zf)
+    f_final, i_final = reducer.final(hf, target)
+    reducer.slot(n).copy_(z)
+    f, i = reducer.layer(h, h_prev, target)
+    return f_final, i_final, f, i
+
+
+def logits(n, vocab, gen, scale=3.0, offset=0.0, ties=False):
+    z = torch.randn(n, vocab, generator=gen) * scale + offset
+    if ties:  # few distinct values: the top-k and rank boundaries fall inside runs of equal values
+        z = torch.round(z)
+    return z
+
+
+CASES = [  # vocab, chunk rows, rows used, scale, offset, ties
+    (300, 4, 4, 3.0, 0.0, False),  # fewer blocks than 4k: whole-row top-k
+    (2048, 7, 7, 3.0, 0.0, False),
+    (3001, 5, 3, 3.0, 0.0, False),  # ragged last block; a last chunk shorter than the workspace
+    (50257, 3, 3, 5.0, 0.0, False),
+    (8192, 1, 1, 1.0, 0.0, False),
+    (4096, 6, 6, 30.0, -150.0, False),  # every row max far below -60: exp(z - shift)
+    (4096, 4, 4, 20.0, 70.0, False),  # row maxima above +60
+    (5000, 6, 6, 2.0, 0.0, True),
+]
+
+
+@pytest.mark.parametrize("vocab,rows,n,scale,offset,ties", CASES)
+def test_kernel_matches_float64_reference(vocab, rows, n, scale, offset, ties):
+    gen = torch.Generator().manual_seed(vocab + n)
+    z, zf = logits(n, vocab, gen, scale, offset, ties), logits(n, vocab, gen, scale, offset, ties)
+    d = 16
+    h, h_prev, hf = (torch.randn(n, d, generator=gen) for _ in range(3))
+    target = torch.randint(0, vocab, (n,), generator=gen)
+    target[-1] = -1
+    reducer = ChunkReducer(rows, vocab, K)
+    f_final, i_final, f, i = run_kernel(reducer, z, zf, h, h_prev, hf, target)
+    ref = reference(z, zf, h, h_prev, hf, target)
+
+    ids = i[:, 2:]
+    # top-k: the k largest values in order, distinct ids pointing at them
+    assert torch.equal(z.gather(1, ids), ref["topk_values"])
+    assert all(len(set(r.tolist())) == K for r in ids)
+    assert torch.equal(i[:, 0], ids[:, 0])
+    if not ties:
+        assert torch.equal(ids[:, 0], torch.argmax(z, -1))
+        assert torch.equal(i_final[:, 0], torch.argmax(zf, -1))
+    # rank of the final top-1 (whichever tied id the kernel picked: the count is the same)
+    assert torch.equal(zf.gather(1, i_final[:, :1].long()), zf.max(-1, keepdim=True).values)
+    t = z.gather(1, i_final[:, :1].long())
+    assert torch.equal(i[:, 1].long(), (z > t).sum(-1))
+    assert torch.equal(i_final[:, 1], torch.zeros_like(i_final[:, 1]))
+
+    for col, name in enumerate(FLOAT_STATS):
+        got, want = f[:, col].double(), ref[name]
+        if name == "topk_overlap" and ties:
+            continue  # which of the tied ids are in the set is implementation-defined
+        nan = torch.isnan(want)
+        assert torch.equal(torch.isnan(got), nan), name
+        # fp32 sums over the vocabulary: the error scales with the size of the logits being summed
+        scale = 1 + torch.maximum(z.abs().amax(-1), zf.abs().amax(-1)).double()
+        tol = 2e-5 * scale + 2e-5 * want.abs() if name in ("entropy", "kl_to_final", "ce") else 2e-5
+        err = (got - want).abs()[~nan]
+        assert bool((err <= tol[~nan] if torch.is_tensor(tol) else err <= tol).all()), (name, float(err.max()))
+    # the final layer against itself
+    assert np.allclose(f_final[:, FLOAT_STATS.index("kl_to_final")].numpy(), 0.0, atol=1e-5)
+    assert np.allclose(f_final[:, FLOAT_STATS.index("logit_cos")].numpy(), 1.0, atol=1e-6)
+
+
+def test_max_at_block_boundaries_and_in_padding_tail():
+    vocab, n = 10 * 256 + 10, 4  # enough blocks for the blocked top-k path
+    z = torch.zeros(n, vocab)
+    z[0, 255], z[1, 256], z[2, vocab - 1], z[3, 0] = 5.0, 5.0, 5.0, 5.0
+    z[:, 511] = 4.0  # second everywhere
+    zf = z.clone()
+    h = torch.randn(n, 8)
+    reducer = ChunkReducer(n, vocab, 2)
+    reducer.slot(n, final=True).copy_(zf)
+    reducer.final(h, torch.full((n,), -1))
+    reducer.slot(n).copy_(z)
+    _, ints = reducer.layer(h, h, torch.full((n,), -1))
+    assert ints[:, 0].tolist() == [255, 256, vocab - 1, 0]
+    assert ints[:, 3].tolist() == [511] * n
+    assert ints[:, 1].tolist() == [0] * n
+
+
+def test_auto_chunk_tokens_keeps_the_workspace_in_budget():
+    from eeutils.lens.kernel import WORKSPACE_BYTES, auto_chunk_tokens
+    assert [auto_chunk_tokens(v) for v in (2048, 50257, 128256, 262144)] == [256, 256, 128, 128]
+    for v in (2048, 50257, 65536, 128256):  # within budget wherever 128 rows fit in it
+        assert auto_chunk_tokens(v) * 4 * 4 * v <= WORKSPACE_BYTES
