@@ -35,7 +35,9 @@ from .statistics import FLOAT_STATS, INT_STATS, SPECS
 from .tuned import TunedLensSettings, resolve_lens
 
 _HPREV = FLOAT_STATS.index("hidden_cos_prev")
-STATES_BYTES = 16 * 2**20  # default cap on one batch's captured residual streams (see `_batches`)
+# default cap on one batch's captured residual streams (see `_batches`): small on CPU, where it keeps the readout's
+# memory far below the naive lens' at small vocabularies; on an accelerator the batch is what keeps the device busy
+STATES_BYTES = {"cpu": 16 * 2**20, "accelerator": 4 * 2**30}
 
 
 def _lens_into(model: LoadedModel):
@@ -130,10 +132,11 @@ def _batches(order, lengths, batch_size: int, max_tokens: int) -> list:
 
 
 def _states_tokens(model: LoadedModel) -> int:
-    """Tokens whose (L + 1) residual streams fit in STATES_BYTES."""
+    """Tokens whose (L + 1) residual streams fit in STATES_BYTES (by where the embeddings live)."""
     w = model.model.get_input_embeddings().weight
     per_token = (model.n_layers + 1) * w.shape[1] * w.element_size()
-    return max(STATES_BYTES // per_token, 1)
+    budget = STATES_BYTES["cpu" if w.device.type == "cpu" else "accelerator"]
+    return max(budget // per_token, 1)
 
 
 def _backbone(model):
@@ -156,7 +159,7 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
     lens: "logit" (default), "tuned" (translators from `eeutils.lens.tuned.tuned_lens`, trained on the corpus
     train split with `lens_settings` or loaded from the cache) or a `TunedLens` object.
     Memory: the residual streams of one batch ((L + 1) x batch tokens x d_model in the model's dtype; a batch
-    is at most batch_size documents and max_batch_tokens padded tokens, default: what fits in 16 MiB, at least
+    is at most batch_size documents and max_batch_tokens padded tokens, default: what fits in 16 MiB on the CPU, 4 GiB on an accelerator, at least
     one document) plus one [chunk_tokens x 4 x vocab] fp32 workspace (see `eeutils.lens.kernel.ChunkReducer`;
     chunk_tokens default: `auto_chunk_tokens(vocab)`, 128-256 rows, <= 512 MiB). Neither changes a number.
     """
