@@ -12,12 +12,7 @@ from eeutils.zoo import layerskip as LS
 from eeutils.zoo.layerskip import LayerSkipConfig, LayerSkipObjective
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_llama(layers=3, d=32, vocab=64, seed=0):

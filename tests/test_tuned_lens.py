@@ -8,15 +8,10 @@ import torch
 
 from eeutils.zoo import list_zoo
 
-pytestmark = pytest.mark.skipif("dense-mid" not in list_zoo(), reason="zoo not built")
+pytestmark = [pytest.mark.skipif("dense-mid" not in list_zoo(), reason="zoo not built")]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark.append(pytest.mark.usefixtures("one_thread"))
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,7 @@ CLAIM_MODELS = ["dense-mid", "moe-mid", "ssm-mid", "hybrid-mid", "dense-small", 
                 "dense-mid-tuned", "dense-mid-layerskip"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_seed_twins_for_every_claim_model():

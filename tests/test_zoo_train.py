@@ -11,14 +11,7 @@ from eeutils.zoo import ZooError, list_zoo, load_card, resolve
 ARCHES = ["llama", "gpt2", "moe", "mamba2", "bamba"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("arch", ARCHES)
