@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.exits import max_skip_under_budget, tradeoff
+from ..analysis.protocol import load_protocol
 from ..arch.real import REAL_MODELS as REGISTRY, real_spec
 from ..lens.result import Readout
 from .experiments import cached_readout, label_of
@@ -82,9 +83,12 @@ def readout_settings(model: str, *, n_docs: int | None, max_tokens: int | None, 
     return {"n_docs": n_docs, "max_tokens": max_tokens, "task_items": n_docs}
 
 
-def real_readouts(models=REAL_MODELS, workload: str = "zoo-prose", *, tokens=None, smoke: bool = False,
+def real_readouts(models=REAL_MODELS, workload: str | None = "zoo-prose", *, tokens=None, smoke: bool = False,
                   cache_dir=None, dtype: str = "float32", device=None) -> dict[str, Readout]:
-    """{label: Readout} of the real models on `workload` with their shared budget (cached under cache_dir)."""
+    """{label: Readout} of the real models on `workload` (None: the analysis protocol's workload) with their
+    shared budget (cached under cache_dir)."""
+    if workload is None:
+        workload = load_protocol().defaults["workload"]
     out = {}
     for m in models:
         b = budget(m, tokens, smoke)
