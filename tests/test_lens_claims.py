@@ -69,15 +69,25 @@ def _readout(agree_at_layer1: float, n_docs=6, per_doc=5, L=4, seed=0, model="m"
 
 
 def test_claims_under_two_lenses():
-    # logit lens: A fully agrees early, B never -> A > B (agree). tuned lens: the other way round -> disagree.
-    claim = ln.Claim("05", "A more suitable than B", ("a",), ("b",), "A > B")
-    rs = {"logit": {"a": _readout(1.0), "b": _readout(0.0)}, "tuned": {"a": _readout(0.0), "b": _readout(1.0)}}
+    # two seeds per side. logit lens: A agrees early, B never -> A > B (agree, far beyond the seed floor);
+    # tuned lens: the other way round -> disagree.
+    claim = ln.Claim("05", "A more suitable than B", ("a", "a1"), ("b", "b1"), "A > B")
+    hi, lo = {"a": _readout(1.0), "a1": _readout(0.9, seed=1)}, {"b": _readout(0.0), "b1": _readout(0.1, seed=1)}
+    rs = {"logit": {**hi, "b": lo["b"], "b1": lo["b1"]},
+          "tuned": {"a": lo["b"], "a1": lo["b1"], "b": hi["a"], "b1": hi["a1"]}}
     eff = ln.claim_effects(rs, [claim], similarity="top1", n_boot=20)
     assert list(eff.lens) == ["logit", "tuned"] and list(eff.verdict) == ["agree", "disagree"]
-    assert eff.effect.iloc[0] == pytest.approx(-eff.effect.iloc[1]) and eff.effect.iloc[0] > 0
+    assert eff.effect.iloc[0] == pytest.approx(-eff.effect.iloc[1]) and eff.effect.iloc[0] > eff.noise_floor.iloc[0]
     table = ln.lens_agreement(eff)
     assert len(table) == 1 and table.status.iloc[0] == "flips" and not table.sign_same.iloc[0]
     assert table.verdict_logit.iloc[0] == "agree" and table.verdict_tuned.iloc[0] == "disagree"
+
+
+def test_claims_without_seed_twins_are_inconclusive():
+    claim = ln.Claim("05", "A more suitable than B", ("a",), ("b",), "A > B")
+    rs = {"logit": {"a": _readout(1.0), "b": _readout(0.0)}}
+    eff = ln.claim_effects(rs, [claim], similarity="top1", n_boot=20)
+    assert eff.verdict.iloc[0] == "inconclusive" and eff.reason.iloc[0] == "no seed twin" and eff.effect.iloc[0] > 0
     with pytest.raises(KeyError, match="tuned lens"):
         ln.claim_effects({"tuned": {"a": _readout(1.0)}}, [claim], similarity="top1", n_boot=5)
 
