@@ -129,7 +129,8 @@ def test_protocol_claim_with_a_missing_twin_is_inconclusive_not_a_crash(tmp_path
     gone = claims.run_claim("dense_vs_moe", tmp_path / "out", load, n_boot=10, write=False)
     assert gone.finding.verdict == "inconclusive" and "models missing" in gone.finding.reason
     trend = claims.run_claim("training_dynamics", tmp_path / "out", load, n_boot=10, write=False)
-    assert trend.finding.verdict == "inconclusive" and trend.table is not None
+    # both seeds of dense-mid have their revisions here: the trend test runs (any verdict), it does not crash
+    assert trend.table is not None and np.isfinite(trend.finding.effect) and trend.finding.interval_kind
 
 
 def test_borrowed_twin_pair_is_found_from_readout_labels():

@@ -257,9 +257,18 @@ def test_load_refuses_corrupted_files_and_names_the_file(small_readout, tmp_path
     bad = tmp_path / f"{how}.npz"
     if how == "truncated":
         bad.write_bytes(raw[: len(raw) // 2])
-    elif how == "flipped":
+    elif how == "flipped":  # flip 8 bytes inside the largest stored array's data (its CRC no longer matches)
+        import io
+        import zipfile
+
+        with zipfile.ZipFile(io.BytesIO(raw)) as z:
+            member = max(z.infolist(), key=lambda i: i.compress_size)
         b = bytearray(raw)
-        for i in range(len(b) // 3, len(b) // 3 + 8):
+        h = member.header_offset
+        name_len = int.from_bytes(b[h + 26:h + 28], "little")
+        extra_len = int.from_bytes(b[h + 28:h + 30], "little")
+        start = h + 30 + name_len + extra_len + member.compress_size // 2
+        for i in range(start, start + 8):
             b[i] ^= 0xFF
         bad.write_bytes(bytes(b))
     elif how == "empty":
