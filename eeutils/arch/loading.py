@@ -11,7 +11,7 @@ from torch import nn
 
 from .. import _version
 from ..core.env import hf_cache_dir, hf_offline, offline_setting
-from . import table as adapters
+from .table import ArchSpec, Resolved, make_logit_fn
 from .discovery import resolve
 from ..core.spec import local_folder_problem, looks_like_path
 from .names import is_zoo_name, resolve as resolve_zoo
@@ -43,12 +43,12 @@ class LoadedModel:
     tokenizer: object | None
     name: str
     revision: str | None
-    resolved: adapters.Resolved
+    resolved: Resolved
     logit_fn: object = field(repr=False, default=None)
 
     def __post_init__(self):
         if self.logit_fn is None:
-            self.logit_fn = adapters.make_logit_fn(self.resolved.spec, self.model.config)
+            self.logit_fn = make_logit_fn(self.resolved.spec, self.model.config)
 
     # ---- description -------------------------------------------------------
     @property
@@ -144,7 +144,7 @@ class LoadedModel:
 
 
 def wrap_model(model: nn.Module, tokenizer=None, name: str | None = None, revision: str | None = None,
-               spec: adapters.ArchSpec | None = None) -> LoadedModel:
+               spec: ArchSpec | None = None) -> LoadedModel:
     """Describe an already-built causal LM (e.g. a random-init model from a config) for the readout."""
     model.eval()
     name = name or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__

@@ -23,7 +23,7 @@ from ..analysis.trend import checkpoint_scores, trend_effect
 from ..analysis.verdicts import Effect, compare, robustness
 from ..arch.names import ZooError, list_revisions
 from ..core.spec import parse_model_spec
-from . import experiments as ex
+import eeutils.notebook.experiments as ex
 from .findings import Finding, direction_word, write_finding
 
 __all__ = [

@@ -22,7 +22,10 @@ import pandas as pd
 from .. import exits, metrics
 from ..analysis.protocol import load_protocol
 from ..arch.loading import quiet
-from . import claims, experiments, findings, plotting
+import eeutils.notebook.claims as claims
+import eeutils.notebook.experiments as experiments
+import eeutils.notebook.findings as findings
+import eeutils.notebook.plotting as plotting
 
 SMOKE_LIMITS = {"N_DOCS": 6, "N_BOOT": 20}  # a quick pass: fewer documents and bootstrap draws, same code path
 PROTOCOL_PARAMETERS = {"N_DOCS": "n_docs", "N_BOOT": "n_boot", "MAX_TOKENS": "max_tokens"}

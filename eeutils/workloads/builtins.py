@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from ..core.env import hf_offline, offline_setting
-from . import real_tasks
+from .real_tasks import register as register_real_tasks
 from .corpus import instruction_docs, load_split
 from .registry import register_workload
 from .types import Doc, Workload, WorkloadUnavailable
@@ -141,7 +141,7 @@ def _register_builtins() -> None:
                       origin="online", source="allenai/ai2_arc", overwrite=True)
     register_workload("mmlu", _mmlu, "MMLU knowledge questions (57 subjects), multiple choice, answer letter", "qa",
                       origin="online", source="cais/mmlu", overwrite=True)
-    real_tasks.register()  # exact-answer tasks for the real LLMs (real-task, real-facts, real-context)
+    register_real_tasks()  # exact-answer tasks for the real LLMs (real-task, real-facts, real-context)
 
 
 _register_builtins()
