@@ -161,13 +161,25 @@ def run_floor(lm, ids, args):
     return None
 
 
-def run_readout(lm, ids, args, chunk=None):
-    """eeutils.readout with its default batching (<= 8 documents, <= 16 MiB of captured states per batch)."""
+def run_readout(lm, ids, args, chunk=None, kernel=None):
+    """eeutils.readout with its default batching (<= 8 documents, <= 16 MiB of captured states per batch).
+    kernel: the readout's statistic kernel ("fused", "eager"; default: args.kernel, else the readout's "auto")."""
     sys.path.insert(0, str(ROOT))
     import eeutils
     r = eeutils.readout(lm, ids.tolist(), k=args.k, chunk_tokens=chunk or args.chunk or None,
-                        progress=False)
+                        progress=False, kernel=kernel or getattr(args, "kernel", "auto"))
     return {n: r[n] for n in STAT_NAMES}
+
+
+def run_readout_eager(lm, ids, args):
+    """The readout with the eager statistic kernel (separate torch passes), for a side-by-side comparison
+    with the fused one-pass kernel."""
+    return run_readout(lm, ids, args, kernel="eager")
+
+
+def warm_readout(lm, ids, args):
+    """One short readout, so that compiling the fused kernel (seconds, once per process) is not timed."""
+    run_readout(lm, ids[:1, :min(ids.shape[1], 64)], args)
 
 
 def run_readout_v0(lm, ids, args):

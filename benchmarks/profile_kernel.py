@@ -9,7 +9,9 @@ rounds, medians; CPU seconds of the process (time.process_time), steadier than w
 
 Passes: whole-row torch.topk (what the kernel used before), block maxima + blocked top-k (what it uses
 now), rank count (compare into a scratch row, sum), exp + sum, the batched four-row dot product, and
-ChunkReducer.layer as a whole. Random head weights (d_model 640, std 0.05) and random states.
+ChunkReducer.layer as a whole, eager and fused (`eeutils.lens.fused`: the compiled one-pass block reduction,
+alone and inside layer(), with and without the Gram shortcut for z . z and z . z_f). Random head weights
+(d_model 640, std 0.05) and random states.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from eeutils.lens.kernel import _E, _PF, _Z, ChunkReducer, _exp_sum  # noqa: E402
+from eeutils.lens import fused  # noqa: E402
+from eeutils.lens.kernel import _E, _PF, _ZF, _Z, ChunkReducer, _exp_sum  # noqa: E402
 
 
 def main(argv=None):
@@ -51,6 +54,14 @@ def main(argv=None):
     z, e = buf[:, _Z], buf[:, _E]
     t = z.gather(1, r.ref.top1[:, None])
     b5 = torch.ones(C, 5, V)  # [pf, zf, z, e, 1]: z.[...] and e.[...] in one product (sum e = e . 1)
+    rf = ChunkReducer(C, V, k, fused=True)  # the fused kernel, z_f read in the pass
+    rg = ChunkReducer(C, V, k, fused=True, gram=fused.lens_gram(W, None, 1.0))  # ... z . z_f from the Gram matrix
+    for red in (rf, rg):
+        torch.mm(xs[0], W.t(), out=red.slot(C, final=True))
+        red.final(xs[0], target, xs[0])
+        torch.mm(xs[1], W.t(), out=red.slot(C))
+        red.layer(xs[1], xs[1], target, xs[1])  # compiles (not timed)
+    thr = z.gather(1, rf.ref.top1[:, None])
     passes = {
         "matmul (floor)": lambda x: torch.mm(x, W.t(), out=r.slot(C)),
         "topk whole rows": lambda x: torch.topk(z, k, dim=-1),
@@ -64,6 +75,10 @@ def main(argv=None):
         "dots z.[pf,zf,z,e]": lambda x: torch.bmm(z.unsqueeze(1), buf[:, _PF:].transpose(1, 2)),
         "dots + sum (5 rows)": lambda x: torch.bmm(b5[:, 2:4], b5.transpose(1, 2)),
         "layer() total": lambda x: r.layer(x, x, target),
+        "fused pass (z_f read)": lambda x: fused.block_reduce(z, buf[:, _PF], buf[:, _ZF], thr),
+        "fused pass (Gram)": lambda x: fused.block_reduce(z, buf[:, _PF], None, thr),
+        "layer() fused": lambda x: rf.layer(x, x, target),
+        "layer() fused+Gram": lambda x: rg.layer(x, x, target, x),
     }
     times = {name: [] for name in passes}
     for rep in range(args.repeats):

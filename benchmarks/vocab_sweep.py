@@ -63,7 +63,7 @@ def sweep_main(args, run_child, run_paired):
         row = out["vocabs"][V] = {"loadavg_start": os.getloadavg()}
         base = ["--tokens", str(args.tokens), "--doc-len", str(args.doc_len), "--vocab", str(V), "--layers",
                 str(args.layers), "--d-model", str(args.d_model), "--arch", args.arch, "--threads",
-                str(args.threads), "--chunk", str(args.chunk), "--k", str(args.k)]
+                str(args.threads), "--chunk", str(args.chunk), "--k", str(args.k), "--kernel", args.kernel]
         if args.check_tokens:
             c = row["check"] = _check(args)
             worst = max((v["max_abs"], n) for n, v in c.items() if "max_abs" in v)
@@ -72,13 +72,21 @@ def sweep_main(args, run_child, run_paired):
                   f"rank_of_final on {c['rank_of_final']['differ']:.2%}; max |diff| {worst[0]:.1e} ({worst[1]}); "
                   f"max rel diff {rel[0]:.1e} ({rel[1]})", flush=True)
         naive_ok = naive_bytes(layers, args.tokens, V) <= args.naive_max_gib * 2**30
-        methods = ["floor", "readout"] + (["naive"] if naive_ok else [])
+        methods = ["floor", "readout", "readout_eager"] + (["naive"] if naive_ok else [])
         res = run_paired(args, ",".join(methods), base)
         rr = [a / b for a, b in zip(res["ratios"]["readout"], res["ratios"]["floor"])]
         row["paired"] = res
         row["readout_over_floor"] = {"median": float(np.median(rr)), "rounds": rr}
+        re = [a / b for a, b in zip(res["ratios"]["readout_eager"], res["ratios"]["floor"])]
+        row["eager_over_floor"] = {"median": float(np.median(re)), "rounds": re}
+        # plain seconds too: on a quiet machine the forward normalisation only adds the forwards' own noise
+        sec = {m: float(np.median(res["times"][m])) for m in ("floor", "readout", "readout_eager")}
+        row["seconds"] = sec
         row["loadavg_after_timing"] = os.getloadavg()
         print(f"V={V:>6} readout / floor = {np.median(rr):.3f}  (rounds: {', '.join(f'{x:.3f}' for x in rr)}); "
+              f"eager kernel / floor = {np.median(re):.3f}; median seconds floor {sec['floor']:.2f}, readout "
+              f"{sec['readout']:.2f} ({sec['readout'] / sec['floor']:.3f}x), eager {sec['readout_eager']:.2f} "
+              f"({sec['readout_eager'] / sec['floor']:.3f}x); "
               f"load {row['loadavg_after_timing'][0]:.1f}", flush=True)
         mem_naive_ok = naive_bytes(layers, mem_tokens, V) <= args.naive_max_gib * 2**30
         row["memory"] = {}

@@ -61,16 +61,18 @@ CASES = [  # vocab, chunk rows, rows used, scale, offset, ties
 ]
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
 @pytest.mark.parametrize("vocab,rows,n,scale,offset,ties", CASES)
-def test_kernel_matches_float64_reference(vocab, rows, n, scale, offset, ties):
+def test_kernel_matches_float64_reference(vocab, rows, n, scale, offset, ties, fused):
     gen = torch.Generator().manual_seed(vocab + n)
     z, zf = logits(n, vocab, gen, scale, offset, ties), logits(n, vocab, gen, scale, offset, ties)
     d = 16
     h, h_prev, hf = (torch.randn(n, d, generator=gen) for _ in range(3))
     target = torch.randint(0, vocab, (n,), generator=gen)
     target[-1] = -1
-    reducer = ChunkReducer(rows, vocab, K)
+    reducer = ChunkReducer(rows, vocab, K, fused=fused)
     f_final, i_final, f, i = run_kernel(reducer, z, zf, h, h_prev, hf, target)
+    assert reducer.fused == fused  # the compiled kernel ran (no silent fallback)
     ref = reference(z, zf, h, h_prev, hf, target)
 
     ids = i[:, 2:]
@@ -103,14 +105,15 @@ def test_kernel_matches_float64_reference(vocab, rows, n, scale, offset, ties):
     assert np.allclose(f_final[:, FLOAT_STATS.index("logit_cos")].numpy(), 1.0, atol=1e-6)
 
 
-def test_max_at_block_boundaries_and_in_padding_tail():
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+def test_max_at_block_boundaries_and_in_padding_tail(fused):
     vocab, n = 10 * 256 + 10, 4  # enough blocks for the blocked top-k path
     z = torch.zeros(n, vocab)
     z[0, 255], z[1, 256], z[2, vocab - 1], z[3, 0] = 5.0, 5.0, 5.0, 5.0
     z[:, 511] = 4.0  # second everywhere
     zf = z.clone()
     h = torch.randn(n, 8)
-    reducer = ChunkReducer(n, vocab, 2)
+    reducer = ChunkReducer(n, vocab, 2, fused=fused)
     reducer.slot(n, final=True).copy_(zf)
     reducer.final(h, torch.full((n,), -1))
     reducer.slot(n).copy_(z)

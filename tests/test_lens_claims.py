@@ -153,3 +153,28 @@ def test_budget_skip_takes_the_best_rule():
     assert 0.5 <= b["skip_ratio"] <= 0.75 + 1e-9 and b["rule"]
     assert not b["rule"].startswith(("budget_oracle", "saturation"))  # oracles are never "the best rule"
     assert b["skip_ratio"] <= b["oracle_skip_ratio"] + 1e-12  # no rule beats the budget oracle
+
+
+def test_decoding_by_lens_picks_the_best_agreeing_configuration_per_lens():
+    import pandas as pd
+    from eeutils.notebook.lenses import decoding_by_lens, decoding_by_lens_text
+    base = dict(strategy="propagate", n_layers=6, kv_writes_per_token=0.0, kv_cost_blocks=0.25,
+                head_cost_blocks=1.0, oracle_skip_ratio=0.5, check_blocks_per_token=0.0)
+
+    def frame(rows):
+        return pd.DataFrame([dict(base, **r) for r in rows])
+    full = dict(rule="full", agreement=1.0, skip_ratio=0.0, flop_speedup=1.0, speed_ratio=1.0,
+                layers_per_token=6.0, lens_calls_per_token=1.0)
+    logit = frame([full, dict(rule="a", agreement=1.0, skip_ratio=0.1, flop_speedup=0.8, speed_ratio=0.7,
+                              layers_per_token=5.4, lens_calls_per_token=3.0),
+                   dict(rule="b", agreement=0.9, skip_ratio=0.5, flop_speedup=1.5, speed_ratio=1.2,
+                        layers_per_token=3.0, lens_calls_per_token=1.0)])
+    tuned = frame([full, dict(rule="c", agreement=0.96, skip_ratio=0.3, flop_speedup=1.2, speed_ratio=1.1,
+                              layers_per_token=4.2, lens_calls_per_token=2.0, check_blocks_per_token=0.1)])
+    t = decoding_by_lens({"logit": logit, "tuned": tuned}, levels=(1.0, 0.95))
+    got = {(r.lens, r.level): r.rule for r in t.itertuples()}
+    # "b" is faster but agrees on 90% only; at 95% the logit lens has "a" only, the tuned lens "c"
+    assert got == {("logit", 1.0): "a", ("logit", 0.95): "a", ("tuned", 1.0): None, ("tuned", 0.95): "c"}
+    text = decoding_by_lens_text(t)
+    assert "tuned lens: no configuration exits early" in text and "c / propagate, modelled 1.20x" in text
+    assert "a / propagate, modelled 0.80x, measured 0.70x (does not pay" in text

@@ -96,3 +96,39 @@ def test_readout_key_records_the_lens():
     assert len({logit, t1, t2}) == 3
     with pytest.raises(ValueError, match="digest"):
         readout_key("zoo/none", None, wl, **base, lens="tuned")
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+def test_tuned_decoding_reads_the_translated_state_and_counts_it(lm):
+    """A static exit at layer j under the tuned lens predicts the tuned readout's top-1 at j; identity translators
+    decode exactly as the logit lens; every translation is counted as d x d + d multiply-adds."""
+    from eeutils.decoding import generate_early_exit
+    from eeutils.decoding.checks import LENS_EXTRA_MACS
+    prompt, j = DOCS[0], 1
+    lens = _random_lens(lm, scale=0.5)
+    d = lens.d_model
+    for tuned in (lens, TunedLens(lm.n_layers, d).eval()):
+        g = generate_early_exit(lm, prompt, ("static", j), max_new_tokens=1, lens=tuned, return_trace=False)
+        ro = eeutils.readout(lm, [prompt], progress=False, lens=tuned)
+        assert g.tokens[0] == int(ro["top1"][len(prompt) - 1, j])
+        assert g.check_macs["translator"] == LENS_EXTRA_MACS["tuned"](d) * len(g.tokens)
+        assert g.meta["lens"] == "tuned" and g.meta["lens_digest"] == tuned.digest()
+    plain = generate_early_exit(lm, prompt, ("margin", 0.0), max_new_tokens=4, return_trace=False)
+    ident = generate_early_exit(lm, prompt, ("margin", 0.0), max_new_tokens=4, return_trace=False,
+                                lens=TunedLens(lm.n_layers, d).eval())
+    assert ident.tokens == plain.tokens and np.array_equal(ident.exit_layers, plain.exit_layers)
+    assert "translator" not in plain.check_macs and plain.meta["lens"] == "logit"
+    # hidden-state saturation reads raw states: no translation until the exit's prediction
+    sat = generate_early_exit(lm, prompt, ("hidden_saturation", 1.0), max_new_tokens=2, lens=lens,
+                              return_trace=False)
+    assert "translator" not in sat.check_macs  # never fires: the last layer predicts, untranslated
+
+
+def test_compare_decoding_under_the_tuned_lens(lm):
+    from eeutils.decoding import evaluation as de
+    lens = _random_lens(lm, scale=0.2)
+    f = de.compare_decoding(lm, [DOCS[0]], ["margin:0.0", "static:50%"], strategies=["defer"], max_new_tokens=3,
+                            repeats=1, hf_baseline=False, lens=lens)
+    assert set(f.lens) == {"tuned"}
+    ee = f[f.rule != "full"]
+    assert (ee.check_blocks_per_token > 0).all()  # the translations are in the modelled check cost

@@ -17,6 +17,11 @@ counters of what the checks cost.
 
 Every check adds its weight multiply-adds to `CheckCosts` (`CHECK_KINDS[kind].macs`); full readouts (checks,
 verifications and predictions) are counted as ``lens_calls``.
+
+Under the tuned lens (`CheckCosts.translator`, an `eeutils.lens.tuned.TunedLens`) the head-reading checks and an
+early prediction decode the layer's translated state (`CheckCosts.lens_state`), one d x d product more per
+checked layer and token (`LENS_EXTRA_MACS`, counted under ``check_macs["translator"]``); hidden-state saturation
+reads the untranslated states, as the readout does.
 """
 from __future__ import annotations
 
@@ -30,13 +35,16 @@ from ..arch.loading import LoadedModel
 from ..lens.kernel import _cos
 from ..lens.statistics import token_statistics
 
-__all__ = ["CheckCosts", "CHECKS", "make_check"]
+__all__ = ["CheckCosts", "CHECKS", "LENS_EXTRA_MACS", "make_check"]
+
+# the weight multiply-adds a lens adds to one readout of one token at one layer, over the final norm and head
+LENS_EXTRA_MACS = {"logit": lambda d: 0.0, "tuned": lambda d: float(d * d + d)}
 
 
 @dataclass
 class CheckCosts:
     """What the checks of one generation cost. check_macs: weight multiply-adds of the checks that are not a
-    full readout, by check kind; lens_calls: full readouts (final norm + full head), checks, verifications and
+    full readout, by check kind ("translator": the tuned lens' d x d products); lens_calls: full readouts (final norm + full head), checks, verifications and
     predictions alike; verify_calls / failed_verifies: full readouts run to confirm a firing candidate check,
     and those that refuted it; host_syncs: device-to-host reads of decisions (one per check, verification and
     prediction)."""
@@ -48,9 +56,18 @@ class CheckCosts:
     verify_calls: int = 0
     failed_verifies: int = 0
     host_syncs: int = 0
+    translator: object = None  # a TunedLens: head-reading checks decode translated states
 
     def add(self, kind: str, k: int = 0) -> None:
         self.check_macs[kind] = self.check_macs.get(kind, 0) + CHECK_KINDS[kind].macs(self.d, self.vocab, k)
+
+    def lens_state(self, j: int, h: torch.Tensor) -> torch.Tensor:
+        """The state the lens decodes at layer j: h itself (logit lens, or the last layer), else layer j's
+        translation of h (its cost counted)."""
+        if self.translator is None or j >= self.translator.n_layers:
+            return h
+        self.check_macs["translator"] = self.check_macs.get("translator", 0) + LENS_EXTRA_MACS["tuned"](self.d)
+        return self.translator.translate(j, h)
 
     def readout(self, lm: LoadedModel, h: torch.Tensor) -> torch.Tensor:
         self.lens_calls += 1
@@ -109,7 +126,7 @@ class _FullCheck(_Check):
         self.run, self.prev_top1 = None, None
 
     def at(self, j, h, prev):
-        z = self.costs.readout(self.lm, h)
+        z = self.costs.readout(self.lm, self.costs.lens_state(j, h))
         self.costs.host_syncs += 1
         stats = token_statistics(z, self.rule.required_stats)
         if self.streak:
@@ -149,6 +166,7 @@ class _CandidateCheck(_Check):
         return fires, z, stats
 
     def at(self, j, h, prev):
+        h = self.costs.lens_state(j, h)  # once per check: the cheap check and its verification read the same state
         if self.ids is None:  # the first token has no carried set: check with the full head, which seeds it
             return self._verify(j, h)
         self.costs.add("candidates", int(self.ids.numel()))

@@ -50,6 +50,7 @@ import torch
 from ..analysis.rules import REALISABLE, ExitRule, as_rule
 from ..arch.loading import LoadedModel
 from ..lens.statistics import token_statistics
+from ..lens.tuned import resolve_lens
 from .checks import CheckCosts, make_check
 from .drivers import _Driver, make_driver
 from .inputs import as_loaded, check_lengths, eos_ids, prompt_ids
@@ -73,7 +74,7 @@ def _coerce_rule(rule, n_layers: int, min_layer):
 
 
 class _Decoder:
-    def __init__(self, lm: LoadedModel, driver: _Driver, rule, strategy: str, trace: bool):
+    def __init__(self, lm: LoadedModel, driver: _Driver, rule, strategy: str, trace: bool, translator=None):
         self.lm, self.drv, self.rule, self.strategy = lm, driver, rule, strategy
         self.L = lm.n_layers
         self.cache = driver.new_cache()
@@ -83,7 +84,7 @@ class _Decoder:
         self.trace = [] if trace else None
         self.layers_run = self.deferred_rows = self.state_rows = self.kv_writes = 0
         self.exits: list[int] = []
-        self.costs = CheckCosts(d=int(lm.head.weight.shape[1]), vocab=lm.vocab_size)
+        self.costs = CheckCosts(d=int(lm.head.weight.shape[1]), vocab=lm.vocab_size, translator=translator)
         self.check = make_check(lm, rule, self.costs)
 
     # one block on the run of positions [cs, end), prepending pending rows the block still owes
@@ -143,7 +144,7 @@ class _Decoder:
             prev = h
             logits = None
         if logits is None:  # static rules, the last layer, or a check without a full readout
-            logits = self.costs.readout(self.lm, h)
+            logits = self.costs.readout(self.lm, self.costs.lens_state(exit_layer, h))
             if not bool(torch.isfinite(logits).all()):
                 token_statistics(logits)  # raises with an explanation
         check.end_token(logits)
@@ -199,7 +200,7 @@ class _Decoder:
 @torch.inference_mode()
 def generate_early_exit(model, prompt, rule=None, *, max_new_tokens: int = 32, strategy: str = "propagate",
                         min_layer: int = 1, return_trace: bool = True, complete_cache: bool = True,
-                        stop_at_eos: bool = True) -> GenerationResult:
+                        stop_at_eos: bool = True, lens="logit", lens_settings=None) -> GenerationResult:
     """Greedy generation with per-token early exit.
 
     model: a LoadedModel (or a name / nn.Module, wrapped). prompt: text (needs a tokenizer) or token ids.
@@ -215,6 +216,9 @@ def generate_early_exit(model, prompt, rule=None, *, max_new_tokens: int = 32, s
     complete_cache (defer): flush pending positions at the end so the returned cache is complete
     and exact (work reported apart, not timed). stop_at_eos: stop after the model's EOS token, as
     model.generate does.
+    lens: "logit" (default) or "tuned" (or a TunedLens): under the tuned lens every head-reading check and an early
+    exit's prediction decode the layer's translated state (`eeutils.lens.tuned`; the translators are trained or
+    loaded from the cache with `lens_settings`), each translation counted in check_macs["translator"].
     Returns a GenerationResult (tokens, text, exit_layers, costs, times, cache, trace).
     """
     lm = as_loaded(model)
@@ -223,8 +227,9 @@ def generate_early_exit(model, prompt, rule=None, *, max_new_tokens: int = 32, s
     rule = _coerce_rule(rule, lm.n_layers, min_layer)
     ids = prompt_ids(lm, prompt)
     n_new = check_lengths(lm, ids, max_new_tokens)
+    translator, lens_meta = resolve_lens(lm, lens, lens_settings)
     driver = make_driver(lm)
-    dec = _Decoder(lm, driver, rule, strategy, return_trace)
+    dec = _Decoder(lm, driver, rule, strategy, return_trace, translator)
     eos = eos_ids(lm) if stop_at_eos else set()
 
     t0 = time.perf_counter()
@@ -250,4 +255,5 @@ def generate_early_exit(model, prompt, rule=None, *, max_new_tokens: int = 32, s
         check_macs=dict(dec.costs.check_macs), verify_calls=dec.costs.verify_calls,
         failed_verifies=dec.costs.failed_verifies, host_syncs=dec.costs.host_syncs, cache=dec.cache,
         cache_lengths=dec.cache_lengths(), trace=dec.trace, backend="driver",
-        meta=dict(model=lm.name, family=lm.family, model_type=lm.config.model_type))
+        meta=dict(model=lm.name, family=lm.family, model_type=lm.config.model_type, lens=lens_meta["lens"],
+                  lens_digest=lens_meta["lens_digest"]))

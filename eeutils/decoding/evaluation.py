@@ -63,7 +63,7 @@ CHEAP_RULES = ("margin:1.0/cand=16,max_prob:0.9/cand=16,margin:0.5/cand=16,margi
                "margin:0.3/cand=16/every=2,hidden_saturation:0.995/every=2,hidden_saturation:0.95/min=3")
 
 COLUMNS = [
-    "model", "workload", "rule", "kind", "threshold", "strategy", "n_layers", "n_prompts", "n_tokens",
+    "model", "workload", "lens", "rule", "kind", "threshold", "strategy", "n_layers", "n_prompts", "n_tokens",
     "max_new_tokens", "repeats",
     # measured
     "tokens_per_s", "speed_ratio", "driver_vs_generate", "decode_seconds",
@@ -138,7 +138,7 @@ def workload_prompts(model, workload, n_prompts: int | None = 8, prompt_tokens: 
 # potential: the readout-based simulation on the same tokens
 # ---------------------------------------------------------------------------------------------------
 def simulate_potential(model, prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]],
-                       rules: Iterable[ExitRule]) -> tuple[dict, float]:
+                       rules: Iterable[ExitRule], lens="logit", lens_settings=None) -> tuple[dict, float]:
     """What `exits.simulate` predicts on the tokens a full greedy decoder produced.
 
     One readout of every prompt followed by its full-model continuation (teacher-forced: the full
@@ -155,7 +155,7 @@ def simulate_potential(model, prompts: Sequence[Sequence[int]], continuations: S
         m[len(ids) - 1:len(ids) - 1 + len(cont)] = True
         seqs.append(seq)
         masks.append(m)
-    ro = readout(lm, seqs, progress=False, k=2)
+    ro = readout(lm, seqs, progress=False, k=2, lens=lens, lens_settings=lens_settings)
     mask = np.concatenate(masks)
     rows = np.flatnonzero(mask)
     L = ro.n_layers
@@ -198,7 +198,8 @@ def _agreement(results, full) -> float:
 
 def compare_decoding(model, prompts, rules=None, strategies=("propagate", "defer"), max_new_tokens: int = 16,
                      repeats: int = 3, answers=None, *, workload: str = "", hf_baseline: bool = True,
-                     stop_at_eos: bool = False, include_full: bool = True, warn=None) -> pd.DataFrame:
+                     stop_at_eos: bool = False, include_full: bool = True, warn=None, lens="logit",
+                     lens_settings=None) -> pd.DataFrame:
     """Realised early-exit decoding vs full greedy decoding vs the simulated potential, one run.
 
     model: a LoadedModel or a name. prompts: texts or token-id lists (e.g. from `workload_prompts`;
@@ -209,6 +210,8 @@ def compare_decoding(model, prompts, rules=None, strategies=("propagate", "defer
     how the layer-by-layer driver compares (``driver_vs_generate``). stop_at_eos=False keeps every
     generation at max_new_tokens, so all configurations time the same number of tokens.
     include_full: the baseline row (rule "full", strategy "driver", speed_ratio 1).
+    lens: the early-exit decoders' lens, "logit" or "tuned" (`generate_early_exit`; the simulation reads the same
+    lens; the full baseline is the model itself either way); lens_settings: the tuned lens' training budget.
     Configurations the decoder cannot run (DecodingUnsupported) are left out with a warning.
 
     Returns one row per (model, rule, strategy); columns `COLUMNS` (see the module docstring).
@@ -247,7 +250,8 @@ def compare_decoding(model, prompts, rules=None, strategies=("propagate", "defer
     for rule in rule_list:
         for strategy in strategies:
             cells.append((rule, strategy, lambda p, rule=rule, strategy=strategy: generate_early_exit(
-                lm, p, rule, max_new_tokens=max_new_tokens, strategy=strategy, return_trace=False, **kw)))
+                lm, p, rule, max_new_tokens=max_new_tokens, strategy=strategy, return_trace=False, lens=lens,
+                lens_settings=lens_settings, **kw)))
     # warm-up (allocator, first-call overheads); configurations the decoder refuses drop out here
     kept = []
     for cell in cells:
@@ -276,10 +280,10 @@ def compare_decoding(model, prompts, rules=None, strategies=("propagate", "defer
 
     hf_i = next((i for i, c in enumerate(cells) if c[1] == "hf"), None)
     driver_vs_generate = 1.0 / ratio(hf_i) if hf_i is not None else float("nan")
-    sim, oracle = simulate_potential(lm, ids, [r.tokens for r in full], rule_list)
+    sim, oracle = simulate_potential(lm, ids, [r.tokens for r in full], rule_list, lens=lens, lens_settings=lens_settings)
     cost = cost_profile(lm)
     h, kvc = cost["head_cost_blocks"], cost["kv_cost_blocks"]
-    common = dict(model=lm.name, workload=workload, n_layers=L, n_prompts=len(ids), max_new_tokens=max_new_tokens,
+    common = dict(model=lm.name, workload=workload, lens=lens if isinstance(lens, str) else "tuned", n_layers=L, n_prompts=len(ids), max_new_tokens=max_new_tokens,
                   repeats=repeats, driver_vs_generate=driver_vs_generate, oracle_skip_ratio=oracle,
                   head_cost_blocks=h, kv_cost_blocks=kvc)
 

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 import torch
 
 # order of the columns of the float and int blocks that `ChunkReducer` returns: the statistic registry's
+from .fused import BLOCK as _BLOCK  # columns per block for the blocked top-k (block maxima, then top-k in k blocks)
+from .fused import FusedUnavailable, block_reduce, combine, gram_products
 from .statistics import FLOAT_STATS, INT_STATS  # noqa: F401  (INT_STATS is followed by the k top-k ids)
 
 _PF, _ZF, _Z, _E = 0, 1, 2, 3  # rows of the ChunkReducer buffer
-_BLOCK = 256  # columns per block for the blocked top-k (block maxima, then top-k inside k blocks)
 WORKSPACE_BYTES = 256 * 2**20  # target size of the ChunkReducer workspace (see `auto_chunk_tokens`)
 _CHUNK_ROWS = (128, 256)  # fewest rows (the head matmul stays efficient), most rows (more buys no speed)
 _EXP_SAFE = 60.0  # exp(z) without a shift when every row max is within +-this: no overflow (V * e^60 << 3e38),
@@ -156,10 +157,15 @@ class ChunkReducer:
     then for each other layer write its logits into `slot(C)` and call `layer(...)`. Each call returns
     (floats [C, len(FLOAT_STATS)], ints [C, 2 + k]: top1, rank_of_final, top-k ids).
     Memory: 4 x rows x vocab fp32 (vocab rounded up to a multiple of _BLOCK).
+    fused: reduce each layer in one compiled pass (`eeutils.lens.fused`) instead of the eager passes; falls back
+    to the eager passes (for good, with a warning) if compilation fails. gram: the lens' Gram matrix
+    (`fused.lens_gram`, linear lenses only): with it and the lens inputs x passed to `final`/`layer`, the fused
+    pass gets z . z and z . z_f from O(d^2) products instead of reading z_f.
     """
 
-    def __init__(self, rows: int, vocab: int, k: int, device=None):
-        self.k, self.vocab = k, vocab
+    def __init__(self, rows: int, vocab: int, k: int, device=None, fused: bool = False, gram=None):
+        self.k, self.vocab, self.fused, self.gram = k, vocab, fused, gram
+        self.x_ref = None
         self.n_blocks = -(-vocab // _BLOCK)
         padded = self.n_blocks * _BLOCK
         self.buf = torch.empty((rows, 4, padded), dtype=torch.float32, device=device)
@@ -171,9 +177,11 @@ class ChunkReducer:
         """The [n, vocab] buffer (rows contiguous, row stride 4 x padded vocab) where a layer's logits go."""
         return self.buf[:n, _ZF if final else _Z, :self.vocab]
 
-    def final(self, h_last: torch.Tensor, target: torch.Tensor):
-        """Build the chunk's FinalRef from the logits in slot(final=True); statistics of the final layer."""
+    def final(self, h_last: torch.Tensor, target: torch.Tensor, x: torch.Tensor | None = None):
+        """Build the chunk's FinalRef from the logits in slot(final=True); statistics of the final layer.
+        x: the lens input (normed state, fp32) that produced the logits; used with `gram`."""
         n, k = target.shape[0], self.k
+        self.x_ref = x
         buf = self.buf[:n, :, :self.vocab]
         z, e = buf[:, _ZF], buf[:, _PF]
         vals, ids = self._topk(n, _ZF)
@@ -189,11 +197,25 @@ class ChunkReducer:
         floats, top1, _ = _finish(vals, ids, s, lse, all_dots, None, z_t, h_last, None, self.ref, target, k)
         return floats, self._ints(top1, torch.zeros_like(top1), ids)
 
-    def layer(self, h: torch.Tensor, h_prev: torch.Tensor | None, target: torch.Tensor):
-        """Statistics of the layer whose logits are in slot(n), against the chunk's FinalRef."""
+    def layer(self, h: torch.Tensor, h_prev: torch.Tensor | None, target: torch.Tensor,
+              x: torch.Tensor | None = None):
+        """Statistics of the layer whose logits are in slot(n), against the chunk's FinalRef.
+        x: the lens input that produced the logits (used with `gram`)."""
         n, k, ref = target.shape[0], self.k, self.ref
         buf = self.buf[:n, :, :self.vocab]
         z, e = buf[:, _Z], buf[:, _E]
+        if self.fused:
+            linear = self.gram is not None and x is not None and self.x_ref is not None
+            try:
+                parts = block_reduce(z, buf[:, _PF], None if linear else buf[:, _ZF], z.gather(1, ref.top1[:, None]))
+            except FusedUnavailable:
+                self.fused = False
+            else:
+                bm, s, lse, dots, rank = combine(parts, gram_products(x, self.gram, self.x_ref) if linear else None)
+                vals, ids = self._topk(n, _Z, bm)
+                z_t = z.gather(1, target.clamp_min(0)[:, None]).squeeze(1)
+                floats, top1, rank = _finish(vals, ids, s, lse, dots, rank, z_t, h, h_prev, ref, target, k)
+                return floats, self._ints(top1, rank, ids)
         vals, ids = self._topk(n, _Z)
         rank = torch.gt(z, z.gather(1, ref.top1[:, None]), out=e).sum(-1)
         s, lse = _exp_sum(z, vals[:, 0], e)
@@ -202,17 +224,18 @@ class ChunkReducer:
         floats, top1, rank = _finish(vals, ids, s, lse, dots, rank, z_t, h, h_prev, ref, target, k)
         return floats, self._ints(top1, rank, ids)
 
-    def _topk(self, n: int, row: int):
+    def _topk(self, n: int, row: int, block_max: torch.Tensor | None = None):
         """Top-k of the logits in buffer row `row` without sorting or scanning rows element by element:
         the k largest values lie in the k blocks (of _BLOCK columns) with the largest maxima, so one
         vectorised max per block, a top-k over the block maxima and a top-k over those k blocks is exact.
-        Tied values may come in another order than torch.topk over the whole row would give them."""
+        Tied values may come in another order than torch.topk over the whole row would give them.
+        block_max: the [n, n_blocks] block maxima when already known (the fused kernel computes them)."""
         k, nb = self.k, self.n_blocks
         z = self.buf[:n, row]  # padded with -inf
         if nb < 4 * k:  # small vocabularies: the whole row
             return torch.topk(z[:, :self.vocab], k, dim=-1)
         blocks = z.unflatten(1, (nb, _BLOCK))
-        blk = torch.topk(blocks.amax(-1), k, dim=-1).indices  # [n, k]
+        blk = torch.topk(blocks.amax(-1) if block_max is None else block_max, k, dim=-1).indices  # [n, k]
         cand = blocks[torch.arange(n, device=z.device)[:, None], blk]  # [n, k, _BLOCK]
         vals, pos = torch.topk(cand.view(n, k * _BLOCK), k, dim=-1)
         return vals, blk.gather(1, pos // _BLOCK) * _BLOCK + pos % _BLOCK

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..analysis.verdicts import compare
+from ..decoding.summary import equal_agreement
 
 
 @dataclass(frozen=True)
@@ -76,3 +77,30 @@ def first_below_unigram(losses: dict[str, float], steps: dict[str, int], unigram
     if not order:
         raise ValueError("no checkpoint after step 0 besides the final one")
     return next((m for _, m in order if losses[m] < unigram), order[0][1])
+
+
+def decoding_by_lens(frames: dict[str, pd.DataFrame], levels=(1.0, 0.95)) -> pd.DataFrame:
+    """Realised early-exit decoding of one model under each lens (`compare_decoding(..., lens=...)` frames):
+    per lens and agreement level, the configuration with the highest modelled speed-up that exits early and
+    keeps that agreement (`decoding.summary.equal_agreement`), its measured speed and cost split beside."""
+    parts = [equal_agreement(f.assign(label=lens), levels) for lens, f in frames.items()]
+    out = pd.concat(parts, ignore_index=True).rename(columns={"label": "lens"})
+    out["rule"] = out["rule"].astype(object).where(out["rule"].notna(), None)  # a level nobody reaches: None
+    return out
+
+
+def decoding_by_lens_text(table: pd.DataFrame) -> str:
+    """One line per agreement level: the best configuration under each lens and whether it pays (modelled
+    speed-up > 1), so the notebook's conclusion is computed, not typed."""
+    lines = []
+    for level, g in table.groupby("level", sort=False):
+        parts = []
+        for r in g.itertuples():
+            if r.rule is None or r.rule != r.rule:
+                parts.append(f"{r.lens} lens: no configuration exits early at this agreement")
+            else:
+                parts.append(f"{r.lens} lens: {r.rule} / {r.strategy}, modelled {r.flop_speedup:.2f}x, measured "
+                             f"{r.speed_ratio:.2f}x ({'pays' if r.flop_speedup > 1 else 'does not pay'}; "
+                             f"checks {r.checks:.2f} blocks/token)")
+        lines.append(f"- agreement >= {level:.0%}: " + "; ".join(parts))
+    return "\n".join(lines)
