@@ -178,3 +178,19 @@ def test_decoding_by_lens_picks_the_best_agreeing_configuration_per_lens():
     text = decoding_by_lens_text(t)
     assert "tuned lens: no configuration exits early" in text and "c / propagate, modelled 1.20x" in text
     assert "a / propagate, modelled 0.80x, measured 0.70x (does not pay" in text
+
+
+def test_lens_gain_hand_values():
+    import pandas as pd
+    from eeutils.notebook.lenses import lens_gain
+    t = pd.DataFrame([
+        dict(model="m", similarity="top1", lens="logit", normalised=0.2, normalised_lo=0.18, normalised_hi=0.22),
+        dict(model="m", similarity="top1", lens="tuned", normalised=0.5, normalised_lo=0.45, normalised_hi=0.55),
+        dict(model="m", similarity="logit_cos", lens="logit", normalised=0.40, normalised_lo=0.35, normalised_hi=0.45),
+        dict(model="m", similarity="logit_cos", lens="tuned", normalised=0.42, normalised_lo=0.38, normalised_hi=0.46)])
+    g = lens_gain(t).set_index("similarity")
+    assert np.isclose(g.loc["top1", "gain"], 0.3) and np.isclose(g.loc["top1", "gain_lo"], 0.23)
+    assert np.isclose(g.loc["top1", "gain_hi"], 0.37) and g.loc["top1", "clear"]
+    assert np.isclose(g.loc["logit_cos", "gain_lo"], -0.07) and not g.loc["logit_cos", "clear"]
+    with pytest.raises(KeyError):
+        lens_gain(t[t.lens == "logit"])

@@ -110,3 +110,25 @@ def test_another_family_layout():
     m = eeutils.load_model("zoo/gpt2-mid")
     va = corpus_windows(m, "validation", 4)
     np.testing.assert_allclose(heldout_kl(m, va, TunedLens(m.n_layers, 128)), heldout_kl(m, va), atol=1e-5)
+
+
+def test_layer_by_layer_backward_equals_the_summed_loss(dense_mid):
+    """train_tuned_lens back-propagates one layer's KL at a time (memory: one [tokens x vocab] graph); each
+    translator's gradient then equals that of the summed loss, so one step gives the same translators."""
+    from eeutils.lens.tuned import TunedLens, TunedLensSettings, _kl, _states, corpus_windows, train_tuned_lens
+    wins = corpus_windows(dense_mid, "train", 8, 32)
+    s = TunedLensSettings(n_windows=8, context=32, steps=1, batch=4, lr=1e-2, seed=3)
+    got = train_tuned_lens(dense_mid, wins, s, progress=False)
+    # reference: the summed loss, one backward, the same first batch and one Adam step
+    torch.manual_seed(s.seed)
+    ref = TunedLens(dense_mid.n_layers, 128)
+    opt = torch.optim.Adam(ref.parameters(), lr=s.lr)
+    g = torch.Generator().manual_seed(s.seed)
+    idx = torch.randint(0, len(wins), (s.batch,), generator=g)
+    final, states = _states(dense_mid, wins[idx])
+    with torch.enable_grad():
+        sum(_kl(final, ref.logits(dense_mid, l, states[l])) for l in range(dense_mid.n_layers)).backward()
+    opt.step()
+    for a, b in zip(got.parameters(), ref.parameters()):
+        assert torch.allclose(a, b, atol=1e-7), float((a - b).abs().max())
+    assert any(float(p.abs().max()) > 0 for p in got.parameters())  # the step moved the translators

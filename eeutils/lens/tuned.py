@@ -152,10 +152,10 @@ def train_tuned_lens(model, windows: torch.Tensor, settings: TunedLensSettings =
     for _ in tqdm(range(settings.steps), desc=f"tuned lens {model.name}", disable=not progress, mininterval=5):
         idx = torch.randint(0, len(windows), (min(settings.batch, len(windows)),), generator=g)
         final, states = _states(model, windows[idx])
-        with torch.enable_grad():
-            loss = sum(_kl(final, lens.logits(model, l, states[l])) for l in range(model.n_layers))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+        opt.zero_grad(set_to_none=True)
+        with torch.enable_grad():  # one layer at a time: each translator's gradient comes from its own layer's
+            for l in range(model.n_layers):  # KL only, so this equals the gradient of the sum, and memory holds
+                _kl(final, lens.logits(model, l, states[l])).backward()  # one [tokens x vocab] graph, not L
         opt.step()
         sched.step()
     return lens.eval()

@@ -104,3 +104,21 @@ def decoding_by_lens_text(table: pd.DataFrame) -> str:
                              f"checks {r.checks:.2f} blocks/token)")
         lines.append(f"- agreement >= {level:.0%}: " + "; ".join(parts))
     return "\n".join(lines)
+
+
+def lens_gain(table: pd.DataFrame, lenses=("logit", "tuned")) -> pd.DataFrame:
+    """Per model and similarity, normalised EAS under each lens and the tuned lens' gain, from an `eas_table`
+    with a "lens" column: the gain's interval is conservative (lower bound of the tuned interval minus the upper
+    bound of the logit one, and vice versa), since the two readouts share their documents but are bootstrapped
+    apart. "clear" when that interval excludes zero."""
+    rows = []
+    for (model, sim), g in table.groupby(["model", "similarity"], sort=False):
+        by = {r.lens: r for r in g.itertuples()}
+        if not all(lens in by for lens in lenses):
+            raise KeyError(f"{model} lacks a readout under one of {lenses}")
+        a, b = by[lenses[0]], by[lenses[1]]
+        lo, hi = b.normalised_lo - a.normalised_hi, b.normalised_hi - a.normalised_lo
+        rows.append({"model": model, "similarity": sim, f"normalised_{lenses[0]}": a.normalised,
+                     f"normalised_{lenses[1]}": b.normalised, "gain": b.normalised - a.normalised,
+                     "gain_lo": lo, "gain_hi": hi, "clear": bool(lo > 0 or hi < 0)})
+    return pd.DataFrame(rows)
