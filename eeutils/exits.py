@@ -7,8 +7,9 @@ from .analysis.exits import (PAIRED_COLUMNS, TRADEOFF_COLUMNS, evaluate, max_ski
                              simulate, skip_tokens, tradeoff)
 from .analysis.oracle import budget_oracle_exits  # noqa: F401
 from .analysis.paired import mcnemar_exact, paired_loss  # noqa: F401
+from .analysis.rule_parse import as_rule, default_rules, parse_rules  # noqa: F401
 from .analysis.rules import (DEFAULT_THRESHOLDS, EXIT_KINDS, ORACLES, REALISABLE, RULE_KINDS, ExitRule,  # noqa: F401
-                             RuleKind, as_rule, default_rules, parse_rules, rule_fires, top1_streak, update_streak)
+                             RuleKind, rule_fires, top1_streak, update_streak)
 
 __all__ = [
     "EXIT_KINDS", "DEFAULT_THRESHOLDS", "RULE_KINDS", "ExitRule", "rule_fires", "top1_streak", "update_streak",

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import eeutils
-from eeutils.analysis.rules import CHECK_KINDS, ExitRule, as_rule, rule_fires
+from eeutils.analysis.rule_parse import as_rule
+from eeutils.analysis.rules import CHECK_KINDS, ExitRule, rule_fires
 from eeutils.decoding import generate_early_exit
 from eeutils.decoding.checks import CheckCosts
 from eeutils.decoding.costs import modelled_speedup, shape_cost

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from eeutils.analysis import rule_parse as P
 from eeutils.analysis import rules as R
 from eeutils.lens import statistics as S
 
@@ -73,7 +74,7 @@ def test_rule_table_drives_defaults_decoder_and_widget():
     assert set(RULES) == {k for k, r in R.RULE_KINDS.items() if r.widget}
     assert set(R.REALISABLE) == {k for k, r in R.RULE_KINDS.items() if r.realisable}
     assert {"saturation", "budget_oracle", "budget_oracle_agreement", "oracle_correct"}.isdisjoint(R.REALISABLE)
-    kinds = [r.kind for r in R.default_rules(4)]
+    kinds = [r.kind for r in P.default_rules(4)]
     assert kinds.count("static") == 4 and kinds.count("consecutive") == 3
     assert kinds.count("max_prob") == len(R.RULE_KINDS["max_prob"].grid)
 
@@ -81,17 +82,17 @@ def test_rule_table_drives_defaults_decoder_and_widget():
 def test_rule_arguments_are_parsed_in_one_place():
     import eeutils.decoding.evaluation as de
     from eeutils.analysis.exits import tradeoff  # noqa: F401  (uses as_rule too)
-    assert R.as_rule("static:50%", 6) == R.ExitRule("static", 3)
-    assert R.as_rule(("margin", 0.5)) == R.as_rule({"kind": "margin", "threshold": 0.5}) == R.as_rule("margin:0.5")
-    assert R.as_rule("saturation").kind == "saturation"
-    assert R.as_rule("budget_oracle:0.05").threshold == 0.05
+    assert P.as_rule("static:50%", 6) == R.ExitRule("static", 3)
+    assert P.as_rule(("margin", 0.5)) == P.as_rule({"kind": "margin", "threshold": 0.5}) == P.as_rule("margin:0.5")
+    assert P.as_rule("saturation").kind == "saturation"
+    assert P.as_rule("budget_oracle:0.05").threshold == 0.05
     with pytest.raises(ValueError, match="now 'saturation'"):
-        R.as_rule("oracle")
-    assert de.parse_rules("max_prob:0.9", 4) == R.parse_rules("max_prob:0.9", 4)
+        P.as_rule("oracle")
+    assert de.parse_rules("max_prob:0.9", 4) == P.parse_rules("max_prob:0.9", 4)
     with pytest.raises(ValueError, match="kind:threshold"):
-        R.as_rule("entropy")
+        P.as_rule("entropy")
     with pytest.raises(ValueError, match="unknown exit rule kind"):
-        R.as_rule("frobnicate")
+        P.as_rule("frobnicate")
 
 
 # ---- notebook 11's conclusions ------------------------------------------------------------------------

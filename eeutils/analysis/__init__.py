@@ -6,8 +6,8 @@ from .depth import (depth_summary, kl_settle_layer, saturated_matrix, saturation
 from .eas import AGGREGATES, EASResult, eas, eas_ceiling
 from .exits import evaluate, max_skip_under_budget, simulate, tradeoff
 from .reported import reported_eas
-from .rules import (DEFAULT_THRESHOLDS, EXIT_KINDS, RULE_KINDS, ExitRule, RuleKind, as_rule, default_rules,
-                    parse_rules, rule_fires)
+from .rule_parse import as_rule, default_rules, parse_rules
+from .rules import DEFAULT_THRESHOLDS, EXIT_KINDS, RULE_KINDS, ExitRule, RuleKind, rule_fires
 from .sensitivity import choice_stability, kendall_tau, rank_stability, sensitivity, stability_summary
 from .similarity import SIMILARITY_KINDS, similarity
 

@@ -17,7 +17,8 @@ from .depth import saturated_matrix
 from .oracle import budget_oracle_exits
 from .paired import paired_loss
 from .similarity import _check_readout
-from .rules import (DEFAULT_THRESHOLDS, EXIT_KINDS, ExitRule, as_rule, default_rules, rule_fires,  # noqa: F401
+from .rule_parse import as_rule, default_rules  # noqa: F401
+from .rules import (DEFAULT_THRESHOLDS, EXIT_KINDS, ExitRule, rule_fires,  # noqa: F401
                     subset_streak, top1_streak, update_streak)
 
 __all__ = [

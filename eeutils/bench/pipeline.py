@@ -12,7 +12,8 @@ import pandas as pd
 from ..analysis.bootstrap import bootstrap_eas
 from ..analysis.eas import eas
 from ..analysis.exits import max_skip_under_budget, tradeoff
-from ..analysis.rules import ExitRule, parse_rules
+from ..analysis.rule_parse import parse_rules
+from ..analysis.rules import ExitRule
 from ..arch.loading import ModelLoadError, load_model
 from ..arch.names import ZooError
 from ..arch.table import AdapterError

@@ -47,7 +47,8 @@ import time
 import numpy as np
 import torch
 
-from ..analysis.rules import REALISABLE, ExitRule, as_rule
+from ..analysis.rule_parse import as_rule
+from ..analysis.rules import REALISABLE, ExitRule
 from ..arch.loading import LoadedModel
 from ..lens.statistics import token_statistics
 from ..lens.tuned import resolve_lens

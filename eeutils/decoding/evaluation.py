@@ -43,7 +43,8 @@ import pandas as pd
 import torch
 
 from ..analysis.exits import simulate
-from ..analysis.rules import ExitRule, parse_rules as _parse_rules
+from ..analysis.rule_parse import parse_rules as _parse_rules
+from ..analysis.rules import ExitRule
 from ..arch.loading import LoadedModel
 from ..lens.readout import readout
 from ..workloads.registry import get_workload
@@ -85,7 +86,7 @@ COLUMNS = [
 # rules and prompts
 # ---------------------------------------------------------------------------------------------------
 def parse_rules(rules, n_layers: int) -> list[ExitRule]:
-    """Exit rules for a model of `n_layers` blocks (`eeutils.analysis.rules.parse_rules`); None = DEFAULT_RULES.
+    """Exit rules for a model of `n_layers` blocks (`eeutils.analysis.rule_parse.parse_rules`); None = DEFAULT_RULES.
 
     rules: a spec string "kind:threshold,..." (static:50% = half depth, rounded, at least 1), or an
     iterable of ExitRule, "kind:threshold" strings, (kind, threshold) tuples or dicts.
