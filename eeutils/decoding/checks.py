@@ -44,9 +44,9 @@ LENS_EXTRA_MACS = {"logit": lambda d: 0.0, "tuned": lambda d: float(d * d + d)}
 @dataclass
 class CheckCosts:
     """What the checks of one generation cost. check_macs: weight multiply-adds of the checks that are not a
-    full readout, by check kind ("translator": the tuned lens' d x d products); lens_calls: full readouts (final norm + full head), checks, verifications and
-    predictions alike; verify_calls / failed_verifies: full readouts run to confirm a firing candidate check,
-    and those that refuted it; host_syncs: device-to-host reads of decisions (one per check, verification and
+    full readout, by check kind ("translator": the tuned lens' d x d products); lens_calls: full readouts (final
+    norm + full head), checks, verifications and predictions alike; verify_calls / failed_verifies: full
+    readouts run to confirm a firing candidate check, and those that refuted it; host_syncs: device-to-host reads of decisions (one per check, verification and
     prediction)."""
 
     d: int

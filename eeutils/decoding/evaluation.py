@@ -47,6 +47,7 @@ from ..analysis.rule_parse import parse_rules as _parse_rules
 from ..analysis.rules import ExitRule
 from ..arch.loading import LoadedModel
 from ..lens.readout import readout
+from ..lens.tuned import resolve_lens
 from ..workloads.registry import get_workload
 from .baselines import generate_full
 from .costs import cost_profile, modelled_speedup, shape_cost
@@ -244,6 +245,9 @@ def compare_decoding(model, prompts, rules=None, strategies=("propagate", "defer
     L = lm.n_layers
     rule_list = parse_rules(rules, L)
     kw = dict(stop_at_eos=stop_at_eos)
+    # translators resolved once (trained or read from the cache), then passed to every run as a TunedLens
+    translator, lens_meta = resolve_lens(lm, lens, lens_settings)
+    lens, lens_settings = (translator if translator is not None else "logit"), None
 
     cells = [("full", "driver", lambda p: generate_full(lm, p, max_new_tokens, **kw))]
     if hf_baseline:
@@ -281,12 +285,12 @@ def compare_decoding(model, prompts, rules=None, strategies=("propagate", "defer
 
     hf_i = next((i for i, c in enumerate(cells) if c[1] == "hf"), None)
     driver_vs_generate = 1.0 / ratio(hf_i) if hf_i is not None else float("nan")
-    sim, oracle = simulate_potential(lm, ids, [r.tokens for r in full], rule_list, lens=lens, lens_settings=lens_settings)
+    sim, oracle = simulate_potential(lm, ids, [r.tokens for r in full], rule_list, lens=lens)
     cost = cost_profile(lm)
     h, kvc = cost["head_cost_blocks"], cost["kv_cost_blocks"]
-    common = dict(model=lm.name, workload=workload, lens=lens if isinstance(lens, str) else "tuned", n_layers=L, n_prompts=len(ids), max_new_tokens=max_new_tokens,
-                  repeats=repeats, driver_vs_generate=driver_vs_generate, oracle_skip_ratio=oracle,
-                  head_cost_blocks=h, kv_cost_blocks=kvc)
+    common = dict(model=lm.name, workload=workload, lens=lens_meta["lens"], n_layers=L, n_prompts=len(ids),
+                  max_new_tokens=max_new_tokens, repeats=repeats, driver_vs_generate=driver_vs_generate,
+                  oracle_skip_ratio=oracle, head_cost_blocks=h, kv_cost_blocks=kvc)
 
     def row(i, rule_label, kind, threshold, strategy, sim_skip, sim_agree, check="none"):
         res = results[i]

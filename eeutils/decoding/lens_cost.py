@@ -1,6 +1,7 @@
 """What one exit check costs, per lens, in block-equivalents of weight multiply-adds per token.
 
-The tuned lens' extra term is `checks.LENS_EXTRA_MACS`, which the decoder also counts on every tuned check: a check under the logit lens reads the final norm and the head
+The tuned lens' extra term is `checks.LENS_EXTRA_MACS`, which the decoder also counts on every tuned check: a
+check under the logit lens reads the final norm and the head
 (d x vocab multiply-adds); under the tuned lens the layer's affine translator runs first, one more d x d
 product (+ d for its bias). Divided by one block's active multiply-adds (`evaluation.cost_profile`), as the
 realised-decoding cost model counts everything. Norms, softmax and per-call overheads are not counted.
