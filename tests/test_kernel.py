@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from eeutils.lens.kernel import FLOAT_STATS, ChunkReducer
+from eeutils.lens.kernel import FLOAT_STATS, ChunkReducer, hidden_cosines
 
 K = 5
 
@@ -34,12 +34,16 @@ def reference(z, zf, h, h_prev, hf, target):
 
 
 def run_kernel(reducer, z, zf, h, h_prev, hf, target):
+    """Final layer zf, layers 0 and 1 both z (states h_prev, h): returns (floats, ints) of layers 2 and 1, and
+    of layer 0."""
     n = z.shape[0]
     reducer.slot(n, final=True).copy_(zf)
-    f_final, i_final = reducer.final(hf, target)
-    reducer.slot(n).copy_(z)
-    f, i = reducer.layer(h, h_prev, target)
-    return f_final, i_final, f, i
+    reducer.final(target)
+    for layer in range(2):
+        reducer.slot(n).copy_(z)
+        reducer.layer(layer)
+    f, i = reducer.finish(hidden_cosines([h_prev, h, hf]))
+    return f[:, 2], i[:, 2], f[:, 1], i[:, 1], f[:, 0], i[:, 0]
 
 
 def logits(n, vocab, gen, scale=3.0, offset=0.0, ties=False):
@@ -70,8 +74,8 @@ def test_kernel_matches_float64_reference(vocab, rows, n, scale, offset, ties, f
     h, h_prev, hf = (torch.randn(n, d, generator=gen) for _ in range(3))
     target = torch.randint(0, vocab, (n,), generator=gen)
     target[-1] = -1
-    reducer = ChunkReducer(rows, vocab, K, fused=fused)
-    f_final, i_final, f, i = run_kernel(reducer, z, zf, h, h_prev, hf, target)
+    reducer = ChunkReducer(rows, vocab, K, 2, fused=fused)
+    f_final, i_final, f, i, f0, i0 = run_kernel(reducer, z, zf, h, h_prev, hf, target)
     assert reducer.fused == fused  # the compiled kernel ran (no silent fallback)
     ref = reference(z, zf, h, h_prev, hf, target)
 
@@ -100,6 +104,12 @@ def test_kernel_matches_float64_reference(vocab, rows, n, scale, offset, ties, f
         tol = 2e-5 * scale + 2e-5 * want.abs() if name in ("entropy", "kl_to_final", "ce") else 2e-5
         err = (got - want).abs()[~nan]
         assert bool((err <= tol[~nan] if torch.is_tensor(tol) else err <= tol).all()), (name, float(err.max()))
+    # layer 0 read the same logits as layer 1: the same record, and the convention for hidden_cos_prev
+    hp, hid = FLOAT_STATS.index("hidden_cos_prev"), FLOAT_STATS.index("hidden_cos")
+    assert torch.equal(i0, i)
+    logit_cols = [c for c in range(len(FLOAT_STATS)) if c not in (hp, hid)]
+    assert torch.allclose(f0[:, logit_cols], f[:, logit_cols], rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(f0[:, hp], torch.ones(n))
     # the final layer against itself
     assert np.allclose(f_final[:, FLOAT_STATS.index("kl_to_final")].numpy(), 0.0, atol=1e-5)
     assert np.allclose(f_final[:, FLOAT_STATS.index("logit_cos")].numpy(), 1.0, atol=1e-6)
@@ -113,11 +123,12 @@ def test_max_at_block_boundaries_and_in_padding_tail(fused):
     z[:, 511] = 4.0  # second everywhere
     zf = z.clone()
     h = torch.randn(n, 8)
-    reducer = ChunkReducer(n, vocab, 2, fused=fused)
+    reducer = ChunkReducer(n, vocab, 2, 1, fused=fused)
     reducer.slot(n, final=True).copy_(zf)
-    reducer.final(h, torch.full((n,), -1))
+    reducer.final(torch.full((n,), -1))
     reducer.slot(n).copy_(z)
-    _, ints = reducer.layer(h, h, torch.full((n,), -1))
+    reducer.layer(0)
+    ints = reducer.finish(hidden_cosines([h, h]))[1][:, 0]
     assert ints[:, 0].tolist() == [255, 256, vocab - 1, 0]
     assert ints[:, 3].tolist() == [511] * n
     assert ints[:, 1].tolist() == [0] * n

@@ -36,27 +36,39 @@ class FusedUnavailable(RuntimeError):
     """torch.compile could not build the fused kernel here; use the eager kernel."""
 
 
-def _reduce_blocks(z, pf, zf, thr, block: int = BLOCK):
-    """Per block of `block` columns of z [C, n * block]: (max, sum e, sum z e, count z > thr, sum z p_f,
-    sum z z, sum z z_f) with e = exp(z - block max); each [C, n]. thr: [C, 1]."""
+# The block size is a constant of the traced code, not an argument: as an argument torch.compile(dynamic=True)
+# makes it a symbol, and the loop over a block of unknown length ran ~1.5x slower. The count is a float (exact:
+# at most BLOCK per block). Inductor fuses these reductions into one loop over each block; variants that stack
+# the outputs or merge the blocks in the same graph made it write exp(z - b) to memory and run 3x slower, and
+# masking the padding out of z . z (a `where` per element) cost 12%: the pass runs over whole blocks only.
+def _reduce_blocks(z, pf, thr, block: int = BLOCK):
+    """Per block of `block` columns of z [C, n * block]: (max b, sum e, sum z e, count z > thr, sum z p_f, sum z z)
+    with e = exp(z - b); each [C, n]. thr: [C, 1]."""
     zb = z.unflatten(1, (-1, block))
     bm = zb.amax(-1, keepdim=True)
     e = torch.exp(zb - bm)
-    return (bm.squeeze(-1), e.sum(-1), (zb * e).sum(-1), (zb > thr[:, :, None]).sum(-1),
+    return (bm.squeeze(-1), e.sum(-1), (zb * e).sum(-1), (zb > thr[:, :, None]).float().sum(-1),
+            (zb * pf.unflatten(1, (-1, block))).sum(-1), (zb * zb).sum(-1))
+
+
+def _reduce_blocks_zf(z, pf, zf, thr, block: int = BLOCK):
+    """`_reduce_blocks` plus sum z z_f per block (for a lens without a Gram matrix: z_f read in the pass)."""
+    zb = z.unflatten(1, (-1, block))
+    bm = zb.amax(-1, keepdim=True)
+    e = torch.exp(zb - bm)
+    return (bm.squeeze(-1), e.sum(-1), (zb * e).sum(-1), (zb > thr[:, :, None]).float().sum(-1),
             (zb * pf.unflatten(1, (-1, block))).sum(-1), (zb * zb).sum(-1), (zb * zf.unflatten(1, (-1, block))).sum(-1))
 
 
-def _reduce_blocks_linear(z, pf, thr, block: int = BLOCK):
-    """`_reduce_blocks` without the two products that a linear lens gives from the Gram matrix (`lens_gram`):
-    one read of z_f less per element."""
-    zb = z.unflatten(1, (-1, block))
-    bm = zb.amax(-1, keepdim=True)
-    e = torch.exp(zb - bm)
-    return (bm.squeeze(-1), e.sum(-1), (zb * e).sum(-1), (zb > thr[:, :, None]).sum(-1),
-            (zb * pf.unflatten(1, (-1, block))).sum(-1))
+_compiled: dict = {}  # the compiled functions see `block` as the constant BLOCK
 
 
-_compiled: dict = {}
+def _full(fn):
+    if fn not in _compiled:
+        _compiled[fn] = torch.compile(lambda *rows: fn(*rows, block=BLOCK), dynamic=True)
+    return _compiled[fn]
+
+
 _broken: str | None = None
 
 
@@ -80,19 +92,16 @@ def wanted(vocab: int, kernel: str = "auto") -> bool:
 
 
 def block_reduce(z, pf, zf, thr):
-    """`_reduce_blocks` compiled (`_reduce_blocks_linear` when zf is None), over the whole blocks of z ([C, V]);
-    the last partial block, if any, is reduced eagerly as one block of its own. Returns seven (five) [C, n_blocks]
-    tensors."""
+    """`_reduce_blocks_zf` (`_reduce_blocks` when zf is None) over the whole blocks of z ([C, V]), compiled; the last
+    partial block, if any, is reduced eagerly as one block of its own. Returns seven (six) [C, n_blocks] tensors."""
     global _broken
     if _broken is not None:
         raise FusedUnavailable(_broken)
     full = z.shape[1] // BLOCK * BLOCK
-    fn = _reduce_blocks_linear if zf is None else _reduce_blocks
+    fn = _reduce_blocks if zf is None else _reduce_blocks_zf
     rows = (z, pf) if zf is None else (z, pf, zf)
-    if fn not in _compiled:
-        _compiled[fn] = torch.compile(fn, dynamic=True)
     try:
-        parts = _compiled[fn](*(r[:, :full] for r in rows), thr) if full else None
+        parts = _full(fn)(*(r[:, :full] for r in rows), thr) if full else None
     except Exception as exc:  # noqa: BLE001  (any compile failure: the eager kernel gives the same numbers)
         _broken = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         warnings.warn(f"the fused readout kernel is unavailable here ({_broken}); using the eager kernel "
@@ -100,23 +109,20 @@ def block_reduce(z, pf, zf, thr):
         raise FusedUnavailable(_broken) from exc
     if full == z.shape[1]:
         return parts
-    rest = z.shape[1] - full
-    tail = fn(*(r[:, full:] for r in rows), thr, block=rest)
+    tail = fn(*(r[:, full:] for r in rows), thr, block=z.shape[1] - full)
     return tail if parts is None else tuple(torch.cat([a, b], 1) for a, b in zip(parts, tail))
 
 
-def combine(parts, zz_zzf=None):
-    """Merge the block reductions into per-row (block maxima [C, n], s, lse, dots [C, 4], rank) with
-    s = sum exp(z - M), lse = logsumexp(z), dots = z . [p_f, z_f, z, exp(z - M)], rank = count(z > thr).
-    zz_zzf: ([C] z . z, [C] z . z_f) from the Gram matrix, when `parts` come from the linear variant."""
-    bm, sb, zeb, cnt, zpf = parts[:5]
-    zz, zzf = (parts[5].sum(-1), parts[6].sum(-1)) if zz_zzf is None else zz_zzf
+def combine(parts):
+    """Merge the block reductions into per-row (block maxima [C, n], s, lse, z . e, z . p_f, rank, z . z, z . z_f)
+    with e = exp(z - M), s = sum e, lse = logsumexp(z), rank = count(z > thr) (a float, exact); z . z_f is None
+    when `parts` come from `_reduce_blocks` (a linear lens: it comes from the Gram matrix)."""
+    bm, sb, zeb, cnt, zpf, zz = parts[:6]
     m = bm.amax(-1)
     w = torch.exp(bm - m[:, None])
-    s = (sb * w).sum(-1)
-    ze = (zeb * w).sum(-1)
-    dots = torch.stack([zpf.sum(-1), zzf, zz, ze], 1)
-    return bm, s, m + s.log(), dots, cnt.sum(-1)
+    s = torch.linalg.vecdot(sb, w)
+    zzf = parts[6].sum(-1) if len(parts) > 6 else None
+    return bm, s, m + s.log(), torch.linalg.vecdot(zeb, w), zpf.sum(-1), cnt.sum(-1), zz.sum(-1), zzf
 
 
 def lens_gram(weight: torch.Tensor, bias: torch.Tensor | None, scale: float) -> torch.Tensor:
@@ -133,8 +139,21 @@ def lens_gram(weight: torch.Tensor, bias: torch.Tensor | None, scale: float) -> 
     return g.mul_(scale * scale)
 
 
+def gram_ref(gram: torch.Tensor, x_ref: torch.Tensor) -> torch.Tensor:
+    """u = G x~_ref^T per row ([C, d + 1]) for the chunk's final-layer lens inputs x_ref [C, d]: then
+    z . z_f = x~ . u for any layer's lens input x (`gram_dot`), d + 1 multiply-adds per token and layer."""
+    d = x_ref.shape[1]
+    return x_ref @ gram[:d] + gram[d]
+
+
+def gram_dot(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """z . z_f per row from a layer's lens inputs x [C, d] and `gram_ref`'s u."""
+    return torch.linalg.vecdot(x, u[:, :-1]) + u[:, -1]
+
+
 def gram_products(x: torch.Tensor, gram: torch.Tensor, x_ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(z . z, z . z_ref) per row from the lens inputs x, x_ref ([C, d], the normed states) and `lens_gram`."""
+    """(z . z, z . z_ref) per row from the lens inputs x, x_ref ([C, d], the normed states) and `lens_gram`
+    (the reference arithmetic of the shortcut; the readout takes z . z from the fused pass)."""
     d = x.shape[1]
     gx = x @ gram[:d] + gram[d]  # [C, d + 1]: G x~ for x~ = [x, 1]
     zz = (gx[:, :d] * x).sum(-1) + gx[:, d]

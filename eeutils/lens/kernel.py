@@ -1,26 +1,26 @@
-"""Per-chunk statistic kernels: reduce one layer's [chunk x vocab] logits to per-token numbers.
+"""Per-chunk statistic kernels: reduce every layer's [chunk x vocab] logits to per-token numbers.
 
-Everything here is fp32. The final layer's distribution is computed once per
-chunk (`FinalRef`) and reused for every layer, and each layer costs a small,
-fixed number of passes over [chunk x vocab]:
+Everything here is fp32. The work splits in two so that the per-layer part touches the vocabulary as few times as
+possible and everything of size [chunk] is done once per chunk for all layers together:
 
-    block maxima (read z: one vectorised max per 256 columns) -> the row max m, and the exact top-k from a
-        top-k over the block maxima and then over the k best blocks (torch.topk over whole 262k-wide rows was
-        the largest single cost: a scalar partial sort, ~6x a vectorised max)
-    z > z[final top-1], counted (read z, write a scratch row, sum it)
-    e = exp(z) into the same scratch (one pass; exp(z - m), two passes, when some row max m is outside
-        [-60, 60] where exp(z) could overflow or lose the top of the distribution), S = sum e
-    one batched product z . [p_f, z_f, z, e]  (reads z once, gives four row dot products)
+per layer (`ChunkReducer.final` / `.layer`): the passes over [chunk x vocab] and nothing else. They leave, per
+    token, a handful of reductions in a [layers + 1, _NREC, chunk] record: logsumexp, S = sum exp(z - shift),
+    z . exp(z - shift), z . p_f, z . z, z . z_f, z at the target, the top two values, the rank count, and the k
+    top-k ids. Two ways to get them, same numbers up to fp32 summation order:
+      fused (`eeutils.lens.fused`): one compiled pass per block of 256 columns, plus the exact top-k from the
+        block maxima (the k largest values lie in the k blocks with the largest maxima);
+      eager: block maxima / top-k, z > z[final top-1] counted, exp into a scratch row and summed, and one
+        batched product z . [p_f, z_f, z, e].
+per chunk (`ChunkReducer.finish`): every statistic of every layer from the record, vectorised over layers:
+    KL = sum_v p_f log p_f - sum_v p_f z_l + logsumexp(z_l), H(p_l) = logsumexp(z_l) - (z . e) / S, and the
+    hidden-state cosines (`hidden_cosines`, once per batch of documents).
 
-No logsumexp pass and no normalised probabilities: logsumexp(z) = (m +) log S, sum_v p_l z_l = (e . z) / S.
-KL(p_f || p_l) is taken from reductions rather than a materialised difference:
-    KL = sum_v p_f log p_f - sum_v p_f z_l + logsumexp(z_l)
-entropy from H(p_l) = logsumexp(z_l) - sum_v p_l z_l.
+No logsumexp pass and no normalised probabilities of the layers: logsumexp(z) = (shift +) log S.
 
-`ChunkReducer` is the readout's workspace: one [chunk, 4, vocab] fp32 buffer (vocab rounded up to a
-multiple of 256, the padding -inf) holding p_f, z_f, the
-current layer's logits and the scratch row side by side, so nothing of vocab size is allocated per layer.
-`chunk_statistics` / `FinalRef.build` are the same arithmetic on ordinary tensors.
+`ChunkReducer` is the readout's workspace: one [chunk, 4, vocab] fp32 buffer (vocab rounded up to a multiple of 256;
+the padding of the logit rows is a large negative number, that of p_f zero) holding p_f, z_f, the current layer's
+logits and a scratch row side by side, so nothing of vocab size is allocated per layer.
+`chunk_statistics` / `FinalRef.build` are the same arithmetic on ordinary tensors, one layer at a time.
 """
 from __future__ import annotations
 
@@ -28,12 +28,14 @@ from dataclasses import dataclass
 
 import torch
 
-# order of the columns of the float and int blocks that `ChunkReducer` returns: the statistic registry's
-from .fused import BLOCK as _BLOCK  # columns per block for the blocked top-k (block maxima, then top-k in k blocks)
-from .fused import FusedUnavailable, block_reduce, combine, gram_products
+from .fused import BLOCK as _BLOCK  # columns per block (block maxima, then the top-k in the k best blocks)
+from .fused import FusedUnavailable, block_reduce, combine, gram_dot, gram_ref
 from .statistics import FLOAT_STATS, INT_STATS  # noqa: F401  (INT_STATS is followed by the k top-k ids)
 
 _PF, _ZF, _Z, _E = 0, 1, 2, 3  # rows of the ChunkReducer buffer
+# rows of the per-layer record
+_LSE, _S, _ZE, _ZPF, _ZZ, _ZZF, _ZT, _V1, _V2, _RANK = range(10)
+_NREC = 10
 WORKSPACE_BYTES = 256 * 2**20  # target size of the ChunkReducer workspace (see `auto_chunk_tokens`)
 _CHUNK_ROWS = (128, 256)  # fewest rows (the head matmul stays efficient), most rows (more buys no speed)
 _EXP_SAFE = 60.0  # exp(z) without a shift when every row max is within +-this: no overflow (V * e^60 << 3e38),
@@ -69,10 +71,31 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
 
 
-def _cos(a: torch.Tensor, b: torch.Tensor, b_norm: torch.Tensor | None = None) -> torch.Tensor:
-    a_norm = _rowdot(a, a).sqrt()
-    b_norm = _rowdot(b, b).sqrt() if b_norm is None else b_norm
-    return _rowdot(a, b) / (a_norm * b_norm).clamp_min(1e-30)
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise cosine of [..., d] tensors (an elementwise product and a sum: for rows of a few thousand numbers
+    this is several times faster than a batched matmul of 1 x d by d x 1)."""
+    dot = torch.linalg.vecdot(a, b)
+    return dot / (torch.linalg.vecdot(a, a) * torch.linalg.vecdot(b, b)).sqrt().clamp_min(1e-30)
+
+
+def hidden_cosines(states, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos(h_l, h_L), cos(h_l, h_{l-1})) for the residual states of layers 0..L (a sequence of [n, d] tensors, any
+    float dtype, any devices); each [L + 1, n] fp32 on `device` (default: the last state's), the second 1 at
+    layer 0 by convention. One layer at a time, so nothing bigger than one [n, d] product is allocated."""
+    last = states[-1].float()
+    device = last.device if device is None else device
+    n_last = torch.linalg.vecdot(last, last)
+    to_last = torch.empty((len(states), last.shape[0]), dtype=torch.float32, device=device)
+    to_prev = torch.ones_like(to_last)
+    prev, n_prev = None, None
+    for i, s in enumerate(states):
+        h = s.to(last.device).float()
+        sq = torch.linalg.vecdot(h, h)
+        to_last[i] = torch.linalg.vecdot(h, last) / (sq * n_last).sqrt().clamp_min(1e-30)
+        if prev is not None:
+            to_prev[i] = torch.linalg.vecdot(h, prev) / (sq * n_prev).sqrt().clamp_min(1e-30)
+        prev, n_prev = h, sq
+    return to_last, to_prev
 
 
 @dataclass
@@ -85,7 +108,7 @@ class FinalRef:
     norm: torch.Tensor  # [C] ||z_f||
     top1: torch.Tensor  # [C]
     topk: torch.Tensor  # [C, k]
-    hidden: torch.Tensor  # [C, d] fp32, last block's output
+    hidden: torch.Tensor | None = None  # [C, d] last layer's residual stream (for `chunk_statistics`)
 
     @classmethod
     def build(cls, logits: torch.Tensor, hidden: torch.Tensor, k: int) -> "FinalRef":
@@ -100,129 +123,157 @@ class FinalRef:
 
 
 class NonFiniteLogits(FloatingPointError):
-    """NaN or inf in a layer's logits; says which layer and token."""
+    """NaN or inf in a layer's logits; args: (row,) or (layer, row) of the first one."""
 
 
-def _finish(vals, ids, s, lse, dots, rank, z_t, h, h_prev, ref: FinalRef, target, k):
-    """Per-token statistics from the reductions of one layer.
-
-    vals/ids: top-k of z; e = exp(z - shift) for some per-row shift, s = sum e, lse = logsumexp(z);
-    dots: [C, 4] = z . [p_f, z_f, z, e]; rank: [C] count of z > z[final top-1]; z_t: z at the target (any value
-    where target < 0). Returns (float [C, 9], top1, rank).
-    """
-    bad = ~torch.isfinite(lse)
-    if bool(bad.any()):
-        raise NonFiniteLogits(int(bad.nonzero()[0, 0]))
-    zpf, zzf, zz, ze = dots.unbind(1)
-    top_p = torch.exp(vals[:, :2] - lse[:, None])
+def _floats(rec: torch.Tensor, ids: torch.Tensor, ref: FinalRef, target: torch.Tensor, k: int) -> torch.Tensor:
+    """The float statistics (FLOAT_STATS order, hidden cosines left 0) from records [..., _NREC, C] and top-k ids
+    [..., C, k]; returns [..., C, len(FLOAT_STATS)]."""
+    lse, s, ze, zpf, zz, zzf, z_t, v1, v2 = rec[..., :_RANK, :].unbind(-2)
+    p1, p2 = torch.exp(v1 - lse), torch.exp(v2 - lse)
     entropy = (lse - ze / s).clamp_min(0.0)
     kl = (ref.neg_entropy - zpf + lse).clamp_min(0.0)
     ce = torch.where(target >= 0, lse - z_t, torch.full_like(lse, float("nan")))
     logit_cos = zzf / (zz.sqrt() * ref.norm).clamp_min(1e-30)
-    hf = h.float()
-    hidden_cos = _cos(hf, ref.hidden)
-    hidden_prev = torch.ones_like(lse) if h_prev is None else _cos(hf, h_prev.float())
-    overlap = (ids[:, :, None] == ref.topk[:, None, :]).any(-1).sum(-1).float() / k
-    floats = torch.stack([top_p[:, 0], top_p[:, 0] - top_p[:, 1], entropy, kl, ce, logit_cos, hidden_cos,
-                          hidden_prev, overlap], dim=1)
-    return floats, ids[:, 0], rank
+    overlap = (ids[..., :, None] == ref.topk[:, None, :]).any(-1).sum(-1).float() / k
+    zero = torch.zeros_like(lse)
+    return torch.stack([p1, p1 - p2, entropy, kl, ce, logit_cos, zero, zero, overlap], dim=-1)
+
+
+_HID, _HPREV = FLOAT_STATS.index("hidden_cos"), FLOAT_STATS.index("hidden_cos_prev")
 
 
 def chunk_statistics(z: torch.Tensor, h: torch.Tensor, h_prev: torch.Tensor | None, ref: FinalRef,
                      target: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
-    """All statistics of one layer for one chunk.
+    """All statistics of one layer for one chunk (the reference arithmetic on ordinary tensors).
 
-    z: [C, V] fp32 logits of this layer (after the model's logit transforms);
-    h, h_prev: [C, d] residual stream at this and the previous layer (h_prev None at layer 0);
-    target: [C] next-token ids, -1 where there is none.
-    Returns tensors of shape [C] plus "topk" [C, k].
+    z: [C, V] fp32 logits of this layer (after the model's logit transforms); h, h_prev: [C, d] residual
+    stream at this and the previous layer (None at layer 0), compared with ref.hidden; target: [C] next-token ids, -1 where
+    there is none. Returns tensors of shape [C] plus "topk" [C, k].
     """
     z = z.float()
     vals, ids = torch.topk(z, k, dim=-1)
     rank = (z > z.gather(1, ref.top1[:, None])).sum(-1)
     e = torch.empty_like(z)
     s, lse = _exp_sum(z, vals[:, 0], e)
-    dots = torch.stack([_rowdot(z, ref.probs), _rowdot(z, ref.logits), _rowdot(z, z), _rowdot(z, e)], 1)
     z_t = z.gather(1, target.clamp_min(0)[:, None]).squeeze(1)
-    floats, top1, rank = _finish(vals, ids, s, lse, dots, rank, z_t, h, h_prev, ref, target, k)
+    rec = torch.stack([lse, s, _rowdot(z, e), _rowdot(z, ref.probs), _rowdot(z, z), _rowdot(z, ref.logits), z_t,
+                       vals[:, 0], vals[:, 1]])
+    floats = _floats(rec, ids, ref, target, k)
+    floats[:, _HID] = _cos(h.float(), ref.hidden)
+    floats[:, _HPREV] = 1.0 if h_prev is None else _cos(h.float(), h_prev.float())
+    bad = ~torch.isfinite(lse)
+    if bool(bad.any()):
+        raise NonFiniteLogits(int(bad.nonzero()[0, 0]))
     st = {name: floats[:, i] for i, name in enumerate(FLOAT_STATS)}
-    st.update(top1=top1, rank_of_final=rank, topk=ids)
+    st.update(top1=ids[:, 0], rank_of_final=rank, topk=ids)
     return st
 
 
 class ChunkReducer:
     """A reusable fp32 workspace reducing every layer of one chunk of tokens to statistics.
 
-    Use per chunk: write the final layer's logits into `slot(C, final=True)` and call `final(...)`,
-    then for each other layer write its logits into `slot(C)` and call `layer(...)`. Each call returns
-    (floats [C, len(FLOAT_STATS)], ints [C, 2 + k]: top1, rank_of_final, top-k ids).
-    Memory: 4 x rows x vocab fp32 (vocab rounded up to a multiple of _BLOCK).
+    Per chunk: write the final layer's logits into `slot(n, final=True)` and call `final(target)`; for each other
+    layer i write its logits into `slot(n)` and call `layer(i)`; then `finish(hidden)` returns
+    (floats [n, layers + 1, len(FLOAT_STATS)], ints [n, layers + 1, 2 + k]: top1, rank_of_final, top-k ids).
+    Memory: 4 x rows x vocab fp32 (vocab rounded up to a multiple of _BLOCK) plus the small per-layer record.
     fused: reduce each layer in one compiled pass (`eeutils.lens.fused`) instead of the eager passes; falls back
     to the eager passes (for good, with a warning) if compilation fails. gram: the lens' Gram matrix
-    (`fused.lens_gram`, linear lenses only): with it and the lens inputs x passed to `final`/`layer`, the fused
-    pass gets z . z and z . z_f from O(d^2) products instead of reading z_f.
+    (`fused.lens_gram`, linear lenses only): with it and the lens inputs x passed to `final`/`layer`, z . z_f
+    costs d + 1 multiply-adds per token and layer (after d^2 per token and chunk) instead of a read of z_f in the
+    fused pass.
     """
 
-    def __init__(self, rows: int, vocab: int, k: int, device=None, fused: bool = False, gram=None):
-        self.k, self.vocab, self.fused, self.gram = k, vocab, fused, gram
-        self.x_ref = None
+    def __init__(self, rows: int, vocab: int, k: int, layers: int, device=None, fused: bool = False, gram=None):
+        self.k, self.vocab, self.layers, self.fused, self.gram = k, vocab, layers, fused, gram
+        self.u_ref = None
         self.n_blocks = -(-vocab // _BLOCK)
         padded = self.n_blocks * _BLOCK
         self.buf = torch.empty((rows, 4, padded), dtype=torch.float32, device=device)
         if padded > vocab:  # only the block maxima read the padding of the logits rows
             self.buf[:, :, vocab:] = float("-inf")
+        self.rec = torch.empty((layers + 1, _NREC, rows), dtype=torch.float32, device=device)
+        self.ids = torch.empty((layers + 1, rows, k), dtype=torch.int64, device=device)
         self.ref: FinalRef | None = None
+        self.target = None
 
     def slot(self, n: int, final: bool = False) -> torch.Tensor:
         """The [n, vocab] buffer (rows contiguous, row stride 4 x padded vocab) where a layer's logits go."""
         return self.buf[:n, _ZF if final else _Z, :self.vocab]
 
-    def final(self, h_last: torch.Tensor, target: torch.Tensor, x: torch.Tensor | None = None):
-        """Build the chunk's FinalRef from the logits in slot(final=True); statistics of the final layer.
-        x: the lens input (normed state, fp32) that produced the logits; used with `gram`."""
+    def final(self, target: torch.Tensor, x: torch.Tensor | None = None) -> None:
+        """Build the chunk's FinalRef from the logits in slot(final=True) and record the final layer.
+        x: the lens input (normed state, fp32) that produced the logits; used with `gram`.
+        Raises NonFiniteLogits(row) if some token's final logits are not all finite."""
         n, k = target.shape[0], self.k
-        self.x_ref = x
+        self.target = target
+        self.u_ref = gram_ref(self.gram, x) if self.gram is not None and x is not None else None
         buf = self.buf[:n, :, :self.vocab]
         z, e = buf[:, _ZF], buf[:, _PF]
         vals, ids = self._topk(n, _ZF)
         s, lse = _exp_sum(z, vals[:, 0], e)
         dots = torch.bmm(z.unsqueeze(1), buf[:, :2].transpose(1, 2)).view(n, 2)  # z . e, z . z
         ze, zz = dots.unbind(1)
+        bad = ~(torch.isfinite(lse) & torch.isfinite(zz))  # ||z_f|| is finite iff every logit is
+        if bool(bad.any()):
+            raise NonFiniteLogits(int(bad.nonzero()[0, 0]))
         e.div_(s[:, None])  # now p_f
-        norm = zz.sqrt()
-        self.ref = FinalRef(z, e, ze / s - lse, norm, ids[:, 0], ids, h_last.float())
-        # this layer against itself: z . p_f = ze / s, z . z_f = zz
-        all_dots = torch.stack([ze / s, zz, zz, ze], 1)
-        z_t = z.gather(1, target.clamp_min(0)[:, None]).squeeze(1)
-        floats, top1, _ = _finish(vals, ids, s, lse, all_dots, None, z_t, h_last, None, self.ref, target, k)
-        return floats, self._ints(top1, torch.zeros_like(top1), ids)
+        self.ref = FinalRef(z, e, ze / s - lse, zz.sqrt(), ids[:, 0], ids)
+        # this layer against itself: z . p_f = ze / s, z . z_f = z . z, rank 0
+        self._record(self.layers, n, lse, s, ze, ze / s, zz, zz, vals, ids, torch.zeros_like(lse))
 
-    def layer(self, h: torch.Tensor, h_prev: torch.Tensor | None, target: torch.Tensor,
-              x: torch.Tensor | None = None):
-        """Statistics of the layer whose logits are in slot(n), against the chunk's FinalRef.
+    def layer(self, i: int, x: torch.Tensor | None = None) -> None:
+        """Record layer i (< layers), whose logits are in slot(n), against the chunk's FinalRef.
         x: the lens input that produced the logits (used with `gram`)."""
-        n, k, ref = target.shape[0], self.k, self.ref
+        n, ref = self.target.shape[0], self.ref
         buf = self.buf[:n, :, :self.vocab]
         z, e = buf[:, _Z], buf[:, _E]
+        thr = z.gather(1, ref.top1[:, None])
         if self.fused:
-            linear = self.gram is not None and x is not None and self.x_ref is not None
+            linear = self.u_ref is not None and x is not None
             try:
-                parts = block_reduce(z, buf[:, _PF], None if linear else buf[:, _ZF], z.gather(1, ref.top1[:, None]))
+                parts = block_reduce(z, buf[:, _PF], None if linear else buf[:, _ZF], thr)
             except FusedUnavailable:
                 self.fused = False
             else:
-                bm, s, lse, dots, rank = combine(parts, gram_products(x, self.gram, self.x_ref) if linear else None)
+                bm, s, lse, ze, zpf, rank, zz, zzf = combine(parts)
+                if linear:
+                    zzf = gram_dot(x, self.u_ref)
                 vals, ids = self._topk(n, _Z, bm)
-                z_t = z.gather(1, target.clamp_min(0)[:, None]).squeeze(1)
-                floats, top1, rank = _finish(vals, ids, s, lse, dots, rank, z_t, h, h_prev, ref, target, k)
-                return floats, self._ints(top1, rank, ids)
+                self._record(i, n, lse, s, ze, zpf, zz, zzf, vals, ids, rank)
+                return
         vals, ids = self._topk(n, _Z)
-        rank = torch.gt(z, z.gather(1, ref.top1[:, None]), out=e).sum(-1)
+        rank = torch.gt(z, thr, out=e).sum(-1)
         s, lse = _exp_sum(z, vals[:, 0], e)
-        dots = torch.bmm(z.unsqueeze(1), buf.transpose(1, 2)).view(n, 4)  # z . [p_f, z_f, z, e]
-        z_t = z.gather(1, target.clamp_min(0)[:, None]).squeeze(1)
-        floats, top1, rank = _finish(vals, ids, s, lse, dots, rank, z_t, h, h_prev, ref, target, k)
-        return floats, self._ints(top1, rank, ids)
+        zpf, zzf, zz, ze = torch.bmm(z.unsqueeze(1), buf.transpose(1, 2)).view(n, 4).unbind(1)  # z . [p_f, z_f, z, e]
+        self._record(i, n, lse, s, ze, zpf, zz, zzf, vals, ids, rank)
+
+    def _record(self, i, n, lse, s, ze, zpf, zz, zzf, vals, ids, rank):
+        z = self.buf[:n, _ZF if i == self.layers else _Z]
+        r = self.rec[i, :, :n]
+        r[:_ZT] = torch.stack([lse, s, ze, zpf, zz, zzf])
+        r[_ZT] = z.gather(1, self.target.clamp_min(0)[:, None]).squeeze(1)
+        r[_V1:_RANK].copy_(vals[:, :2].t())
+        r[_RANK].copy_(rank)
+        self.ids[i, :n] = ids
+
+    def finish(self, hidden: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every statistic of every layer of this chunk from the record. hidden: this chunk's columns of
+        `hidden_cosines` ([layers + 1, n] each). Raises NonFiniteLogits(layer, row) for the
+        first layer and token whose logits were not all finite."""
+        n, k, L1 = self.target.shape[0], self.k, self.layers + 1
+        rec, ids = self.rec[:, :, :n], self.ids[:, :n]
+        bad = ~torch.isfinite(rec[:, _LSE])
+        if bool(bad.any()):
+            layer, row = (int(v) for v in bad.nonzero()[0])
+            raise NonFiniteLogits(layer, row)
+        floats = _floats(rec, ids, self.ref, self.target, k)  # [L + 1, n, F]
+        floats[:, :, _HID], floats[:, :, _HPREV] = hidden
+        ints = torch.empty((L1, n, 2 + k), dtype=torch.int32, device=rec.device)
+        ints[:, :, 0] = ids[:, :, 0]
+        ints[:, :, 1] = rec[:, _RANK]
+        ints[:, :, 2:] = ids
+        return floats.transpose(0, 1), ints.transpose(0, 1)
 
     def _topk(self, n: int, row: int, block_max: torch.Tensor | None = None):
         """Top-k of the logits in buffer row `row` without sorting or scanning rows element by element:
@@ -234,12 +285,11 @@ class ChunkReducer:
         z = self.buf[:n, row]  # padded with -inf
         if nb < 4 * k:  # small vocabularies: the whole row
             return torch.topk(z[:, :self.vocab], k, dim=-1)
-        blocks = z.unflatten(1, (nb, _BLOCK))
-        blk = torch.topk(blocks.amax(-1) if block_max is None else block_max, k, dim=-1).indices  # [n, k]
-        cand = blocks[torch.arange(n, device=z.device)[:, None], blk]  # [n, k, _BLOCK]
+        if block_max is None:
+            block_max = z.unflatten(1, (nb, _BLOCK)).amax(-1)
+        blk = torch.topk(block_max, k, dim=-1).indices  # [n, k]
+        # the k blocks as rows of the whole workspace seen as [rows x 4 x nb, _BLOCK] (a row copy each)
+        rows = torch.arange(n, device=z.device)[:, None] * (4 * nb) + row * nb + blk
+        cand = self.buf.view(-1, _BLOCK).index_select(0, rows.view(-1)).view(n, k, _BLOCK)
         vals, pos = torch.topk(cand.view(n, k * _BLOCK), k, dim=-1)
         return vals, blk.gather(1, pos // _BLOCK) * _BLOCK + pos % _BLOCK
-
-    @staticmethod
-    def _ints(top1, rank, ids):
-        return torch.cat([top1[:, None], rank.to(ids.dtype)[:, None], ids], 1)

@@ -28,16 +28,15 @@ from .. import _version
 from ..arch.loading import LoadedModel, load_model
 from ..arch.table import apply_logit_ops
 from ..workloads.types import Doc, Workload
-from .capture import _Capture, capture_forward
+from .capture import StateStore, _Capture, capture_forward
 from .inputs import as_documents, check_positive_int, check_token_ids
 from .fused import lens_gram
 from .fused import wanted as _fused_wanted
-from .kernel import ChunkReducer, NonFiniteLogits, _cos, auto_chunk_tokens
+from .kernel import ChunkReducer, NonFiniteLogits, auto_chunk_tokens, hidden_cosines
 from .result import Readout
 from .statistics import FLOAT_STATS, INT_STATS, SPECS
 from .tuned import TunedLensSettings, resolve_lens
 
-_HPREV = FLOAT_STATS.index("hidden_cos_prev")
 # default cap on one batch's captured residual streams (see `_batches`): small on CPU, where it keeps the readout's
 # memory far below the naive lens' at small vocabularies; on an accelerator the batch is what keeps the device busy
 STATES_BYTES = {"cpu": 16 * 2**20, "accelerator": 4 * 2**30}
@@ -167,12 +166,20 @@ def _batches(order, lengths, batch_size: int, max_tokens: int) -> list:
     return batches + [cur] if cur else batches
 
 
-def _states_tokens(model: LoadedModel) -> int:
-    """Tokens whose (L + 1) residual streams fit in STATES_BYTES (by where the embeddings live)."""
+def _states_budget(model: LoadedModel) -> tuple[int, int]:
+    """(bytes, tokens): STATES_BYTES for where the embeddings live, and the tokens whose (L + 1) residual streams
+    fit in it."""
     w = model.model.get_input_embeddings().weight
     per_token = (model.n_layers + 1) * w.shape[1] * w.element_size()
     budget = STATES_BYTES["cpu" if w.device.type == "cpu" else "accelerator"]
-    return max(budget // per_token, 1)
+    return budget, max(budget // per_token, 1)
+
+
+def _flat_states(capture: _Capture) -> list:
+    """The captured [docs, T, d] states as [docs x T, d] views (padding included), taken out of `capture`."""
+    flat = [s.reshape(-1, s.shape[-1]) for s in capture.states]
+    capture.states = [None] * len(flat)
+    return flat
 
 
 def _backbone(model):
@@ -209,7 +216,8 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
     chunk_tokens = chunk_tokens or auto_chunk_tokens(model.vocab_size)
     fused = _fused_wanted(model.vocab_size, kernel)
     gram = _linear_gram(model) if fused else None
-    max_batch_tokens = max_batch_tokens or _states_tokens(model)
+    states_budget, default_tokens = _states_budget(model)
+    max_batch_tokens = max_batch_tokens or default_tokens
     translator, lens_meta = resolve_lens(model, lens, lens_settings, progress=progress)
     docs, wl_name = as_documents(inputs)
     limit = model.max_length
@@ -232,7 +240,7 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
         targets[offsets[i]:offsets[i + 1] - 1] = ids[1:]
 
     order = np.argsort(-lengths, kind="stable")  # longest first: less padding, early OOM
-    capture = _Capture(model.blocks)
+    capture = _Capture(model.blocks, into=StateStore().keep)
     backbone = _backbone(model.model)
     first_device = model.model.get_input_embeddings().weight.device
     decode = _lens_into(model)
@@ -248,47 +256,48 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
             for r, d in enumerate(batch):
                 ids[r, :lengths[d]] = torch.tensor(ids_list[d])
                 mask[r, :lengths[d]] = 1
+            if reducer is not None and reducer.buf.nbytes <= states_budget:
+                reducer = None  # a workspace no bigger than the states is cheaper to rebuild than to hold through the forward
             backbone(input_ids=ids.to(first_device), attention_mask=mask.to(first_device), use_cache=False)
-            flat_mask = mask.bool()
-            # rows of the flattened valid tokens, mapped to global token indices
+            # rows of the flattened valid tokens, mapped to global token indices; `valid`: their rows in the
+            # flattened [docs x T] states (None when nothing is padded)
             rows = np.concatenate([np.arange(offsets[d], offsets[d + 1]) for d in batch])
-            states = [s[flat_mask.to(s.device)] for s in capture.states]
-            capture.states = [None] * (L + 1)
+            valid = None if bool(mask.all()) else mask.flatten().nonzero().squeeze(1).to(model.device)
+            states = _flat_states(capture)
             tgt = torch.from_numpy(targets[rows])
+            hid_last, hid_prev = hidden_cosines(states, model.device)
+            if valid is not None:
+                hid_last, hid_prev = hid_last[:, valid], hid_prev[:, valid]
+
+            def state(layer, sl):  # layer's states of the chunk's tokens, on the model's device
+                s = states[layer]
+                return (s[sl] if valid is None else s.index_select(0, valid[sl].to(s.device))).to(model.device)
             for c in range(0, len(rows), chunk_tokens):
                 sl = slice(c, c + chunk_tokens)
                 dst = rows[sl]
                 n = len(dst)
                 if reducer is None or reducer.buf.shape[0] < n:
                     reducer = None  # free the smaller workspace first
-                    reducer = ChunkReducer(min(chunk_tokens, len(rows)), model.vocab_size, k, model.device,
+                    reducer = ChunkReducer(min(chunk_tokens, len(rows)), model.vocab_size, k, L, model.device,
                                            fused=fused, gram=gram)
-                fl = torch.empty((n, L + 1, len(FLOAT_STATS)), dtype=torch.float32, device=model.device)
-                it = torch.empty((n, L + 1, len(INT_STATS) + k), dtype=torch.int32, device=model.device)
-                h_last = states[L][sl].to(model.device)
                 t_chunk = tgt[sl].to(model.device)
+                h_last = state(L, sl)
                 x_last = decode(h_last, reducer.slot(n, final=True))
                 try:
-                    fl[:, L], it[:, L] = reducer.final(h_last, t_chunk, x_last)
-                    bad = ~torch.isfinite(reducer.ref.norm)  # ||z_f|| is finite iff every logit is
-                    row = int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
-                except NonFiniteLogits as e:
+                    reducer.final(t_chunk, x_last)
+                except NonFiniteLogits as e:  # report the first layer where this token went wrong
                     row = e.args[0]
-                if row is not None:  # report the first layer where this token went wrong
                     first = next((layer for layer in range(L + 1)
-                                  if not torch.isfinite(model.layer_logits(states[layer][sl][row:row + 1])).all()), L)
+                                  if not torch.isfinite(model.layer_logits(state(layer, sl)[row:row + 1])).all()), L)
                     _raise_nonfinite(first, dst[row], offsets)
-                prev = None
                 for layer in range(L):
-                    h = states[layer][sl].to(model.device)
+                    h = state(layer, sl)
                     x = decode(translator.translate(layer, h) if translator is not None else h, reducer.slot(n))
-                    try:
-                        fl[:, layer], it[:, layer] = reducer.layer(h, prev, t_chunk, x)
-                    except NonFiniteLogits as e:
-                        _raise_nonfinite(layer, dst[e.args[0]], offsets)
-                    prev = h
-                # layer L's hidden_cos_prev needs layer L-1's state
-                fl[:, L, _HPREV] = _cos(h_last.float(), prev.float()) if prev is not None else 1.0
+                    reducer.layer(layer, x)
+                try:
+                    fl, it = reducer.finish((hid_last[:, sl], hid_prev[:, sl]))
+                except NonFiniteLogits as e:
+                    _raise_nonfinite(e.args[0], dst[e.args[1]], offsets)
                 fl_np, it_np = fl.cpu().numpy(), it.cpu().numpy()
                 for i, name in enumerate(FLOAT_STATS):
                     out[name][dst] = fl_np[:, :, i]
