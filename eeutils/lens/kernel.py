@@ -52,6 +52,11 @@ def auto_chunk_tokens(vocab: int) -> int:
     return int(min(max(rows, _CHUNK_ROWS[0]), _CHUNK_ROWS[1]))
 
 
+def workspace_bytes(rows: int, vocab: int) -> int:
+    """Bytes of a `ChunkReducer` workspace of `rows` rows."""
+    return rows * 4 * (-(-vocab // _BLOCK) * _BLOCK) * 4
+
+
 def _exp_sum(z: torch.Tensor, m: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """out = exp(z - shift) with shift 0 when the row maxima m allow it (one pass instead of two).
 
@@ -210,14 +215,27 @@ class ChunkReducer:
         self.u_ref = gram_ref(self.gram, x) if self.gram is not None and x is not None else None
         buf = self.buf[:n, :, :self.vocab]
         z, e = buf[:, _ZF], buf[:, _PF]
-        vals, ids = self._topk(n, _ZF)
-        s, lse = _exp_sum(z, vals[:, 0], e)
-        dots = torch.bmm(z.unsqueeze(1), buf[:, :2].transpose(1, 2)).view(n, 2)  # z . e, z . z
-        ze, zz = dots.unbind(1)
+        if self.fused:  # the fused pass with z itself in p_f's place (its "z . p_f" is z . z) and no count
+            try:
+                parts = block_reduce(z, z, None, torch.full_like(z[:, :1], float("inf")))
+            except FusedUnavailable:
+                self.fused = False
+            else:
+                bm, s, lse, ze, zz = combine(parts)[:5]
+                vals, ids = self._topk(n, _ZF, bm)
+                exp_in_e = False
+        if not self.fused:
+            vals, ids = self._topk(n, _ZF)
+            s, lse = _exp_sum(z, vals[:, 0], e)
+            ze, zz = torch.bmm(z.unsqueeze(1), buf[:, :2].transpose(1, 2)).view(n, 2).unbind(1)  # z . e, z . z
+            exp_in_e = True
         bad = ~(torch.isfinite(lse) & torch.isfinite(zz))  # ||z_f|| is finite iff every logit is
         if bool(bad.any()):
             raise NonFiniteLogits(int(bad.nonzero()[0, 0]))
-        e.div_(s[:, None])  # now p_f
+        if exp_in_e:  # e holds exp(z - shift)
+            e.div_(s[:, None])
+        else:
+            torch.sub(z, lse[:, None], out=e).exp_()  # p_f
         self.ref = FinalRef(z, e, ze / s - lse, zz.sqrt(), ids[:, 0], ids)
         # this layer against itself: z . p_f = ze / s, z . z_f = z . z, rank 0
         self._record(self.layers, n, lse, s, ze, ze / s, zz, zz, vals, ids, torch.zeros_like(lse))

@@ -32,13 +32,15 @@ from .capture import StateStore, _Capture, capture_forward
 from .inputs import as_documents, check_positive_int, check_token_ids
 from .fused import lens_gram
 from .fused import wanted as _fused_wanted
-from .kernel import ChunkReducer, NonFiniteLogits, auto_chunk_tokens, hidden_cosines
+from .kernel import ChunkReducer, NonFiniteLogits, auto_chunk_tokens, hidden_cosines, workspace_bytes
 from .result import Readout
 from .statistics import FLOAT_STATS, INT_STATS, SPECS
 from .tuned import TunedLensSettings, resolve_lens
 
-# default cap on one batch's captured residual streams (see `_batches`): small on CPU, where it keeps the readout's
-# memory far below the naive lens' at small vocabularies; on an accelerator the batch is what keeps the device busy
+# least memory one batch's captured residual streams may take (`_states_budget`; more where the statistic workspace is
+# bigger): small on CPU, where it keeps the readout's memory far below the naive lens' at small vocabularies (at 2k
+# vocabularies batches of 512 instead of 344 tokens put the peak at 1/8-1/10 of the naive lens' instead of 1/14, by
+# the allocator's whims); on an accelerator the batch is what keeps the device busy
 STATES_BYTES = {"cpu": 16 * 2**20, "accelerator": 4 * 2**30}
 
 
@@ -166,13 +168,16 @@ def _batches(order, lengths, batch_size: int, max_tokens: int) -> list:
     return batches + [cur] if cur else batches
 
 
-def _states_budget(model: LoadedModel) -> tuple[int, int]:
-    """(bytes, tokens): STATES_BYTES for where the embeddings live, and the tokens whose (L + 1) residual streams
-    fit in it."""
+def _states_budget(model: LoadedModel, workspace_bytes: int) -> tuple[int, int]:
+    """(floor, tokens): STATES_BYTES for where the embeddings live, and the tokens whose (L + 1) residual streams fit
+    in max(that floor, the statistic workspace's bytes). A batch's states may take as much memory as the workspace
+    that reduces them (at large vocabularies that is 100s of MiB, and fewer, larger batches save one pass of the
+    weights through memory per batch: 3-10% of a readout here), and at least the floor (at small vocabularies, where
+    the workspace is a few MiB and the naive lens needs little more than the readout)."""
     w = model.model.get_input_embeddings().weight
     per_token = (model.n_layers + 1) * w.shape[1] * w.element_size()
-    budget = STATES_BYTES["cpu" if w.device.type == "cpu" else "accelerator"]
-    return budget, max(budget // per_token, 1)
+    floor = STATES_BYTES["cpu" if w.device.type == "cpu" else "accelerator"]
+    return floor, max(max(floor, workspace_bytes) // per_token, 1)
 
 
 def _flat_states(capture: _Capture) -> list:
@@ -202,8 +207,8 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
     lens: "logit" (default), "tuned" (translators from `eeutils.lens.tuned.tuned_lens`, trained on the corpus
     train split with `lens_settings` or loaded from the cache) or a `TunedLens` object.
     Memory: the residual streams of one batch ((L + 1) x batch tokens x d_model in the model's dtype; a batch
-    is at most batch_size documents and max_batch_tokens padded tokens, default: what fits in 16 MiB on the CPU, 4 GiB on an accelerator, at least
-    one document) plus one [chunk_tokens x 4 x vocab] fp32 workspace (see `eeutils.lens.kernel.ChunkReducer`;
+    is at most batch_size documents and max_batch_tokens padded tokens, default: what fits in the workspace's size,
+    at least 16 MiB on the CPU and 4 GiB on an accelerator, at least one document) plus one [chunk_tokens x 4 x vocab] fp32 workspace (see `eeutils.lens.kernel.ChunkReducer`;
     chunk_tokens default: `auto_chunk_tokens(vocab)`, 128-256 rows, <= 512 MiB). Neither changes a number.
     kernel: "fused" reduces each layer in one compiled pass (`eeutils.lens.fused`, ~3x faster statistics at large
     vocabularies), "eager" in separate torch passes, "auto" (default) fused from a 16k vocabulary up (the
@@ -216,7 +221,7 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
     chunk_tokens = chunk_tokens or auto_chunk_tokens(model.vocab_size)
     fused = _fused_wanted(model.vocab_size, kernel)
     gram = _linear_gram(model) if fused else None
-    states_budget, default_tokens = _states_budget(model)
+    states_floor, default_tokens = _states_budget(model, workspace_bytes(chunk_tokens, model.vocab_size))
     max_batch_tokens = max_batch_tokens or default_tokens
     translator, lens_meta = resolve_lens(model, lens, lens_settings, progress=progress)
     docs, wl_name = as_documents(inputs)
@@ -256,8 +261,8 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
             for r, d in enumerate(batch):
                 ids[r, :lengths[d]] = torch.tensor(ids_list[d])
                 mask[r, :lengths[d]] = 1
-            if reducer is not None and reducer.buf.nbytes <= states_budget:
-                reducer = None  # a workspace no bigger than the states is cheaper to rebuild than to hold through the forward
+            if reducer is not None and reducer.buf.nbytes <= states_floor:
+                reducer = None  # a workspace this small is cheaper to rebuild than to hold through the forward
             backbone(input_ids=ids.to(first_device), attention_mask=mask.to(first_device), use_cache=False)
             # rows of the flattened valid tokens, mapped to global token indices; `valid`: their rows in the
             # flattened [docs x T] states (None when nothing is padded)
