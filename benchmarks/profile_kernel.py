@@ -9,8 +9,8 @@ rounds, medians; CPU seconds of the process (time.process_time), steadier than w
 
 Passes: whole-row torch.topk (what the kernel used before), block maxima + blocked top-k (what it uses
 now), rank count (compare into a scratch row, sum), exp + sum, the batched four-row dot product, and
-ChunkReducer.layer as a whole, eager and fused (`eeutils.lens.fused`: the compiled one-pass block reduction,
-alone and inside layer(), with and without the Gram shortcut for z . z and z . z_f). Random head weights
+ChunkReducer.layer and .final as a whole, eager and fused (`eeutils.lens.fused`: the compiled one-pass block
+reduction, alone and inside layer(), with z_f read in the pass or z . z_f from the Gram matrix). Random head weights
 (d_model 640, std 0.05) and random states.
 """
 from __future__ import annotations
@@ -47,20 +47,20 @@ def main(argv=None):
     W = torch.randn(V, args.d_model, generator=g) * 0.05
     xs = [torch.randn(C, args.d_model, generator=g) for _ in range(2)]
     target = torch.randint(0, V, (C,), generator=g)
-    r = ChunkReducer(C, V, k)
+    r = ChunkReducer(C, V, k, 1)
     torch.mm(xs[0], W.t(), out=r.slot(C, final=True))
-    r.final(xs[0], target)
+    r.final(target)
     buf = r.buf[:C, :, :V]
     z, e = buf[:, _Z], buf[:, _E]
     t = z.gather(1, r.ref.top1[:, None])
     b5 = torch.ones(C, 5, V)  # [pf, zf, z, e, 1]: z.[...] and e.[...] in one product (sum e = e . 1)
-    rf = ChunkReducer(C, V, k, fused=True)  # the fused kernel, z_f read in the pass
-    rg = ChunkReducer(C, V, k, fused=True, gram=fused.lens_gram(W, None, 1.0))  # ... z . z_f from the Gram matrix
+    rf = ChunkReducer(C, V, k, 1, fused=True)  # the fused kernel, z_f read in the pass
+    rg = ChunkReducer(C, V, k, 1, fused=True, gram=fused.lens_gram(W, None, 1.0))  # ... z . z_f from the Gram matrix
     for red in (rf, rg):
         torch.mm(xs[0], W.t(), out=red.slot(C, final=True))
-        red.final(xs[0], target, xs[0])
+        red.final(target, xs[0])
         torch.mm(xs[1], W.t(), out=red.slot(C))
-        red.layer(xs[1], xs[1], target, xs[1])  # compiles (not timed)
+        red.layer(0, xs[1])  # compiles (not timed)
     thr = z.gather(1, rf.ref.top1[:, None])
     passes = {
         "matmul (floor)": lambda x: torch.mm(x, W.t(), out=r.slot(C)),
@@ -74,11 +74,13 @@ def main(argv=None):
         "sum only": lambda x: e.sum(-1),
         "dots z.[pf,zf,z,e]": lambda x: torch.bmm(z.unsqueeze(1), buf[:, _PF:].transpose(1, 2)),
         "dots + sum (5 rows)": lambda x: torch.bmm(b5[:, 2:4], b5.transpose(1, 2)),
-        "layer() total": lambda x: r.layer(x, x, target),
+        "layer() total": lambda x: r.layer(0, x),
+        "final() eager": lambda x: r.final(target),
         "fused pass (z_f read)": lambda x: fused.block_reduce(z, buf[:, _PF], buf[:, _ZF], thr),
         "fused pass (Gram)": lambda x: fused.block_reduce(z, buf[:, _PF], None, thr),
-        "layer() fused": lambda x: rf.layer(x, x, target),
-        "layer() fused+Gram": lambda x: rg.layer(x, x, target, x),
+        "layer() fused": lambda x: rf.layer(0, x),
+        "layer() fused+Gram": lambda x: rg.layer(0, x),
+        "final() fused": lambda x: rg.final(target, xs[0]),
     }
     times = {name: [] for name in passes}
     for rep in range(args.repeats):
@@ -109,9 +111,9 @@ def compare_chunks(args, chunks):
     for C in chunks:
         x = torch.randn(C, args.d_model, generator=g)
         target = torch.randint(0, V, (C,), generator=g)
-        r = ChunkReducer(C, V, k)
+        r = ChunkReducer(C, V, k, 1)
         torch.mm(x, W.t(), out=r.slot(C, final=True))
-        r.final(x, target)
+        r.final(target)
         setups[C] = (x, target, r)
     times = {(C, what): [] for C in chunks for what in ("matmul", "layer")}
     for rep in range(args.repeats):
@@ -120,7 +122,7 @@ def compare_chunks(args, chunks):
             t0 = time.process_time()
             torch.mm(x, W.t(), out=r.slot(C))
             t1 = time.process_time()
-            r.layer(x, x, target)
+            r.layer(0, x)
             t2 = time.process_time()
             times[(C, "matmul")].append((t1 - t0) / C)
             times[(C, "layer")].append((t2 - t1) / C)

@@ -294,3 +294,42 @@ def test_token_capped_batches_and_chunks_change_no_number():
     np.testing.assert_array_equal(small["top1"], ref["top1"])
     with pytest.raises(ValueError, match="max_batch_tokens"):
         eeutils.readout(lm, docs, max_batch_tokens=0, progress=False)
+
+
+def test_hidden_cosines_hand_values():
+    from eeutils.lens.kernel import hidden_cosines
+    h0 = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    h1 = torch.tensor([[1.0, 1.0], [0.0, -1.0]])
+    h2 = torch.tensor([[0.0, 3.0], [0.0, 5.0]], dtype=torch.float64)  # any float dtype
+    to_last, to_prev = hidden_cosines([h0, h1, h2])
+    r = 1 / math.sqrt(2)
+    assert to_last.dtype == torch.float32 and to_last.shape == (3, 2)
+    assert torch.allclose(to_last, torch.tensor([[0.0, 1.0], [r, -1.0], [1.0, 1.0]]), atol=1e-6)
+    assert torch.allclose(to_prev, torch.tensor([[1.0, 1.0], [r, -1.0], [r, -1.0]]), atol=1e-6)  # 1 at layer 0
+
+
+def test_state_store_reuses_and_regrows_its_buffers():
+    from eeutils.lens.capture import StateStore
+    store = StateStore()
+    a = store.keep(3, torch.arange(6.0).view(1, 2, 3))
+    assert torch.equal(a, torch.arange(6.0).view(1, 2, 3))
+    buf = store.bufs[3]
+    b = store.keep(3, torch.ones(1, 1, 3))  # smaller: the same buffer, a copy (not the caller's tensor)
+    assert store.bufs[3] is buf and b.data_ptr() == buf.data_ptr() and torch.equal(b, torch.ones(1, 1, 3))
+    c = store.keep(3, torch.zeros(2, 2, 3))  # bigger: regrown
+    assert store.bufs[3].numel() == 12 and torch.equal(c, torch.zeros(2, 2, 3))
+    d = store.keep(3, torch.zeros(1, 2, dtype=torch.float64))  # another dtype: its own buffer
+    assert store.bufs[3].dtype == torch.float64 and d.dtype == torch.float64
+
+
+def test_states_budget_follows_the_workspace():
+    from eeutils.lens.kernel import auto_chunk_tokens, workspace_bytes
+    from eeutils.lens.readout import STATES_BYTES, _states_budget
+    lm = eeutils.wrap_model(tm.make_model("llama"))
+    per_token = (lm.n_layers + 1) * lm.model.get_input_embeddings().weight.shape[1] * 4
+    floor, tokens = _states_budget(lm, 0)  # a tiny workspace: the floor decides
+    assert floor == STATES_BYTES["cpu"] and tokens == STATES_BYTES["cpu"] // per_token
+    _, big = _states_budget(lm, 64 * STATES_BYTES["cpu"])
+    assert big == 64 * STATES_BYTES["cpu"] // per_token
+    assert workspace_bytes(128, 262_144) == 128 * 4 * 262_144 * 4 and workspace_bytes(2, 300) == 2 * 4 * 512 * 4
+    assert workspace_bytes(auto_chunk_tokens(2048), 2048) < STATES_BYTES["cpu"]  # zoo vocabularies: the floor

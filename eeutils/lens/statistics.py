@@ -6,7 +6,7 @@ f = final layer), the column block of the fused kernel that produces it ("float"
 and whether the early-exit decoder can compute it for the token being generated (`token_statistics`).
 The readout, the decoder and the readout benchmark read their names and column orders from here.
 
-Adding a statistic: a row here, its value in the kernel's `_finish` (float block, in row order),
+Adding a statistic: a row here, its value in the kernel's `_floats` (float block, in row order),
 and, if the decoder should use it, in `token_statistics`.
 """
 from __future__ import annotations
