@@ -43,10 +43,10 @@ class _Capture:
 class StateStore:
     """One reused flat buffer per layer that captured states are copied into (`_Capture(into=store.keep)`).
 
-    A batch's states otherwise live in fresh allocations between the forward's transient ones, and the
-    allocator cannot give the freed space back while they pin it: the process's peak memory grew by ~30% over
-    the live bytes. Copying into buffers made once per readout (regrown if a later batch is bigger) costs
-    one copy of the states per batch."""
+    Otherwise each batch's states are fresh allocations made between the forward's transient ones (and, with
+    padding, copied once more). Measured at a 2k vocabulary, 2048 tokens, batches of 344 tokens: peak RSS 42-46 MiB
+    with fresh states and a masked copy per batch, 30-42 MiB with these buffers. The cost is one copy of the states
+    per batch; buffers are made once per readout and regrown if a later batch is bigger."""
 
     def __init__(self):
         self.bufs: dict[int, torch.Tensor] = {}

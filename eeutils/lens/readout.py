@@ -171,8 +171,8 @@ def _batches(order, lengths, batch_size: int, max_tokens: int) -> list:
 def _states_budget(model: LoadedModel, workspace_bytes: int) -> tuple[int, int]:
     """(floor, tokens): STATES_BYTES for where the embeddings live, and the tokens whose (L + 1) residual streams fit
     in max(that floor, the statistic workspace's bytes). A batch's states may take as much memory as the workspace
-    that reduces them (at large vocabularies that is 100s of MiB, and fewer, larger batches save one pass of the
-    weights through memory per batch: 3-10% of a readout here), and at least the floor (at small vocabularies, where
+    that reduces them (at large vocabularies that is 100s of MiB, and fewer, larger batches save a forward call's
+    fixed cost: at 50k, one forward of 512 tokens instead of two of 256 took 1-3% off a readout here), and at least the floor (at small vocabularies, where
     the workspace is a few MiB and the naive lens needs little more than the readout)."""
     w = model.model.get_input_embeddings().weight
     per_token = (model.n_layers + 1) * w.shape[1] * w.element_size()
