@@ -156,8 +156,5 @@ def gram_dot(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 def gram_products(x: torch.Tensor, gram: torch.Tensor, x_ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(z . z, z . z_ref) per row from the lens inputs x, x_ref ([C, d], the normed states) and `lens_gram`
     (the reference arithmetic of the shortcut; the readout takes z . z from the fused pass)."""
-    d = x.shape[1]
-    gx = x @ gram[:d] + gram[d]  # [C, d + 1]: G x~ for x~ = [x, 1]
-    zz = (gx[:, :d] * x).sum(-1) + gx[:, d]
-    zr = (gx[:, :d] * x_ref).sum(-1) + gx[:, d]
-    return zz, zr
+    gx = gram_ref(gram, x)  # G x~ for x~ = [x, 1]
+    return gram_dot(x, gx), gram_dot(x_ref, gx)
