@@ -51,6 +51,7 @@ def main(argv=None):
     torch.mm(xs[0], W.t(), out=r.slot(C, final=True))
     r.final(target)
     buf = r.buf[:C, :, :V]
+    whole = r.buf[:C]  # rows with their padding, as the fused pass reads them
     z, e = buf[:, _Z], buf[:, _E]
     t = z.gather(1, r.ref.top1[:, None])
     b5 = torch.ones(C, 5, V)  # [pf, zf, z, e, 1]: z.[...] and e.[...] in one product (sum e = e . 1)
@@ -76,8 +77,8 @@ def main(argv=None):
         "dots + sum (5 rows)": lambda x: torch.bmm(b5[:, 2:4], b5.transpose(1, 2)),
         "layer() total": lambda x: r.layer(0, x),
         "final() eager": lambda x: r.final(target),
-        "fused pass (z_f read)": lambda x: fused.block_reduce(z, buf[:, _PF], buf[:, _ZF], thr),
-        "fused pass (Gram)": lambda x: fused.block_reduce(z, buf[:, _PF], None, thr),
+        "fused pass (z_f read)": lambda x: fused.block_reduce(whole[:, _Z], whole[:, _PF], whole[:, _ZF], thr, V),
+        "fused pass (Gram)": lambda x: fused.block_reduce(whole[:, _Z], whole[:, _PF], None, thr, V),
         "layer() fused": lambda x: rf.layer(0, x),
         "layer() fused+Gram": lambda x: rg.layer(0, x),
         "final() fused": lambda x: rg.final(target, xs[0]),

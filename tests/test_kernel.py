@@ -55,6 +55,7 @@ def logits(n, vocab, gen, scale=3.0, offset=0.0, ties=False):
 
 CASES = [  # vocab, chunk rows, rows used, scale, offset, ties
     (300, 4, 4, 3.0, 0.0, False),  # fewer blocks than 4k: whole-row top-k
+    (100, 3, 3, 3.0, 0.0, False),  # a vocabulary smaller than one block: the padded block is the only one
     (2048, 7, 7, 3.0, 0.0, False),
     (3001, 5, 3, 3.0, 0.0, False),  # ragged last block; a last chunk shorter than the workspace
     (50257, 3, 3, 5.0, 0.0, False),
@@ -113,6 +114,32 @@ def test_kernel_matches_float64_reference(vocab, rows, n, scale, offset, ties, f
     # the final layer against itself
     assert np.allclose(f_final[:, FLOAT_STATS.index("kl_to_final")].numpy(), 0.0, atol=1e-5)
     assert np.allclose(f_final[:, FLOAT_STATS.index("logit_cos")].numpy(), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("vocab", [100, 3001, 4096])
+def test_fused_linear_lens_matches_eager(vocab):
+    """The fused kernel with the lens' Gram matrix (z . z_f from the lens inputs, padded last block recomputed)
+    gives the eager kernel's numbers on logits that really are x W^T + b."""
+    from eeutils.lens.fused import lens_gram
+    gen = torch.Generator().manual_seed(vocab)
+    d, n, layers = 24, 5, 3
+    w, b = torch.randn(vocab, d, generator=gen), torch.randn(vocab, generator=gen)
+    xs = [torch.randn(n, d, generator=gen) for _ in range(layers + 1)]
+    target = torch.randint(0, vocab, (n,), generator=gen)
+    h = [torch.randn(n, 8, generator=gen) for _ in range(layers + 1)]
+    out = []
+    for fused, gram in ((False, None), (True, lens_gram(w, b, 1.0))):
+        r = ChunkReducer(n, vocab, K, layers, fused=fused, gram=gram)
+        torch.addmm(b, xs[-1], w.t(), out=r.slot(n, final=True))
+        r.final(target, xs[-1])
+        for layer in range(layers):
+            torch.addmm(b, xs[layer], w.t(), out=r.slot(n))
+            r.layer(layer, xs[layer])
+        assert r.fused == fused
+        out.append(r.finish(hidden_cosines(h)))
+    (fe, ie), (ff, i_f) = out
+    assert torch.equal(ie, i_f)
+    assert torch.allclose(ff, fe, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])

@@ -2,6 +2,7 @@
 import math
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -308,28 +309,34 @@ def test_hidden_cosines_hand_values():
     assert torch.allclose(to_prev, torch.tensor([[1.0, 1.0], [r, -1.0], [r, -1.0]]), atol=1e-6)  # 1 at layer 0
 
 
-def test_state_store_reuses_and_regrows_its_buffers():
+def test_state_store_reuses_and_regrows_its_block():
     from eeutils.lens.capture import StateStore
-    store = StateStore()
-    a = store.keep(3, torch.arange(6.0).view(1, 2, 3))
-    assert torch.equal(a, torch.arange(6.0).view(1, 2, 3))
-    buf = store.bufs[3]
-    b = store.keep(3, torch.ones(1, 1, 3))  # smaller: the same buffer, a copy (not the caller's tensor)
-    assert store.bufs[3] is buf and b.data_ptr() == buf.data_ptr() and torch.equal(b, torch.ones(1, 1, 3))
-    c = store.keep(3, torch.zeros(2, 2, 3))  # bigger: regrown
-    assert store.bufs[3].numel() == 12 and torch.equal(c, torch.zeros(2, 2, 3))
-    d = store.keep(3, torch.zeros(1, 2, dtype=torch.float64))  # another dtype: its own buffer
-    assert store.bufs[3].dtype == torch.float64 and d.dtype == torch.float64
+    store = StateStore(3)
+    a = store.keep(0, torch.arange(6.0).view(1, 2, 3))
+    block = store.block
+    assert block.shape == (3, 6) and torch.equal(a, torch.arange(6.0).view(1, 2, 3))
+    b = store.keep(2, torch.ones(1, 1, 3))  # smaller: the same block, a copy (not the caller's tensor)
+    assert store.block is block and b.data_ptr() == block[2].data_ptr() and torch.equal(b, torch.ones(1, 1, 3))
+    assert torch.equal(a, torch.arange(6.0).view(1, 2, 3))  # layer 0's row is untouched
+    c = store.keep(0, torch.zeros(2, 2, 3))  # bigger, at the first layer of a forward: regrown
+    assert store.block.shape == (3, 12) and torch.equal(c, torch.zeros(2, 2, 3))
+    d = store.keep(1, torch.zeros(1, 2, dtype=torch.float64))  # another dtype after the first layer: a copy of its
+    assert d.dtype == torch.float64 and store.block.dtype == torch.float32  # own; the block (layer 0) is kept
+    assert torch.equal(store.block[0, :12].view(2, 2, 3), c)
 
 
 def test_states_budget_follows_the_workspace():
     from eeutils.lens.kernel import auto_chunk_tokens, workspace_bytes
-    from eeutils.lens.readout import STATES_BYTES, _states_budget
+    from eeutils.lens.readout import MIN_BATCH_TOKENS, STATES_BYTES, _states_budget
     lm = eeutils.wrap_model(tm.make_model("llama"))
     per_token = (lm.n_layers + 1) * lm.model.get_input_embeddings().weight.shape[1] * 4
     floor, tokens = _states_budget(lm, 0)  # a tiny workspace: the floor decides
-    assert floor == STATES_BYTES["cpu"] and tokens == STATES_BYTES["cpu"] // per_token
+    assert floor == STATES_BYTES["cpu"] and tokens == max(STATES_BYTES["cpu"] // per_token, MIN_BATCH_TOKENS)
     _, big = _states_budget(lm, 64 * STATES_BYTES["cpu"])
-    assert big == 64 * STATES_BYTES["cpu"] // per_token
+    assert big == max(64 * STATES_BYTES["cpu"] // per_token, MIN_BATCH_TOKENS)
     assert workspace_bytes(128, 262_144) == 128 * 4 * 262_144 * 4 and workspace_bytes(2, 300) == 2 * 4 * 512 * 4
     assert workspace_bytes(auto_chunk_tokens(2048), 2048) < STATES_BYTES["cpu"]  # zoo vocabularies: the floor
+    # a wide, deep model (41 x 4096 fp32 per token: 24 tokens in 16 MiB) still gets batches of MIN_BATCH_TOKENS
+    wide = SimpleNamespace(n_layers=40, model=SimpleNamespace(
+        get_input_embeddings=lambda: SimpleNamespace(weight=torch.empty(1, 4096))))
+    assert _states_budget(wide, 0) == (STATES_BYTES["cpu"], MIN_BATCH_TOKENS)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from .fused import BLOCK as _BLOCK  # columns per block (block maxima, then the top-k in the k best blocks)
-from .fused import FusedUnavailable, block_reduce, combine, gram_dot, gram_ref
+from .fused import PAD, FusedUnavailable, block_reduce, combine, gram_dot, gram_ref
 from .statistics import FLOAT_STATS, INT_STATS  # noqa: F401  (INT_STATS is followed by the k top-k ids)
 
 _PF, _ZF, _Z, _E = 0, 1, 2, 3  # rows of the ChunkReducer buffer
@@ -195,8 +195,9 @@ class ChunkReducer:
         self.n_blocks = -(-vocab // _BLOCK)
         padded = self.n_blocks * _BLOCK
         self.buf = torch.empty((rows, 4, padded), dtype=torch.float32, device=device)
-        if padded > vocab:  # only the block maxima read the padding of the logits rows
-            self.buf[:, :, vocab:] = float("-inf")
+        if padded > vocab:  # see `fused.block_reduce`: the fused pass runs over whole blocks, padding included
+            self.buf[:, :, vocab:] = PAD
+            self.buf[:, _PF, vocab:] = 0.0
         self.rec = torch.empty((layers + 1, _NREC, rows), dtype=torch.float32, device=device)
         self.ids = torch.empty((layers + 1, rows, k), dtype=torch.int64, device=device)
         self.ref: FinalRef | None = None
@@ -217,7 +218,8 @@ class ChunkReducer:
         z, e = buf[:, _ZF], buf[:, _PF]
         if self.fused:  # the fused pass with z itself in p_f's place (its "z . p_f" is z . z) and no count
             try:
-                parts = block_reduce(z, z, None, torch.full_like(z[:, :1], float("inf")))
+                zp = self.buf[:n, _ZF]
+                parts = block_reduce(zp, zp, None, torch.full_like(z[:, :1], float("inf")), self.vocab)
             except FusedUnavailable:
                 self.fused = False
             else:
@@ -250,7 +252,8 @@ class ChunkReducer:
         if self.fused:
             linear = self.u_ref is not None and x is not None
             try:
-                parts = block_reduce(z, buf[:, _PF], None if linear else buf[:, _ZF], thr)
+                whole = self.buf[:n]
+                parts = block_reduce(whole[:, _Z], whole[:, _PF], None if linear else whole[:, _ZF], thr, self.vocab)
             except FusedUnavailable:
                 self.fused = False
             else:
@@ -300,7 +303,7 @@ class ChunkReducer:
         Tied values may come in another order than torch.topk over the whole row would give them.
         block_max: the [n, n_blocks] block maxima when already known (the fused kernel computes them)."""
         k, nb = self.k, self.n_blocks
-        z = self.buf[:n, row]  # padded with -inf
+        z = self.buf[:n, row]  # padded with PAD
         if nb < 4 * k:  # small vocabularies: the whole row
             return torch.topk(z[:, :self.vocab], k, dim=-1)
         if block_max is None:

@@ -38,10 +38,15 @@ from .statistics import FLOAT_STATS, INT_STATS, SPECS
 from .tuned import TunedLensSettings, resolve_lens
 
 # least memory one batch's captured residual streams may take (`_states_budget`; more where the statistic workspace is
-# bigger): small on CPU, where it keeps the readout's memory far below the naive lens' at small vocabularies (at 2k
-# vocabularies batches of 512 instead of 344 tokens put the peak at 1/8-1/10 of the naive lens' instead of 1/14, by
-# the allocator's whims); on an accelerator the batch is what keeps the device busy
+# bigger): small on CPU, where it keeps the readout's memory far below the naive lens' at small vocabularies; on an
+# accelerator the batch is what keeps the device busy
 STATES_BYTES = {"cpu": 16 * 2**20, "accelerator": 4 * 2**30}
+# fewest tokens a batch is given room for, whatever the two budgets above say. Every forward call streams all the
+# weights from memory once, a cost per call, not per token: at a 2k vocabulary (Gemma-3-270M's shape, CPU), one
+# forward of 512 tokens instead of two of 256 took the readout from 1.19x to 1.10x its floor
+# (benchmarks/README.md). Memory: (L + 1) x 512 x d_model x dtype bytes, at most ~1/20 of the naive lens'
+# two [L + 1, 2048, vocab] fp32 tensors unless the vocabulary is under ~2.5 d_model
+MIN_BATCH_TOKENS = 512
 
 
 def _fp32_linear_head(model: LoadedModel) -> bool:
@@ -169,15 +174,15 @@ def _batches(order, lengths, batch_size: int, max_tokens: int) -> list:
 
 
 def _states_budget(model: LoadedModel, workspace_bytes: int) -> tuple[int, int]:
-    """(floor, tokens): STATES_BYTES for where the embeddings live, and the tokens whose (L + 1) residual streams fit
-    in max(that floor, the statistic workspace's bytes). A batch's states may take as much memory as the workspace
-    that reduces them (at large vocabularies that is 100s of MiB, and fewer, larger batches save a forward call's
-    fixed cost: at 50k, one forward of 512 tokens instead of two of 256 took 1-3% off a readout here), and at least the floor (at small vocabularies, where
-    the workspace is a few MiB and the naive lens needs little more than the readout)."""
+    """(floor, tokens): STATES_BYTES for where the embeddings live, and how many tokens a batch may hold: those whose
+    (L + 1) residual streams fit in max(that floor, the statistic workspace's bytes), and at least MIN_BATCH_TOKENS.
+    A batch's states may take as much memory as the workspace that reduces them (at large vocabularies that is
+    100s of MiB, and fewer, larger batches save a forward call's fixed cost: at 50k, one forward of 512 tokens
+    instead of two of 256 took 1-3% off a readout here)."""
     w = model.model.get_input_embeddings().weight
     per_token = (model.n_layers + 1) * w.shape[1] * w.element_size()
     floor = STATES_BYTES["cpu" if w.device.type == "cpu" else "accelerator"]
-    return floor, max(max(floor, workspace_bytes) // per_token, 1)
+    return floor, max(max(floor, workspace_bytes) // per_token, MIN_BATCH_TOKENS)
 
 
 def _flat_states(capture: _Capture) -> list:
@@ -245,7 +250,7 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
         targets[offsets[i]:offsets[i + 1] - 1] = ids[1:]
 
     order = np.argsort(-lengths, kind="stable")  # longest first: less padding, early OOM
-    capture = _Capture(model.blocks, into=StateStore().keep)
+    capture = _Capture(model.blocks, into=StateStore(L + 1).keep)
     backbone = _backbone(model.model)
     first_device = model.model.get_input_embeddings().weight.device
     decode = _lens_into(model)
