@@ -1,5 +1,7 @@
 """The chunk kernel against a plain float64 reference on random logits: several vocabulary and chunk sizes,
 block and chunk boundaries, tied values, logits far from zero (the shifted-exp path)."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -63,6 +65,7 @@ CASES = [  # vocab, chunk rows, rows used, scale, offset, ties
     (4096, 6, 6, 30.0, -150.0, False),  # every row max far below -60: exp(z - shift)
     (4096, 4, 4, 20.0, 70.0, False),  # row maxima above +60
     (5000, 6, 6, 2.0, 0.0, True),
+    (3001, 4, 4, 400.0, -1350.0, False),  # logits spanning ~3,000 nats below a top near 0: most exps under e^-69
 ]
 
 
@@ -114,6 +117,28 @@ def test_kernel_matches_float64_reference(vocab, rows, n, scale, offset, ties, f
     # the final layer against itself
     assert np.allclose(f_final[:, FLOAT_STATS.index("kl_to_final")].numpy(), 0.0, atol=1e-5)
     assert np.allclose(f_final[:, FLOAT_STATS.index("logit_cos")].numpy(), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+def test_no_subnormal_numbers_from_wide_logits(fused):
+    """Logits spanning thousands of nats (a real model's first layers) make no subnormal exp: p_f, which every layer
+    multiplies, holds none, and the eager kernel's exp scratch none either (each would cost a microcode assist)."""
+    from eeutils.lens.fused import EXP_FLOOR
+    from eeutils.lens.kernel import _exp_sum
+    gen = torch.Generator().manual_seed(3)
+    n, vocab = 4, 3001
+    zf, z = torch.randn(n, vocab, generator=gen) * 400, torch.randn(n, vocab, generator=gen) * 400
+    r = ChunkReducer(n, vocab, K, 1, fused=fused)
+    r.slot(n, final=True).copy_(zf)
+    r.final(torch.full((n,), -1))
+    tiny = torch.finfo(torch.float32).tiny
+    pf = r.buf[:n, 0, :vocab]
+    assert bool((pf >= tiny).all()) and float(pf.min()) < 1e-25  # the floor reached, not crossed
+    out = torch.empty_like(z)
+    for top in (z.amax(-1), torch.full((n,), -5.0)):  # maxima far out (the shifted path), and in range (unshifted)
+        logits = z - z.amax(-1, keepdim=True) + top[:, None]
+        _exp_sum(logits, top, out)
+        assert bool((out >= tiny).all()) and float(out.min()) == pytest.approx(math.exp(EXP_FLOOR), rel=1e-5)
 
 
 @pytest.mark.parametrize("vocab", [100, 3001, 4096])

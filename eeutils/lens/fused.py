@@ -32,6 +32,12 @@ BLOCK = 256  # columns per block (the same blocks as the eager blocked top-k)
 MIN_VOCAB = 16384  # "auto" uses the fused kernel from this vocabulary up: below it a readout is short and the
 #                    one-off compile (seconds) costs more than it saves
 ENV = "EEUTILS_FUSED_KERNEL"  # "auto" (default), "1" (always, where compile works), "0" (never)
+EXP_FLOOR = -69.0  # every exp in the statistics is of max(x, EXP_FLOOR): exp(-69) ~ 1e-30 is a normal fp32 number,
+#   so no exp yields a denormal and no product with one becomes one (each costs a microcode assist on x86: on the
+#   real Gemma-3-270M, whose layer-0 logits span 1,150 nats, the pass took 4.6x longer at layers 0-1). Wherever it
+#   applies, x is relative to a max that contributes exp(0) = 1 (or, in `kernel._exp_sum`'s unshifted path, e^-15
+#   or more), so the floor adds < V e^-69 / 1 to a sum: below fp32 resolution; the outputs were bitwise unchanged
+#   on those layers
 
 
 class FusedUnavailable(RuntimeError):
@@ -45,10 +51,10 @@ class FusedUnavailable(RuntimeError):
 # masking the padding out of z . z (a `where` per element) cost 12%: the pass runs over whole blocks only.
 def _reduce_blocks(z, pf, thr, block: int = BLOCK):
     """Per block of `block` columns of z [C, n * block]: (max b, sum e, sum z e, count z > thr, sum z p_f, sum z z)
-    with e = exp(z - b); each [C, n]. thr: [C, 1]."""
+    with e = exp(max(z - b, EXP_FLOOR)); each [C, n]. thr: [C, 1]."""
     zb = z.unflatten(1, (-1, block))
     bm = zb.amax(-1, keepdim=True)
-    e = torch.exp(zb - bm)
+    e = torch.exp((zb - bm).clamp_min(EXP_FLOOR))
     return (bm.squeeze(-1), e.sum(-1), (zb * e).sum(-1), (zb > thr[:, :, None]).float().sum(-1),
             (zb * pf.unflatten(1, (-1, block))).sum(-1), (zb * zb).sum(-1))
 
@@ -57,7 +63,7 @@ def _reduce_blocks_zf(z, pf, zf, thr, block: int = BLOCK):
     """`_reduce_blocks` plus sum z z_f per block (for a lens without a Gram matrix: z_f read in the pass)."""
     zb = z.unflatten(1, (-1, block))
     bm = zb.amax(-1, keepdim=True)
-    e = torch.exp(zb - bm)
+    e = torch.exp((zb - bm).clamp_min(EXP_FLOOR))
     return (bm.squeeze(-1), e.sum(-1), (zb * e).sum(-1), (zb > thr[:, :, None]).float().sum(-1),
             (zb * pf.unflatten(1, (-1, block))).sum(-1), (zb * zb).sum(-1), (zb * zf.unflatten(1, (-1, block))).sum(-1))
 
@@ -101,10 +107,11 @@ def block_reduce(z, pf, zf, thr, vocab: int):
     included; returns seven (six) [C, n_blocks] tensors.
 
     z, pf, zf: [C, n_blocks x BLOCK] rows whose columns from `vocab` on are padding: PAD in z (and zf), 0 in pf
-    (or PAD where pf is a logit row itself). PAD = -FLT_MAX is no larger than any logit and finite, so in the padding
-    exp(z - b) = 0, z exp(z - b) = 0, z > thr is false and z p_f = 0 when p_f's padding is 0; only the products of
-    two padded rows (z z, z z_f, z p_f with pf a logit row) are not, and their last block is recomputed here over
-    the real columns alone (three [C, < BLOCK] dot products). No ragged tail is reduced apart and nothing is
+    (or PAD where pf is a logit row itself). PAD = -FLT_MAX is no larger than any logit and finite, so the block
+    maxima and the count z > thr are right over whole blocks, and z p_f = 0 in the padding when p_f's padding is 0.
+    The sums that multiply z by something nonzero in the padding (z exp(max(z - b, EXP_FLOOR)), z z, z z_f, z p_f
+    with pf a logit row) are wrong in the last block only, and are recomputed here, with its sum of exps, over its
+    real columns alone (a few [C, < BLOCK] operations). No ragged tail is reduced apart and nothing is
     concatenated: that took ~5% of a layer's statistic time at 50k."""
     global _broken
     if _broken is not None:
@@ -119,20 +126,22 @@ def block_reduce(z, pf, zf, thr, vocab: int):
                       f"(slower at large vocabularies; set {ENV}=0 to skip this attempt)", stacklevel=3)
         raise FusedUnavailable(_broken) from exc
     last = (z.shape[1] - 1) // BLOCK * BLOCK
-    if vocab < z.shape[1]:  # the products' last block, without the padding
+    if vocab < z.shape[1]:  # the last block's sums, without the padding
         zt = z[:, last:vocab]
-        for i, other in ((4, pf), (5, z)) + (((6, zf),) if zf is not None else ()):
-            parts[i][:, -1] = torch.linalg.vecdot(zt, other[:, last:vocab])
+        e = torch.sub(zt, parts[0][:, -1:]).clamp_min_(EXP_FLOOR).exp_()
+        parts[1][:, -1] = e.sum(-1)
+        for i, other in ((2, e), (4, pf[:, last:vocab]), (5, zt)) + (((6, zf[:, last:vocab]),) if zf is not None else ()):
+            parts[i][:, -1] = torch.linalg.vecdot(zt, other)
     return parts
 
 
 def combine(parts):
     """Merge the block reductions into per-row (block maxima [C, n], s, lse, z . e, z . p_f, rank, z . z, z . z_f)
-    with e = exp(z - M), s = sum e, lse = logsumexp(z), rank = count(z > thr) (a float, exact); z . z_f is None
+    with e = exp(max(z - M, EXP_FLOOR)), s = sum e, lse = logsumexp(z), rank = count(z > thr) (a float, exact); z . z_f is None
     when `parts` come from `_reduce_blocks` (a linear lens: it comes from the Gram matrix)."""
     bm, sb, zeb, cnt, zpf, zz = parts[:6]
     m = bm.amax(-1)
-    w = torch.exp(bm - m[:, None])
+    w = torch.exp((bm - m[:, None]).clamp_min(EXP_FLOOR))
     s = torch.linalg.vecdot(sb, w)
     zzf = parts[6].sum(-1) if len(parts) > 6 else None
     return bm, s, m + s.log(), torch.linalg.vecdot(zeb, w), zpf.sum(-1), cnt.sum(-1), zz.sum(-1), zzf

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from .fused import BLOCK as _BLOCK  # columns per block (block maxima, then the top-k in the k best blocks)
-from .fused import PAD, FusedUnavailable, block_reduce, combine, gram_dot, gram_ref
+from .fused import EXP_FLOOR, PAD, FusedUnavailable, block_reduce, combine, gram_dot, gram_ref
 from .statistics import FLOAT_STATS, INT_STATS  # noqa: F401  (INT_STATS is followed by the k top-k ids)
 
 _PF, _ZF, _Z, _E = 0, 1, 2, 3  # rows of the ChunkReducer buffer
@@ -38,8 +38,8 @@ _LSE, _S, _ZE, _ZPF, _ZZ, _ZZF, _ZT, _V1, _V2, _RANK = range(10)
 _NREC = 10
 WORKSPACE_BYTES = 256 * 2**20  # target size of the ChunkReducer workspace (see `auto_chunk_tokens`)
 _CHUNK_ROWS = (128, 256)  # fewest rows (the head matmul stays efficient), most rows (more buys no speed)
-_EXP_SAFE = 60.0  # exp(z) without a shift when every row max is within +-this: no overflow (V * e^60 << 3e38),
-#                   and everything within e^-27 of the top stays a normal fp32 number
+_EXP_SAFE = (-15.0, 60.0)  # exp(z) without a shift when every row max is within these: no overflow (V * e^60 <<
+#                            3e38), and the floor e^-69 (`fused.EXP_FLOOR`) is at least 54 nats below every row's top
 
 
 def auto_chunk_tokens(vocab: int) -> int:
@@ -58,15 +58,15 @@ def workspace_bytes(rows: int, vocab: int) -> int:
 
 
 def _exp_sum(z: torch.Tensor, m: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """out = exp(z - shift) with shift 0 when the row maxima m allow it (one pass instead of two).
+    """out = exp(max(z - shift, EXP_FLOOR)) with shift 0 when the row maxima m allow it (one pass fewer).
 
     Returns (sum of out per row, logsumexp of z per row)."""
     lo, hi = torch.aminmax(m)
-    if -_EXP_SAFE <= float(lo) and float(hi) <= _EXP_SAFE:
-        torch.exp(z, out=out)
+    if _EXP_SAFE[0] <= float(lo) and float(hi) <= _EXP_SAFE[1]:
+        torch.clamp(z, min=EXP_FLOOR, out=out).exp_()
         s = out.sum(-1)
         return s, s.log()
-    torch.sub(z, m[:, None], out=out).exp_()
+    torch.sub(z, m[:, None], out=out).clamp_(min=EXP_FLOOR).exp_()
     s = out.sum(-1)
     return s, m + s.log()
 
@@ -237,7 +237,7 @@ class ChunkReducer:
         if exp_in_e:  # e holds exp(z - shift)
             e.div_(s[:, None])
         else:
-            torch.sub(z, lse[:, None], out=e).exp_()  # p_f
+            torch.sub(z, lse[:, None], out=e).clamp_(min=EXP_FLOOR).exp_()  # p_f, never denormal
         self.ref = FinalRef(z, e, ze / s - lse, zz.sqrt(), ids[:, 0], ids)
         # this layer against itself: z . p_f = ze / s, z . z_f = z . z, rank 0
         self._record(self.layers, n, lse, s, ze, ze / s, zz, zz, vals, ids, torch.zeros_like(lse))

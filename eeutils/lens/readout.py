@@ -213,7 +213,8 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
     train split with `lens_settings` or loaded from the cache) or a `TunedLens` object.
     Memory: the residual streams of one batch ((L + 1) x batch tokens x d_model in the model's dtype; a batch
     is at most batch_size documents and max_batch_tokens padded tokens, default: what fits in the workspace's size,
-    at least 16 MiB on the CPU and 4 GiB on an accelerator, at least one document) plus one [chunk_tokens x 4 x vocab] fp32 workspace (see `eeutils.lens.kernel.ChunkReducer`;
+    at least 16 MiB on the CPU and 4 GiB on an accelerator, and at least MIN_BATCH_TOKENS = 512 tokens and one document)
+    plus one [chunk_tokens x 4 x vocab] fp32 workspace (see `eeutils.lens.kernel.ChunkReducer`;
     chunk_tokens default: `auto_chunk_tokens(vocab)`, 128-256 rows, <= 512 MiB). Neither changes a number.
     kernel: "fused" reduces each layer in one compiled pass (`eeutils.lens.fused`, ~3x faster statistics at large
     vocabularies), "eager" in separate torch passes, "auto" (default) fused from a 16k vocabulary up (the
