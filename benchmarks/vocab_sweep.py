@@ -8,9 +8,11 @@ in one run.
 Per vocabulary, three parts (all with the methods of `lens_methods.py`):
   check   eeutils.readout vs the naive lens on --check-tokens tokens, in this process: top-1 and rank_of_final
           identical?, max |diff| per statistic, max relative diff of entropy / KL / CE (they grow with log V)
-  time    the paired mode: ONE process times floor, readout (and naive where it fits) each between two plain
-          forwards, --repeats rounds; readout / floor is taken per round from the ratios to the forwards
-          around each method, so load drifting over minutes cancels
+  time    the paired mode: ONE process times floor, readout and readout_eager each between two plain forwards,
+          --repeats rounds; readout / floor is taken per round from the ratios to the forwards around each
+          method, so load drifting over minutes cancels. naive (where it fits) is timed once in a process of its
+          own: in the same rotation its GiBs of logits, allocated and freed, slowed the forwards and the method
+          after it (at 50k the floor followed it in three rounds of five)
   memory  one fresh process per method at --mem-tokens (default --tokens): peak RSS above the RSS after a
           warm-up forward (`readout_bench.worker`)
 naive runs only where two [L+1, T, V] fp32 tensors fit in --naive-max-gib; elsewhere its estimate is printed.
@@ -72,8 +74,12 @@ def sweep_main(args, run_child, run_paired):
                   f"rank_of_final on {c['rank_of_final']['differ']:.2%}; max |diff| {worst[0]:.1e} ({worst[1]}); "
                   f"max rel diff {rel[0]:.1e} ({rel[1]})", flush=True)
         naive_ok = naive_bytes(layers, args.tokens, V) <= args.naive_max_gib * 2**30
-        methods = ["floor", "readout", "readout_eager"] + (["naive"] if naive_ok else [])
-        res = run_paired(args, ",".join(methods), base)
+        res = run_paired(args, "floor,readout,readout_eager", base)
+        if naive_ok:  # in a process of its own: its GiBs of logits, allocated and freed, slow the next forwards
+            a = copy.copy(args)
+            a.repeats = 1
+            nv = run_paired(a, "naive", base)
+            res["times"]["naive"], res["ratios"]["naive"] = nv["times"]["naive"], nv["ratios"]["naive"]
         rr = [a / b for a, b in zip(res["ratios"]["readout"], res["ratios"]["floor"])]
         row["paired"] = res
         row["readout_over_floor"] = {"median": float(np.median(rr)), "rounds": rr}
@@ -82,7 +88,13 @@ def sweep_main(args, run_child, run_paired):
         # plain seconds too: on a quiet machine the forward normalisation only adds the forwards' own noise
         sec = {m: float(np.median(res["times"][m])) for m in ("floor", "readout", "readout_eager")}
         row["seconds"] = sec
+        # readout / floor from the seconds of the same round (the two run within seconds of each other, so slow drift
+        # cancels without dividing by a forward: at 50k a 0.6 s forward's +-10% otherwise dominates the ratio)
+        sr = [a / b for a, b in zip(res["times"]["readout"], res["times"]["floor"])]
+        row["same_round_seconds"] = {"median": float(np.median(sr)), "rounds": sr}
         row["loadavg_after_timing"] = os.getloadavg()
+        print(f"V={V:>6} readout / floor, same-round seconds = {np.median(sr):.3f}  (rounds: "
+              f"{', '.join(f'{x:.3f}' for x in sr)})", flush=True)
         print(f"V={V:>6} readout / floor = {np.median(rr):.3f}  (rounds: {', '.join(f'{x:.3f}' for x in rr)}); "
               f"eager kernel / floor = {np.median(re):.3f}; median seconds floor {sec['floor']:.2f}, readout "
               f"{sec['readout']:.2f} ({sec['readout'] / sec['floor']:.3f}x), eager {sec['readout_eager']:.2f} "
@@ -105,25 +117,25 @@ def sweep_main(args, run_child, run_paired):
 
 def _table(out, vocabs, mem_tokens, layers):
     print()
-    print("| vocab | readout / floor (paired, median; rounds) | floor x forward | readout x forward | naive x forward "
+    print("| vocab | readout / floor (same-round seconds, median; rounds) | readout / floor (paired with forwards, median; rounds) | floor x forward | readout x forward | naive x forward "
           f"| peak +RSS forward / readout / naive ({mem_tokens} tokens) | naive at 2048 tokens (est.) | "
           "readout / naive@2048 | top-1 vs naive | max abs diff | max rel diff (entropy, KL, CE) | load |")
-    print("|---" * 12 + "|")
+    print("|---" * 13 + "|")
     for V in vocabs:
         row = out["vocabs"][V]
         ratios = row["paired"]["ratios"]
         xf = {m: float(np.median(v)) for m, v in ratios.items()}
         rr = row["readout_over_floor"]
+        sr = row["same_round_seconds"]
         mem = {m: r.get("peak_delta") for m, r in row["memory"].items()}
         ro_mem = mem.get("readout")
         est2k = naive_bytes(layers, 2048, V)
         c = row.get("check", {})
         worst = max(((v["max_abs"], n) for n, v in c.items() if "max_abs" in v), default=(float("nan"), ""))
         rel = max(((v["max_rel"], n) for n, v in c.items() if "max_rel" in v), default=(float("nan"), ""))
-        print(f"| {V} | **{rr['median']:.2f}** ({', '.join(f'{x:.2f}' for x in rr['rounds'])}) | {xf['floor']:.2f} | "
-              f"{xf['readout']:.2f} | {xf['naive']:.2f} |" if "naive" in xf else
-              f"| {V} | **{rr['median']:.2f}** ({', '.join(f'{x:.2f}' for x in rr['rounds'])}) | {xf['floor']:.2f} | "
-              f"{xf['readout']:.2f} | not run |", end="")
+        head = (f"| {V} | **{sr['median']:.2f}** ({', '.join(f'{x:.2f}' for x in sr['rounds'])}) | {rr['median']:.2f} "
+                f"({', '.join(f'{x:.2f}' for x in rr['rounds'])}) | {xf['floor']:.2f} | {xf['readout']:.2f} |")
+        print(head + (f" {xf['naive']:.2f} |" if "naive" in xf else " not run |"), end="")
         print(f" {_fmt(mem['forward']) if mem.get('forward') else '-'} / {_fmt(ro_mem) if ro_mem else '-'} / "
               f"{_fmt(mem['naive']) if mem.get('naive') else 'not run'} | {_fmt(est2k)} | "
               f"1/{est2k / ro_mem:.0f} |" if ro_mem else " - | - | - |", end="")
