@@ -162,7 +162,8 @@ def run_floor(lm, ids, args):
 
 
 def run_readout(lm, ids, args, chunk=None, kernel=None):
-    """eeutils.readout with its default batching (<= 8 documents, <= 16 MiB of captured states per batch).
+    """eeutils.readout with its default batching (<= 8 documents; captured states within the workspace's size, at
+    least 16 MiB, and room for at least 512 tokens).
     kernel: the readout's statistic kernel ("fused", "eager"; default: args.kernel, else the readout's "auto")."""
     sys.path.insert(0, str(ROOT))
     import eeutils
