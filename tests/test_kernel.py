@@ -141,6 +141,28 @@ def test_no_subnormal_numbers_from_wide_logits(fused):
         assert bool((out >= tiny).all()) and float(out.min()) == pytest.approx(math.exp(EXP_FLOOR), rel=1e-5)
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+@pytest.mark.parametrize("bad", [float("-inf"), float("inf"), float("nan")])
+def test_a_non_finite_logit_in_a_middle_layer_is_reported(fused, bad):
+    """-inf leaves logsumexp finite but every sum with z in it not: it is reported like NaN and +inf."""
+    from eeutils.lens.kernel import NonFiniteLogits
+    gen = torch.Generator().manual_seed(5)
+    n, vocab = 3, 3001
+    r = ChunkReducer(n, vocab, K, 2, fused=fused)
+    r.slot(n, final=True).copy_(torch.randn(n, vocab, generator=gen))
+    r.final(torch.full((n,), -1))
+    for layer in range(2):
+        z = torch.randn(n, vocab, generator=gen)
+        if layer == 1:
+            z[2, 17] = bad
+        r.slot(n).copy_(z)
+        r.layer(layer)
+    h = torch.randn(n, 4, generator=gen)
+    with pytest.raises(NonFiniteLogits) as err:
+        r.finish(hidden_cosines([h, h, h]))
+    assert err.value.args == (1, 2)
+
+
 @pytest.mark.parametrize("vocab", [100, 3001, 4096])
 def test_fused_linear_lens_matches_eager(vocab):
     """The fused kernel with the lens' Gram matrix (z . z_f from the lens inputs, padded last block recomputed)

@@ -284,7 +284,9 @@ class ChunkReducer:
         first layer and token whose logits were not all finite."""
         n, k, L1 = self.target.shape[0], self.k, self.layers + 1
         rec, ids = self.rec[:, :, :n], self.ids[:, :n]
-        bad = ~torch.isfinite(rec[:, _LSE])
+        # lse is finite unless a logit is NaN or +inf; z . z is finite unless one is +-inf or NaN (a -inf logit leaves
+        # lse finite, but then no sum with z in it is)
+        bad = ~(torch.isfinite(rec[:, _LSE]) & torch.isfinite(rec[:, _ZZ]))
         if bool(bad.any()):
             layer, row = (int(v) for v in bad.nonzero()[0])
             raise NonFiniteLogits(layer, row)
