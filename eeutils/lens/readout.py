@@ -43,8 +43,8 @@ from .tuned import TunedLensSettings, resolve_lens
 STATES_BYTES = {"cpu": 16 * 2**20, "accelerator": 4 * 2**30}
 # fewest tokens a batch is given room for, whatever the two budgets above say. Every forward call streams all the
 # weights from memory once, a cost per call, not per token: at a 2k vocabulary (Gemma-3-270M's shape, CPU), one
-# forward of 512 tokens instead of two of 256 took the readout from 1.19x to 1.10x its floor
-# (benchmarks/README.md). Memory: (L + 1) x 512 x d_model x dtype bytes, at most ~1/20 of the naive lens'
+# forward of 512 tokens instead of two of 256 took the readout from 1.18-1.22x to 1.10x its floor (malloc page
+# faults held fixed; benchmarks/README.md). Memory: (L + 1) x 512 x d_model x dtype bytes, at most ~1/20 of the naive lens'
 # two [L + 1, 2048, vocab] fp32 tensors unless the vocabulary is under ~2.5 d_model
 MIN_BATCH_TOKENS = 512
 
