@@ -10,7 +10,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "eeutils"
 
 # docs/DESIGN.md: a module may import from its own layer or the layers before it, never after.
-LAYERS = ("core", "arch", "workloads", "lens", "analysis", "decoding", "bench", "notebook", "zoo")
+LAYERS = ("core", "arch", "workloads", "lens", "analysis", "decoding", "bench", "notebook", "course", "zoo")
 # top-level modules that belong to a layer: the version string, and the public facades that only re-export
 TOP_LEVEL = {"eeutils._version": "core", "eeutils.metrics": "analysis", "eeutils.exits": "analysis",
              "eeutils.series": "notebook"}
