@@ -53,6 +53,20 @@ class Feedback:
         return f"[{self.status}] {self.key}: {self.message}"
 
 
+@dataclass(frozen=True)
+class Case:
+    """How the tests exercise one check: the context a notebook passes, a right answer, typical wrong ones.
+
+    context() returns the keyword arguments of ``check(key, answer, **context)``; `wrong` holds pairs of
+    (a typical wrong answer, a fragment its hint must contain). Solutions files (notebooks/solutions/)
+    define ``CASES = {key: Case(...)}``.
+    """
+
+    context: Callable[[], dict]
+    solution: Any
+    wrong: tuple = ()
+
+
 REGISTRY: dict[str, Exercise] = {}
 
 
