@@ -52,6 +52,10 @@ def test_notebook_runs(path, tmp_path):
     nb = json.loads(executed.read_text())
     errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    # a course shows clean outputs: no warnings, progress bars or logs on stderr
+    stderr = [(i, "".join(o.get("text", ""))[:300]) for i, c in enumerate(nb["cells"]) for o in c.get("outputs", [])
+              if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+    assert not stderr, f"stderr output in cells: {stderr}"
     figures = list((out / "figures").glob(f"{path.name[:2]}_*.png"))
     assert figures, "the notebook saved no figure"
     if path.name[:2] in EXPECTED_FINDINGS:

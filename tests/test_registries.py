@@ -128,16 +128,18 @@ def test_decoding_summary_facts_and_text():
         decoding_summary(_comparison().drop(columns="family"), None, never_label="x")
 
 
-def test_notebook_setup_fills_the_namespace(tmp_path):
-    pytest.importorskip("IPython")
-    from eeutils.notebook import setup
-    ns = {"SMOKE": True, "N_DOCS": 48, "N_BOOT": 200, "MAX_TOKENS": 128, "OUT_DIR": str(tmp_path), "DTYPE": "float32",
-          "DEVICE": None}
-    ctx = setup(ns)
-    assert ns["N_DOCS"] == 6 and ns["N_BOOT"] == 20
-    assert ns["LOAD"] == dict(n_docs=6, max_tokens=128, cache_dir=str(tmp_path), dtype="float32", device=None)
-    assert ns["RESULTS"] == tmp_path / "results" and ns["RESULTS"].is_dir()
-    assert ctx.metrics.eas is ns["metrics"].eas and "exits" in ns and "findings" in ns
+def test_notebook_start_settles_parameters_without_touching_globals(tmp_path):
+    from eeutils.notebook import start
+    before = set(globals())
+    nb = start(smoke=True, out_dir=str(tmp_path), n_docs=48, n_boot=200, max_tokens=128, dtype="float32", device=None)
+    assert set(globals()) == before, "start() must not inject names"
+    assert (nb.n_docs, nb.n_boot, nb.max_tokens) == (6, 20, 128)
+    assert nb.load == dict(n_docs=6, max_tokens=128, cache_dir=str(tmp_path), dtype="float32", device=None)
+    assert nb.results == tmp_path / "results" and nb.results.is_dir()
+    full = start(out_dir=str(tmp_path), n_docs=None, n_boot=None, max_tokens=None)  # None: the protocol's values
+    assert (full.n_docs, full.n_boot, full.max_tokens) == (48, 1000, 128)
+    unset = start(out_dir=str(tmp_path))  # a notebook without these parameters: readouts keep their own defaults
+    assert "max_tokens" not in unset.load and unset.n_docs is None and unset.n_boot is None
 
 
 def test_model_metadata_comes_from_the_card():

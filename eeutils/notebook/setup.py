@@ -1,58 +1,66 @@
-"""The notebooks' shared first cell, as one call::
+"""The notebooks' first cell: settle the parameters, quiet the libraries, and say where results go.
 
-    import eeutils
-    from eeutils.notebook import setup
-    setup(globals())
+Every notebook starts with imports a reader can follow, then one call::
 
-It reads the parameters cell's values from the notebook's namespace (SMOKE, N_DOCS, N_BOOT, MAX_TOKENS,
-OUT_DIR, DTYPE, DEVICE, where defined; N_DOCS, N_BOOT, MAX_TOKENS left at None take the analysis protocol's
-values, data/protocol.yaml), applies the smoke limits, and puts into the namespace what every notebook uses:
-np, pd, plt, Markdown, display, the modules ex (experiments), metrics, exits, plotting, findings, claims,
-and LOAD (the cached-readout options) and RESULTS (the folder for tidy tables).
+    from eeutils.notebook import start
+    nb = start(smoke=SMOKE, out_dir=OUT_DIR, n_docs=N_DOCS, n_boot=N_BOOT, max_tokens=MAX_TOKENS,
+               dtype=DTYPE, device=DEVICE)
+    N_DOCS, N_BOOT, MAX_TOKENS, LOAD, RESULTS = nb.n_docs, nb.n_boot, nb.max_tokens, nb.load, nb.results
+
+`start` adds nothing to the notebook's namespace: what it settles comes back as a `NotebookRun`. A parameter
+left at None takes the analysis protocol's value (data/protocol.yaml); SMOKE caps documents and bootstrap
+draws (a quick pass through the same code path).
 """
 from __future__ import annotations
 
 import warnings
-from types import SimpleNamespace
+from dataclasses import dataclass
+from pathlib import Path
 
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-
-from .. import exits, metrics
 from ..analysis.protocol import load_protocol
 from ..arch.loading import quiet
-import eeutils.notebook.claims as claims
-import eeutils.notebook.experiments as experiments
-import eeutils.notebook.findings as findings
-import eeutils.notebook.plotting as plotting
+from . import experiments, plotting
 
-SMOKE_LIMITS = {"N_DOCS": 6, "N_BOOT": 20}  # a quick pass: fewer documents and bootstrap draws, same code path
-PROTOCOL_PARAMETERS = {"N_DOCS": "n_docs", "N_BOOT": "n_boot", "MAX_TOKENS": "max_tokens"}
+SMOKE_LIMITS = {"n_docs": 6, "n_boot": 20}  # a quick pass: fewer documents and bootstrap draws, same code path
+UNSET = "unset"  # a parameter the notebook does not have: no protocol value, and readouts use their own default
 
 
-def setup(namespace: dict, smoke_limits: dict | None = None) -> SimpleNamespace:
-    """Prepare a notebook: quiet logging, plot style, smoke limits, LOAD and RESULTS; returns what it added."""
-    from IPython.display import Markdown, display
+@dataclass(frozen=True)
+class NotebookRun:
+    """What a notebook's first cell settled: the effective parameters and where its outputs go."""
 
+    n_docs: int | None
+    n_boot: int | None
+    max_tokens: int | None
+    out_dir: str
+    results: Path  # the folder for the notebook's tidy tables (OUT_DIR/results)
+    load: dict  # keyword arguments for cached readouts: n_docs, max_tokens, cache_dir, dtype, device
+    smoke: bool
+
+
+def _settle(name: str, value, smoke: bool):
+    """A parameter left at None takes the protocol's value; SMOKE caps it; UNSET stays None."""
+    if value == UNSET:
+        return None
+    if value is None:
+        value = load_protocol().defaults.get(name)
+    if smoke and value is not None and name in SMOKE_LIMITS:
+        value = min(value, SMOKE_LIMITS[name])
+    return value
+
+
+def start(*, smoke: bool = False, out_dir: str = "../results", n_docs: int | None | str = UNSET,
+          n_boot: int | None | str = UNSET, max_tokens: int | None | str = UNSET, dtype: str = "float32",
+          device: str | None = None) -> NotebookRun:
+    """Prepare a notebook: quiet library chatter, the plot style, settled parameters, LOAD and RESULTS."""
     warnings.filterwarnings("ignore", message=".*truncated.*")
     quiet()  # transformers' info/warning chatter (kernel fall-backs, progress bars) off
     plotting.set_style()
-    protocol = load_protocol().defaults
-    for name, key in PROTOCOL_PARAMETERS.items():  # a parameter left at None takes the protocol's value
-        if name in namespace and namespace[name] is None:
-            namespace[name] = protocol[key]
-    if namespace.get("SMOKE"):
-        for name, limit in (SMOKE_LIMITS if smoke_limits is None else smoke_limits).items():
-            if namespace.get(name) is not None:
-                namespace[name] = min(namespace[name], limit)
-    out_dir = namespace.get("OUT_DIR", "../results")
-    load = {"n_docs": namespace.get("N_DOCS")}
-    if "MAX_TOKENS" in namespace:
-        load["max_tokens"] = namespace["MAX_TOKENS"]
-    load.update(cache_dir=out_dir, dtype=namespace.get("DTYPE", "float32"), device=namespace.get("DEVICE"))
-    added = {"np": np, "pd": pd, "plt": plt, "Markdown": Markdown, "display": display, "ex": experiments,
-                 "metrics": metrics, "exits": exits, "plotting": plotting, "findings": findings, "claims": claims, "LOAD": load,
-                 "RESULTS": experiments.results_dir(out_dir)}
-    namespace.update(added)
-    return SimpleNamespace(**added)
+    n_docs, n_boot = _settle("n_docs", n_docs, smoke), _settle("n_boot", n_boot, smoke)
+    load = {"n_docs": n_docs}
+    if max_tokens != UNSET:
+        load["max_tokens"] = max_tokens = _settle("max_tokens", max_tokens, smoke)
+    else:
+        max_tokens = None
+    load.update(cache_dir=out_dir, dtype=dtype, device=device)
+    return NotebookRun(n_docs, n_boot, max_tokens, out_dir, experiments.results_dir(out_dir), load, bool(smoke))
