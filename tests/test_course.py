@@ -96,3 +96,10 @@ def test_the_machinery():
             check("99.nope", 1)
     finally:
         REGISTRY.pop("99.double", None)
+
+
+def test_the_syllabus_lists_every_exercise():
+    from eeutils.course.__main__ import COURSE_MD, synced
+    text = COURSE_MD.read_text()
+    assert synced(text) == text, "docs/COURSE.md's exercise table is out of date: python -m eeutils.course --sync"
+    assert all(f"`{key}`" in text for key in REGISTRY)

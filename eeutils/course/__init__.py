@@ -7,10 +7,10 @@ notebook 1, ...), imported below so that their entries register; solutions: note
 import importlib
 import pkgutil
 
-from .core import REGISTRY, Case, Exercise, Feedback, Hint, check, exercise, exercises
+from .core import REGISTRY, Case, Exercise, Feedback, Hint, check, exercise, exercise_table, exercises
 
 NOTEBOOK_MODULES = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name[:2] == "nb" and m.name[2:].isdigit())
 for _name in NOTEBOOK_MODULES:
     importlib.import_module(f"{__name__}.{_name}")
 
-__all__ = ["REGISTRY", "Case", "Exercise", "Feedback", "Hint", "check", "exercise", "exercises", "NOTEBOOK_MODULES"]
+__all__ = ["REGISTRY", "Case", "Exercise", "Feedback", "Hint", "check", "exercise", "exercise_table", "exercises", "NOTEBOOK_MODULES"]

@@ -131,3 +131,10 @@ def expect_choice(got, allowed, what: str) -> None:
     """Hint unless `got` is one of `allowed` (for predict-then-run answers given as a word)."""
     if got not in allowed:
         raise Hint(f"{what} should be one of {list(allowed)}, got {got!r}.")
+
+
+def exercise_table() -> str:
+    """The exercises as a markdown table (key, notebook, kind, title): docs/COURSE.md embeds it."""
+    rows = ["| key | kind | exercise |", "|---|---|---|"]
+    rows += [f"| `{e.key}` | {e.kind} | {e.title} |" for e in exercises()]
+    return "\n".join(rows)
