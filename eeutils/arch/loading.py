@@ -13,6 +13,7 @@ from .. import _version
 from ..core.env import hf_cache_dir, hf_offline, offline_setting
 from .table import ArchSpec, Resolved, make_logit_fn
 from .discovery import resolve
+from .folder import folder_problem, weights_problem
 from ..core.spec import local_folder_problem, looks_like_path
 from .names import is_zoo_name, resolve as resolve_zoo
 from .real import RealModelError, is_real_name, resolve_real
@@ -165,9 +166,15 @@ def cached_revisions(name: str) -> list[str]:
     return sorted(p.name for p in refs.iterdir()) if refs.is_dir() else []
 
 
-def _explain(name: str, revision: str | None, err: Exception) -> ModelLoadError:
+def _explain(name: str, revision: str | None, err: Exception, local: bool = False) -> ModelLoadError:
     msg = str(err)
     low = msg.lower()
+    if "unrecognized configuration class" in low or "does not appear to have" in low and "causallm" in low:
+        return ModelLoadError(
+            f"{name!r} is not a causal language model that AutoModelForCausalLM can load. The kit reads out "
+            f"decoder-only LMs (GPT-2, Llama, Mamba, ...).\n(original error: {msg})")
+    if local:  # a folder on disk: transformers' hub wording would mislead, so give its own error whole
+        return ModelLoadError(f"could not load {name!r} from its local folder: {type(err).__name__}: {msg}")
     rev = f" at revision {revision!r}" if revision else ""
     cached = cached_revisions(name) if "/" in name and not Path(name).exists() else []
     if revision and cached and revision not in cached:
@@ -179,10 +186,6 @@ def _explain(name: str, revision: str | None, err: Exception) -> ModelLoadError:
         return ModelLoadError(
             f"revision {revision!r} of {name!r} does not exist (or is not cached). Check the branch, tag or "
             f"commit name on the model page; for Pythia, revisions look like 'step143000'.\n(original error: {msg})")
-    if "unrecognized configuration class" in low or "does not appear to have" in low and "causallm" in low:
-        return ModelLoadError(
-            f"{name!r} is not a causal language model that AutoModelForCausalLM can load. The kit reads out "
-            f"decoder-only LMs (GPT-2, Llama, Mamba, ...).\n(original error: {msg})")
     if hf_offline() or "offline" in low or "couldn't connect" in low or "connection" in low or "cannot find" in low \
             or "not found in the local cache" in low or "does not appear to have a file" in low \
             or "is not a local folder" in low or "we couldn't" in low:
@@ -195,6 +198,51 @@ def _explain(name: str, revision: str | None, err: Exception) -> ModelLoadError:
     return ModelLoadError(f"could not load {name!r}{rev}: {msg}")
 
 
+def _source(name: str, revision: str | None) -> tuple[str, str | None, bool]:
+    """(what transformers loads: a folder or a hub id, the revision to pass it, whether it is a local folder)."""
+    if is_zoo_name(name):
+        return str(resolve_zoo(name[4:], revision)), None, True
+    if is_real_name(name):
+        if revision is not None:
+            raise ModelLoadError(f"{name!r} has no revisions (it is one quantised release); drop revision={revision!r}")
+        try:
+            return str(resolve_real(name)), None, True
+        except RealModelError as err:
+            raise ModelLoadError(str(err)) from err
+    if Path(name).expanduser().exists() or looks_like_path(name):
+        problem = local_folder_problem(name)
+        if problem:
+            raise ModelLoadError(problem)
+        if revision is not None:
+            raise ModelLoadError(f"{name!r} is a local folder, and a local folder has no revisions (got "
+                                 f"revision={revision!r}): drop revision, or pass the folder of that checkpoint")
+        return str(Path(name).expanduser()), None, True
+    return name, revision, False
+
+
+def _weights(source: str, name: str, asked_revision, local: bool, config, progress: bool, **kwargs):
+    """The model from its weights, refused (ModelLoadError) when a weight is missing, unused or misshapen."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    if bars and not progress:
+        hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # its loading report: `weights_problem` states what matters
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(source, config=config, output_loading_info=True, **kwargs)
+    except Exception as err:
+        raise _explain(name, asked_revision, err, local) from err
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars and not progress:
+            hf_logging.enable_progress_bar()
+    problem = weights_problem(info, name, config)
+    if problem:
+        raise ModelLoadError(problem)
+    return model
+
+
 def load_model(name_or_path: str, revision: str | None = None, *, dtype="float32", device=None,
                device_map=None, trust_remote_code: bool = False, tokenizer=True,
                use_safetensors: bool | None = None, progress: bool = False) -> LoadedModel:
@@ -204,10 +252,13 @@ def load_model(name_or_path: str, revision: str | None = None, *, dtype="float32
     dtype: "float32" (default), "bfloat16", "float16" or "auto". device: "cpu", "cuda", ...;
     device_map: e.g. "auto" to shard a large model across GPUs with accelerate (hooks stay correct:
     each block's state is read where it lives and moved to the head's device per chunk).
-    trust_remote_code stays off unless you pass it. Safetensors weights are preferred (zoo: required).
+    trust_remote_code stays off unless you pass it. Safetensors weights are preferred; a local folder
+    (and the zoo) must have them (a pickle checkpoint is refused, never unpickled) and is checked before
+    loading (`eeutils.arch.folder`). A weight missing from the checkpoint, or one the model does not use,
+    is an error naming them (never a silently random layer).
     progress: show transformers' weight-loading bars (useful for large downloads).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
         raise ValueError(f"name_or_path must be a non-empty string, got {name_or_path!r}")
@@ -215,54 +266,24 @@ def load_model(name_or_path: str, revision: str | None = None, *, dtype="float32
         raise ValueError("pass either device or device_map, not both")
     torch_dtype = parse_dtype(dtype)
     name = str(name_or_path)
-    source = name
-    if is_zoo_name(name):
-        source = str(resolve_zoo(name[4:], revision))
-        revision_for_hf = None
+    source, revision_for_hf, local = _source(name, revision)
+    if local:
+        problem = folder_problem(source, trust_remote_code)
+        if problem:
+            raise ModelLoadError(problem)
         use_safetensors = True
-    elif is_real_name(name):
-        if revision is not None:
-            raise ModelLoadError(f"{name!r} has no revisions (it is one quantised release); drop revision={revision!r}")
-        try:
-            source = str(resolve_real(name))
-        except RealModelError as err:
-            raise ModelLoadError(str(err)) from err
-        revision_for_hf = None
-        use_safetensors = True
-    else:
-        revision_for_hf = revision
-        if Path(name).expanduser().exists() or looks_like_path(name):
-            problem = local_folder_problem(name)
-            if problem:
-                raise ModelLoadError(problem)
-            if revision is not None:
-                raise ModelLoadError(f"{name!r} is a local folder, and a local folder has no revisions (got "
-                                     f"revision={revision!r}): drop revision, or pass the folder of that checkpoint")
-            source = str(Path(name).expanduser())
     kwargs = dict(revision=revision_for_hf, trust_remote_code=trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
     except Exception as err:  # transformers raises OSError/ValueError with many texts
-        raise _explain(name, revision, err) from err
+        raise _explain(name, revision, err, local) from err
     if getattr(config, "is_decoder", None) is False and not getattr(config, "is_encoder_decoder", False):
         raise ModelLoadError(
             f"{name!r} is not a causal language model: its config (model_type {config.model_type!r}) describes an "
             "encoder with bidirectional attention (is_decoder=False), whose layers see later tokens. The kit reads "
             "out decoder-only LMs (GPT-2, Llama, Pythia, Mamba, ...).")
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    if bars and not progress:
-        hf_logging.disable_progress_bar()
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source, config=config, dtype=torch_dtype, device_map=device_map,
-            use_safetensors=use_safetensors, **kwargs)
-    except Exception as err:
-        raise _explain(name, revision, err) from err
-    finally:
-        if bars and not progress:
-            hf_logging.enable_progress_bar()
+    model = _weights(source, name, revision, local, config, progress, dtype=torch_dtype, device_map=device_map,
+                     use_safetensors=use_safetensors, **kwargs)
     if device is not None:
         model.to(device)
     tok = None

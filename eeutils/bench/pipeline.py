@@ -34,16 +34,17 @@ def readout_path(out_dir, cell: Cell) -> Path:
     return Path(out_dir) / "readouts" / f"{cell.key}.npz"
 
 
-def cell_stamp(path: Path) -> tuple[str | None, str | None]:
-    """(bench_config, weights_digest) a cell file was computed with; None for what it lacks or if unreadable."""
+def cell_stamp(path: Path) -> tuple[str, str | None]:
+    """(bench_config, weights_digest) a cell file was computed with; ValueError saying why when the file is
+    damaged (not readable as parquet: a truncated copy, a full disk) or is not a cell file (no rows, no stamp)."""
     try:
         frame = pd.read_parquet(path)
-    except Exception:  # noqa: BLE001 - unreadable: not a finished cell
-        return None, None
-    if not len(frame):
-        return None, None
+    except Exception as err:  # noqa: BLE001 - ArrowInvalid, OSError, ...: a damaged file
+        raise ValueError(f"it cannot be read as parquet: {type(err).__name__}: {err}") from err
+    if not len(frame) or "bench_config" not in frame.columns or frame["bench_config"].iloc[0] is None:
+        raise ValueError("it holds no rows stamped with the benchmark settings (no bench_config)")
     get = lambda c: str(frame[c].iloc[0]) if c in frame.columns and frame[c].iloc[0] is not None else None  # noqa: E731
-    return get("bench_config"), get("weights_digest")
+    return str(frame["bench_config"].iloc[0]), get("weights_digest")
 
 
 _MODEL_CACHE: dict = {}

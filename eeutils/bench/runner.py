@@ -7,13 +7,15 @@ import re
 import sys
 import time
 import warnings
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
-from ..core.io import clean_stale_tmp, parquet_safe, write_csv_atomic, write_json_atomic, write_parquet_atomic
+from ..core.io import LockHeld, clean_stale_tmp, file_lock, parquet_safe, write_csv_atomic, write_json_atomic, \
+    write_parquet_atomic
 from ..workloads.registry import get_workload
 from ..workloads.types import Workload, WorkloadUnavailable
 from .config import DEFAULT_SIMILARITIES, EXECUTORS, BenchConfig, BenchmarkError, Cell, CellFailed, kit_version, \
@@ -21,7 +23,10 @@ from .config import DEFAULT_SIMILARITIES, EXECUTORS, BenchConfig, BenchmarkError
 from ..lens.cache import model_weights_digest
 from .pipeline import cell_path, cell_stamp, failure_hint, progress_bar, release_models, resume_hint, run_cell
 from .ray_executor import import_ray, run_ray
-from .validation import _as_list, _check_fraction, _check_int, _check_similarities, check_model, check_out_dir
+from .validation import _as_list, _check_fraction, _check_int, _check_similarities, check_model, check_out_dir, \
+    check_settings
+
+LOCK_FILE = ".eeutils-bench.lock"  # held by a run for its whole length: exclusive, shared by --no-merge jobs
 
 
 def _resolve_workloads(workloads, n_docs, max_chars, seed) -> dict[str, Workload]:
@@ -44,6 +49,40 @@ def _resolve_workloads(workloads, n_docs, max_chars, seed) -> dict[str, Workload
                                  "(it names result files)")
         out[wl.name] = wl
     return out
+
+
+def _model_specs(models, check: bool) -> list[tuple[str, str, str | None]]:
+    """(spec as given, name, revision) per distinct model; with `check`, every unloadable one in one error."""
+    model_specs = []
+    for m in _as_list(models, "models"):
+        name, rev = parse_model(m) if isinstance(m, str) else parse_model(str(m))
+        spec = m.strip() if isinstance(m, str) else str(m)
+        if spec not in [s for s, _, _ in model_specs]:
+            model_specs.append((spec, name, rev))
+    if check:
+        errors = []
+        for spec, name, rev in model_specs:
+            try:
+                check_model(name, rev)
+            except BenchmarkError as err:
+                errors.append(str(err))
+        if errors:
+            raise BenchmarkError("; ".join(errors))
+    return model_specs
+
+
+def _grid(model_specs, wls) -> list[Cell]:
+    """The (model, workload) cells, model by model; two whose file names collide are refused."""
+    cells, keys = [], {}
+    for spec, name, rev in model_specs:
+        for wname in wls:
+            key = f"{safe_name(spec)}__{safe_name(wname)}"
+            if key in keys:
+                raise BenchmarkError(f"{spec!r} x {wname!r} and {keys[key]} map to the same file name {key!r}; "
+                                     "rename one")
+            keys[key] = f"{spec!r} x {wname!r}"
+            cells.append(Cell(model=spec, name=name, revision=rev, workload=wname, key=key))
+    return cells
 
 
 def _versions(executor: str) -> dict:
@@ -113,86 +152,96 @@ def run_benchmark(models, workloads, out_dir, *, budget: float = 0.05, alpha: fl
     if check_models is None:
         check_models = default_pipeline
 
-    model_specs = []
-    for m in _as_list(models, "models"):
-        name, rev = parse_model(m) if isinstance(m, str) else parse_model(str(m))
-        spec = m.strip() if isinstance(m, str) else str(m)
-        if spec not in [s for s, _, _ in model_specs]:
-            model_specs.append((spec, name, rev))
-    if check_models:
-        errors = []
-        for spec, name, rev in model_specs:
-            try:
-                check_model(name, rev)
-            except BenchmarkError as err:
-                errors.append(str(err))
-        if errors:
-            raise BenchmarkError("; ".join(errors))
+    model_specs = _model_specs(models, check_models)
     wls = _resolve_workloads(workloads, n_docs, max_chars, seed)
 
-    cells, keys = [], {}
-    for spec, name, rev in model_specs:
-        for wname in wls:
-            key = f"{safe_name(spec)}__{safe_name(wname)}"
-            if key in keys:
-                raise BenchmarkError(f"{spec!r} x {wname!r} and {keys[key]} map to the same file name {key!r}; "
-                                     "rename one")
-            keys[key] = f"{spec!r} x {wname!r}"
-            cells.append(Cell(model=spec, name=name, revision=rev, workload=wname, key=key))
+    cells = _grid(model_specs, wls)
 
     config = BenchConfig(budget=float(budget), alpha=float(alpha), similarities=sims, rules=rules, n_docs=n_docs,
                          max_chars=max_chars, max_tokens=max_tokens, n_boot=int(n_boot), seed=int(seed), k=int(k),
                          batch_size=int(batch_size), dtype=dtype, device=device, out_dir=str(out_dir),
                          progress=bool(progress), save_readouts=bool(save_readouts))
-    fp = config.fingerprint()
 
-    t_start = time.time()
     check_out_dir(out_dir)
-    tmp_folders = [out_dir, out_dir / "cells", out_dir / "readouts"]
-    clean_stale_tmp(tmp_folders)
-    digests = {spec: model_weights_digest(name, rev) for spec, name, rev in model_specs}
-    done, stale, reweighed = [], [], []
+    lock = ExitStack()
+    try:
+        lock.enter_context(file_lock(out_dir / LOCK_FILE, shared=not merge))
+    except LockHeld as err:
+        raise BenchmarkError(
+            f"{out_dir} is in use by another eeutils bench run ({err}): two runs in one --out would mix their "
+            "results. Wait for it to finish, or use another --out (jobs of one grid share a folder with "
+            "--no-merge; a killed run's lock is released by the system, its leftover file is harmless)") from None
+    with lock:
+        check_settings(out_dir, config)
+        run = dict(executor=executor, merge=merge, progress=progress, ray_address=ray_address,
+                   ray_options=ray_options, default_pipeline=default_pipeline)
+        return _execute(cells, wls, config, compute_cell, model_specs, **run)
+
+
+def _classify(cells, out_dir: Path, fp: str, digests: dict):
+    """(done, reweighed, corrupt) cells: finished with these settings and weights; computed from weights that
+    changed since; a damaged cell file (warned about, recomputed alone). Another setting's cell: BenchmarkError."""
+    done, stale, reweighed, corrupt = [], [], [], []
     for c in cells:
         p = cell_path(out_dir, c)
-        if p.exists():
+        if not p.exists():
+            continue
+        try:
             old_fp, old_weights = cell_stamp(p)
-            if old_fp != fp:
-                stale.append(c)
-            elif old_weights != digests[c.model]:
-                reweighed.append(c)  # same settings, but the model's weights changed: recompute
-            else:
-                done.append(c)
+        except ValueError as err:
+            warnings.warn(f"cell file {p} is damaged ({err}); recomputing that cell only (the other finished "
+                          "cells are kept)", stacklevel=3)
+            corrupt.append(c)
+            continue
+        if old_fp != fp:
+            stale.append(c)
+        elif old_weights != digests[c.model]:
+            reweighed.append(c)  # same settings, but the model's weights changed: recompute
+        else:
+            done.append(c)
     if stale:
         raise BenchmarkError(
             f"{out_dir} already holds results computed with different settings for {len(stale)} cell(s) "
-            f"(e.g. {stale[0].label}); use a new --out folder, or delete {out_dir / 'cells'} to recompute")
-    pending = [c for c in cells if c not in done]
+            f"(e.g. {stale[0].label}, in {cell_path(out_dir, stale[0])}); rerun with the settings they were "
+            "computed with, or use a new --out folder")
+    return done, reweighed, corrupt
 
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    manifest = dict(
-        kit_version=kit_version(), started=started, status="running", out_dir=str(out_dir), executor=executor,
+
+def _manifest(cells, wls, config, compute_cell, model_specs, reweighed, corrupt, executor, default_pipeline):
+    return dict(
+        kit_version=kit_version(), started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        status="running", out_dir=config.out_dir, executor=executor,
         args=dict(models=[s for s, _, _ in model_specs], workloads=list(wls), **config.describe(),
-                  batch_size=config.batch_size, device=device, compute_cell=getattr(compute_cell, "__qualname__",
-                                                                                    "default")),
-        bench_config=fp, versions=_versions(executor),
+                  batch_size=config.batch_size, device=config.device,
+                  compute_cell=getattr(compute_cell, "__qualname__", "default")),
+        bench_config=config.fingerprint(), versions=_versions(executor),
         workloads={n: dict(kind=w.kind, source=w.source, n_docs=len(w),
                            n_available=w.meta.get("n_available", len(w))) for n, w in wls.items()},
         cells=[dict(model=c.model, workload=c.workload, file=f"cells/{c.key}.parquet",
-                    readout=f"readouts/{c.key}.npz" if default_pipeline and save_readouts else None)
+                    readout=f"readouts/{c.key}.npz" if default_pipeline and config.save_readouts else None)
                for c in cells],
-        weights_changed=[c.label for c in reweighed])
+        weights_changed=[c.label for c in reweighed], damaged_cells_recomputed=[c.label for c in corrupt])
+
+
+def _execute(cells, wls, config, compute_cell, model_specs, *, executor, merge, progress, ray_address, ray_options,
+             default_pipeline) -> pd.DataFrame:
+    """Run the pending cells of the grid (under the folder's lock), then merge; see `run_benchmark`."""
+    out_dir, fp, t_start = Path(config.out_dir), config.fingerprint(), time.time()
+    tmp_folders = [out_dir, out_dir / "cells", out_dir / "readouts"]
+    clean_stale_tmp(tmp_folders)
+    digests = {spec: model_weights_digest(name, rev) for spec, name, rev in model_specs}
+    done, reweighed, corrupt = _classify(cells, out_dir, fp, digests)
+    pending = [c for c in cells if c not in done]
+    manifest = _manifest(cells, wls, config, compute_cell, model_specs, reweighed, corrupt, executor,
+                         default_pipeline)
     if merge:
         write_json_atomic(manifest, out_dir / "manifest.json")
-
-    # ---- run -------------------------------------------------------------------------------------
     try:
         if pending:
-            if executor == "ray":
-                run_ray(pending, wls, config, compute_cell, n_done=len(done), n_total=len(cells),
-                         address=ray_address, options=ray_options, progress=progress, out_dir=out_dir)
-            else:
-                _run_local(pending, wls, config, compute_cell, n_done=len(done), n_total=len(cells),
-                           progress=progress, out_dir=out_dir)
+            run = run_ray if executor == "ray" else _run_local
+            extra = dict(address=ray_address, options=ray_options) if executor == "ray" else {}
+            run(pending, wls, config, compute_cell, n_done=len(done), n_total=len(cells), progress=progress,
+                out_dir=out_dir, **extra)
     except BaseException as exc:  # the manifest must not keep saying "running"
         if merge:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -206,15 +255,18 @@ def run_benchmark(models, workloads, out_dir, *, budget: float = 0.05, alpha: fl
     finally:
         if default_pipeline:
             release_models()
-
     if not merge:
         return pd.concat([pd.read_parquet(cell_path(out_dir, c)) for c in cells], ignore_index=True, sort=False)
-    # ---- merge: this grid's cells, then every other finished cell of the folder with the same settings --
+    return _merge(out_dir, cells, fp, manifest, len(done), tmp_folders, t_start)
+
+
+def _merge(out_dir: Path, cells, fp: str, manifest: dict, n_done: int, tmp_folders, t_start) -> pd.DataFrame:
+    """This grid's cells, then every other finished cell of the folder with the same settings: results files."""
     others, outdated = _other_cells(out_dir, cells, fp)
     if outdated:
         warnings.warn(f"{len(outdated)} earlier cell(s) in {out_dir / 'cells'} were computed from weights that "
                       f"have changed since and are left out of results.parquet (e.g. {outdated[0].name}); rerun "
-                      "them to include them", stacklevel=2)
+                      "them to include them", stacklevel=3)
     frame = merge_cells(out_dir, cells, extra=others)
     write_parquet_atomic(frame, out_dir / "results.parquet")
     frame = pd.read_parquet(out_dir / "results.parquet")  # return exactly what a notebook will read
@@ -222,7 +274,7 @@ def run_benchmark(models, workloads, out_dir, *, budget: float = 0.05, alpha: fl
     manifest["cells"] += [dict(model=str(f["model"].iloc[0]), workload=str(f["workload"].iloc[0]),
                                file=f"cells/{p.name}", readout=_readout_of(p)) for p, f in others]
     manifest.update(status="complete", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    n_rows=int(len(frame)), n_cells=len(cells) + len(others), n_resumed=len(done),
+                    n_rows=int(len(frame)), n_cells=len(cells) + len(others), n_resumed=n_done,
                     n_kept_from_earlier_runs=len(others), outdated_cells=[f"cells/{p.name}" for p in outdated])
     write_json_atomic(manifest, out_dir / "manifest.json")
     clean_stale_tmp(tmp_folders, before=t_start)  # whatever a killed earlier run left half-written

@@ -1,6 +1,7 @@
 """Argument checks of the benchmark: everything is checked before any cell runs."""
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -11,9 +12,12 @@ from ..analysis.similarity import SIMILARITY_KINDS
 from ..arch.names import is_zoo_name, resolve as resolve_zoo
 from ..arch.real import RealModelError, installed_versions, is_real_name, real_spec
 from ..core.env import hf_cache_dir, hf_offline
+from ..core.io import write_json_atomic
 from ..core.spec import local_folder_problem, looks_like_path
 from ..workloads.types import Workload
-from .config import BenchmarkError
+from .config import BenchConfig, BenchmarkError
+
+SETTINGS_FILE = "settings.json"  # the settings every cell of the folder was computed with (its first run's)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
@@ -22,7 +26,8 @@ def check_model(name: str, revision: str | None = None) -> None:
     """Raise BenchmarkError if `name` cannot be a loadable model here (cheap: no weights are read).
 
     zoo/<name> must be in the zoo; real/<name> registered and its pip package installed (it is converted
-    on first load); an existing path must be a folder with config.json; a path-like
+    on first load); an existing path must be a folder with config.json and weight files (their contents
+    are checked when the cell loads them, `eeutils.arch.folder`); a path-like
     name must exist; a hub id must be cached when offline (HF_HUB_OFFLINE=1). Online hub ids are not
     checked here (loading reports them).
     """
@@ -124,3 +129,39 @@ def _check_similarities(similarities) -> tuple:
     if bad:
         raise BenchmarkError(f"unknown similarity {bad}; choose from {sorted(SIMILARITY_KINDS)}")
     return sims
+
+
+def folder_settings(out_dir: Path) -> tuple[str, dict] | None:
+    """(fingerprint, settings) the folder's results were computed with: settings.json, else (older folders)
+    manifest.json's; None for a new folder. A file that cannot be read is a BenchmarkError naming it."""
+    for name, fp_key, settings_key in ((SETTINGS_FILE, "bench_config", "settings"),
+                                       ("manifest.json", "bench_config", "args")):
+        path = out_dir / name
+        if not path.exists():
+            continue
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            return str(record[fp_key]), dict(record[settings_key])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise BenchmarkError(f"{path} is damaged ({type(err).__name__}: {err}), so the settings of the results "
+                                 f"in {out_dir} are unknown; restore it, or use a new --out folder") from err
+    return None
+
+
+def check_settings(out_dir: Path, config: BenchConfig) -> None:
+    """BenchmarkError naming each setting that differs from those the folder's results were computed with;
+    records them (settings.json) when the folder has none yet."""
+    fp, now = config.fingerprint(), config.describe()
+    recorded = folder_settings(out_dir)
+    if recorded is None:
+        write_json_atomic({"bench_config": fp, "settings": now}, out_dir / SETTINGS_FILE)
+        return
+    old_fp, old = recorded
+    if old_fp == fp:
+        return
+    diff = [f"{k}={old.get(k)!r} there, {v!r} now" for k, v in now.items() if old.get(k, v) != v] or \
+        [f"settings digest {old_fp} there, {fp} now"]
+    empty = "" if any((out_dir / "cells").glob("*.parquet")) else \
+        f" (it has no finished cell yet: deleting {out_dir / SETTINGS_FILE} lets it start over with new settings)"
+    raise BenchmarkError(f"{out_dir} holds results computed with different settings ({'; '.join(diff)}); a folder "
+                         f"holds one setting's results: rerun with its settings, or use a new --out folder{empty}")

@@ -3,7 +3,8 @@
 Accepted `inputs`: a `str`; a `Doc`; a list (or tuple) of str / Doc; one list of token ids; a list of
 token-id lists; a 1-D or 2-D integer tensor or NumPy array; a `Workload`. Token ids are Python or NumPy
 integers (bools are not). Anything else raises a TypeError naming what was given and what is accepted;
-a token id outside the vocabulary raises a ValueError naming its document, position and the vocabulary.
+a token id outside the vocabulary, or a text that is not valid Unicode (a lone surrogate), raises a
+ValueError naming its document.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from ..core.checks import check_integer
-from ..workloads.types import Doc, Workload
+from ..workloads.types import Doc, Workload, surrogate_problem
 
 ACCEPTED = ("a str, a list of str (or Doc), one list of token ids, a list of token-id lists (Python or NumPy "
             "integers), a 1-D or 2-D integer tensor or array, or a Workload")
@@ -99,7 +100,17 @@ def as_documents(inputs) -> tuple[list, str | None]:
         raise _refuse(inputs)
     if not docs:
         raise ValueError("no input: pass a text, a list of texts, token-id lists or a Workload with documents")
+    _check_texts(docs)
     return docs, name
+
+
+def _check_texts(docs) -> None:
+    """ValueError naming the first document whose text is not valid Unicode (a lone surrogate)."""
+    for i, d in enumerate(docs):
+        text = d.text if isinstance(d, Doc) else d
+        problem = surrogate_problem(text) if isinstance(text, str) else None
+        if problem:
+            raise ValueError(f"document {i} {problem}")
 
 
 def check_token_ids(ids_list, vocab: int, model_name: str = "") -> None:

@@ -9,6 +9,7 @@ describe the prediction of token t + 1.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.io import atomic_write
-from .files import ReadoutFileError, check_arrays, read_arrays  # noqa: F401  (ReadoutFileError: re-exported)
+from .files import ReadoutFileError, _fail, check_arrays, read_arrays  # noqa: F401  (ReadoutFileError: re-exported)
 from .statistics import INT_STATISTICS, STATISTICS  # noqa: F401  (the registry: eeutils.lens.statistics)
 
 
@@ -92,7 +93,7 @@ class Readout:
 
         Repeated documents get fresh document numbers so per-document grouping stays valid.
         """
-        docs = np.asarray(docs)
+        docs = _doc_ids(docs, self.doc)
         order = np.argsort(self.doc, kind="stable")
         sorted_doc = self.doc[order]
         starts = np.searchsorted(sorted_doc, docs, side="left")
@@ -136,17 +137,21 @@ class Readout:
 
     # ---- persistence -------------------------------------------------------
     def save(self, path) -> Path:
-        """Write one .npz (arrays + JSON metadata) atomically; ".npz" is appended unless the name ends with it
-        (so "run.2024.01" and "run.2024.02" stay two files). Returns the path written."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_name(path.name + ".npz")
+        """Write one .npz (arrays + JSON metadata + a checksum of both) atomically; ".npz" is appended unless
+        the name ends with it (so "run.2024.01" and "run.2024.02" stay two files; `load` takes either name).
+        Returns the path written. An existing folder is refused (name a file inside it)."""
+        for p in (Path(path), npz_path(path)):
+            if p.is_dir():
+                raise IsADirectoryError(f"cannot save a readout to {p}: it is an existing folder; pass a file "
+                                        f"name, e.g. {p / 'readout.npz'}")
+        path = npz_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"stat__{k}": v for k, v in self.stats.items()}
         arrays.update(topk=self.topk, doc=self.doc, position=self.position, token=self.token,
                       target=self.target, answer=self.answer,
                       meta=np.frombuffer(json.dumps(self.meta, default=str).encode(), dtype=np.uint8))
-
+        arrays[CHECKSUM] = np.frombuffer(json.dumps(
+            {"arrays": sorted(arrays), "sha256": arrays_digest(arrays)}).encode(), dtype=np.uint8)
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:  # a file object: numpy adds no ".npz" to the temporary name
@@ -155,10 +160,13 @@ class Readout:
 
     @classmethod
     def load(cls, path) -> "Readout":
-        """A readout saved by `save`, checked first (`eeutils.lens.files`): a damaged or tampered file raises
-        ReadoutFileError (a ValueError) naming it; a missing one FileNotFoundError."""
+        """A readout saved by `save`, under the name given to `save` (with or without ".npz"), checked first
+        (`eeutils.lens.files`, then the checksum `save` wrote): a damaged or tampered file, or one with an
+        array removed, raises ReadoutFileError (a ValueError) naming it; a missing one FileNotFoundError."""
+        path = _existing(path)
         arrays = read_arrays(path)
         meta = check_arrays(arrays, path)
+        verify_checksum(arrays, path)
         stats = {k[len("stat__"):]: v for k, v in arrays.items() if k.startswith("stat__")}
         return cls(stats=stats, topk=arrays["topk"], doc=arrays["doc"], position=arrays["position"],
                    token=arrays["token"], target=arrays["target"], answer=arrays["answer"], meta=meta)
@@ -168,6 +176,7 @@ class Readout:
         """Concatenate readouts of the same model; documents are renumbered consecutively."""
         if not parts:
             raise ValueError("nothing to concatenate")
+        _check_same_model(parts)
         docs, offset = [], 0
         for p in parts:
             _, inv = np.unique(p.doc, return_inverse=True)
@@ -185,3 +194,80 @@ class Readout:
     def __repr__(self) -> str:
         return (f"Readout(model={self.meta.get('model')!r}, docs={self.n_docs}, tokens={self.n_tokens}, "
                 f"layers=0..{self.n_layers}, k={self.k})")
+
+
+CHECKSUM = "checksum"  # JSON {"arrays": names saved, "sha256": digest of every other array}
+
+
+def npz_path(path) -> Path:
+    """The file `Readout.save(path)` writes: ".npz" appended unless the name already ends with it."""
+    path = Path(path)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
+def _existing(path) -> Path:
+    """The file a readout saved as `path` lives in: `npz_path(path)`, else `path` itself if it exists."""
+    path = Path(path)
+    for p in (npz_path(path), path):
+        if p.exists():
+            return p
+    also = "" if npz_path(path) == path else f" (nor at {npz_path(path)})"
+    raise FileNotFoundError(f"no readout file at {path}{also}")
+
+
+def arrays_digest(arrays: dict) -> str:
+    """sha256 over every array but the checksum: name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(k for k in arrays if k != CHECKSUM):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def verify_checksum(arrays: dict, path: Path) -> None:
+    """ReadoutFileError unless the arrays are exactly those `save` wrote (no array removed, added or edited)."""
+    if CHECKSUM not in arrays:
+        raise _fail(path, "it has no checksum array (written by another tool or an older eeutils), so "
+                          "edits since it was saved cannot be ruled out")
+    try:
+        record = json.loads(arrays[CHECKSUM].tobytes().decode("utf-8"))
+        names, digest = list(record["arrays"]), str(record["sha256"])
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise _fail(path, f"its checksum record is unreadable ({err})") from err
+    missing = sorted(set(names) - set(arrays))
+    extra = sorted(set(arrays) - set(names) - {CHECKSUM})
+    if missing or extra:
+        raise _fail(path, f"its arrays differ from those saved (missing: {missing or 'none'}, added: "
+                          f"{extra or 'none'})")
+    if arrays_digest(arrays) != digest:
+        raise _fail(path, "its arrays do not match the checksum written when it was saved (edited after saving)")
+
+
+def _doc_ids(docs, doc: np.ndarray) -> np.ndarray:
+    """`docs` as an integer array of document ids present in `doc`, else ValueError naming the valid ones."""
+    arr = np.asarray(docs)
+    if arr.size and arr.dtype.kind not in "iu":
+        raise TypeError(f"docs must be integer document ids, got an array of {arr.dtype}")
+    arr = arr.astype(np.int64).reshape(-1)
+    present = np.unique(doc)
+    bad = arr[~np.isin(arr, present)]
+    if bad.size:
+        valid = (f"0..{present[-1]}" if len(present) and np.array_equal(present, np.arange(len(present)))
+                 else f"{present.tolist()[:20]}")
+        raise ValueError(f"select_docs: document id(s) {bad[:5].tolist()} are not in this readout; valid ids are "
+                         f"{valid if len(present) else 'none (the readout is empty)'}")
+    return arr
+
+
+def _check_same_model(parts) -> None:
+    """ValueError unless every readout comes from the same model (name, revision), layer count and k."""
+    def ident(p):
+        return (p.meta.get("model"), p.meta.get("revision"), p.n_layers, p.k, tuple(sorted(p.stats)))
+    first = ident(parts[0])
+    for i, p in enumerate(parts[1:], 1):
+        if ident(p) != first:
+            what = ["model", "revision", "layer count", "k", "statistics"]
+            diff = [f"{w} {a!r} vs {b!r}" for w, a, b in zip(what, first, ident(p)) if a != b]
+            raise ValueError(f"Readout.concat: readout {i} differs from readout 0 ({'; '.join(diff)}); "
+                             "concatenate readouts of one model only")

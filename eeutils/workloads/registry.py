@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .types import KINDS, Doc, Workload, WorkloadUnavailable  # noqa: F401
+from .types import KINDS, Doc, Workload, WorkloadUnavailable, surrogate_problem  # noqa: F401
 
 # --------------------------------------------------------------------------------------------------
 # registry
@@ -178,6 +178,9 @@ def _validate_docs(docs, name: str) -> None:
                 raise ValueError(f"workload {name!r}: document {i} has an empty prompt")
         elif not d.text.strip():
             raise ValueError(f"workload {name!r}: document {i} is empty (only whitespace); remove it")
+        problem = surrogate_problem(d.text)
+        if problem:
+            raise ValueError(f"workload {name!r}: document {i} {problem}")
 
 
 def _coerce(result, entry: _Entry) -> Workload:
@@ -235,7 +238,8 @@ def workload_from_text_file(path, name: str | None = None, split_on: str = "\n\n
                             encoding: str = "utf-8") -> Workload:
     """A language-modelling workload from a UTF-8 text file, one document per `split_on`-separated block.
 
-    Blocks are stripped; empty blocks are dropped. The default name is the file's stem.
+    Blocks are stripped; empty blocks are dropped. The default name is the file's stem. A file that is not
+    text in `encoding` (or holds NUL bytes: a binary file) is a ValueError naming it.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -244,7 +248,16 @@ def workload_from_text_file(path, name: str | None = None, split_on: str = "\n\n
         raise ValueError("split_on must be a non-empty separator such as '\\n\\n' or '\\n'")
     if name is None:
         name = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-._") or "text-file"
-    text = path.read_text(encoding=encoding)
+    try:
+        text = path.read_text(encoding=encoding)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not {encoding} text (byte {err.start}: {err.reason}): is it a binary file? "
+                         f"Pass a text file, or the encoding it was written in (e.g. encoding='latin-1')") from None
+    except LookupError as err:
+        raise ValueError(f"encoding={encoding!r} is not a text encoding Python knows ({err}); use e.g. 'utf-8'") from None
+    if "\x00" in text:
+        raise ValueError(f"{path} holds NUL bytes (the first at character {text.index(chr(0))}): it is a binary file, "
+                         "not text; pass a text file")
     blocks = [b.strip() for b in text.split(split_on)]
     blocks = [b for b in blocks if b]
     if not blocks:

@@ -50,6 +50,17 @@ class WorkloadUnavailable(RuntimeError):
     """A registered workload cannot be loaded here (offline and not cached, or `datasets` missing)."""
 
 
+def surrogate_problem(text: str) -> str | None:
+    """Where a text holds a lone surrogate (not valid Unicode: no tokenizer accepts it), else None."""
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as err:
+        return (f"contains a lone surrogate ({ascii(text[err.start])} at character {err.start}), which is not valid "
+                "Unicode and no tokenizer accepts: fix the text (lone surrogates usually come from decoding bytes "
+                "with errors='surrogateescape'; decode them with errors='replace' instead)")
+
+
 def docs_digest(docs) -> str:
     """sha256 of the documents' text, prompt and answer (separated unambiguously): a cache-key part."""
     h = hashlib.sha256()
