@@ -55,7 +55,7 @@ from .decoder import generate_early_exit
 from .inputs import as_loaded as _as_loaded
 from .result import STRATEGIES, DecodingUnsupported
 
-__all__ = ["DEFAULT_RULES", "CHEAP_RULES", "COLUMNS", "parse_rules", "encode_text", "workload_prompts", "cost_profile", "shape_cost",
+__all__ = ["DEFAULT_RULES", "CHEAP_RULES", "EAGER_BELOW_TOKENS", "COLUMNS", "parse_rules", "encode_text", "workload_prompts", "cost_profile", "shape_cost",
            "simulate_potential", "compare_decoding", "batched_skip_ratio"]
 
 DEFAULT_RULES = "static:50%,max_prob:0.9,margin:0.5,entropy:1.0,hidden_saturation:0.99,margin:1.0"
@@ -63,6 +63,11 @@ DEFAULT_RULES = "static:50%,max_prob:0.9,margin:0.5,entropy:1.0,hidden_saturatio
 # (never firing: its pure cost; and verified confidence rules), checks every other layer, saturation without a head
 CHEAP_RULES = ("margin:1.0/cand=16,max_prob:0.9/cand=16,margin:0.5/cand=16,margin:0.3/cand=16,"
                "margin:0.3/cand=16/every=2,hidden_saturation:0.995/every=2,hidden_saturation:0.95/min=3")
+
+# a readout of fewer tokens uses the eager kernel: the fused one's one-off compile (5-20 CPU seconds per process,
+# see docs/BUDGET.md) and Gram matrix (d x vocab x d) cost more than it saves on the few hundred tokens decoded here
+EAGER_BELOW_TOKENS = 1024
+WARMUP_TOKENS = 2  # the untimed warm-up decode: enough to run every code path (prefill, a step, an exit) once
 
 COLUMNS = [
     "model", "workload", "lens", "rule", "kind", "threshold", "strategy", "n_layers", "n_prompts", "n_tokens",
@@ -157,7 +162,8 @@ def simulate_potential(model, prompts: Sequence[Sequence[int]], continuations: S
         m[len(ids) - 1:len(ids) - 1 + len(cont)] = True
         seqs.append(seq)
         masks.append(m)
-    ro = readout(lm, seqs, progress=False, k=2, lens=lens, lens_settings=lens_settings)
+    kernel = "eager" if sum(map(len, seqs)) < EAGER_BELOW_TOKENS else "auto"
+    ro = readout(lm, seqs, progress=False, k=2, lens=lens, lens_settings=lens_settings, kernel=kernel)
     mask = np.concatenate(masks)
     rows = np.flatnonzero(mask)
     L = ro.n_layers
@@ -249,19 +255,20 @@ def compare_decoding(model, prompts, rules=None, strategies=("propagate", "defer
     translator, lens_meta = resolve_lens(lm, lens, lens_settings)
     lens, lens_settings = (translator if translator is not None else "logit"), None
 
-    cells = [("full", "driver", lambda p: generate_full(lm, p, max_new_tokens, **kw))]
+    n_new = max_new_tokens
+    cells = [("full", "driver", lambda p, n=n_new: generate_full(lm, p, n, **kw))]
     if hf_baseline:
-        cells.append(("full", "hf", lambda p: generate_full(lm, p, max_new_tokens, backend="hf", **kw)))
+        cells.append(("full", "hf", lambda p, n=n_new: generate_full(lm, p, n, backend="hf", **kw)))
     for rule in rule_list:
         for strategy in strategies:
-            cells.append((rule, strategy, lambda p, rule=rule, strategy=strategy: generate_early_exit(
-                lm, p, rule, max_new_tokens=max_new_tokens, strategy=strategy, return_trace=False, lens=lens,
+            cells.append((rule, strategy, lambda p, n=n_new, rule=rule, strategy=strategy: generate_early_exit(
+                lm, p, rule, max_new_tokens=n, strategy=strategy, return_trace=False, lens=lens,
                 lens_settings=lens_settings, **kw)))
-    # warm-up (allocator, first-call overheads); configurations the decoder refuses drop out here
+    # warm-up (allocator, first-call overheads) on a short decode; configurations the decoder refuses drop out here
     kept = []
     for cell in cells:
         try:
-            cell[2](ids[0])
+            cell[2](ids[0], min(WARMUP_TOKENS, max_new_tokens))
             kept.append(cell)
         except DecodingUnsupported as err:
             if cell[0] == "full" and cell[1] == "driver":

@@ -18,9 +18,10 @@ the final layer's 0.23x against 0.30x. The pass is then bound by memory traffic 
 dropping the p_f term takes 35% off it) and by exp.
 
 The results equal the eager kernel's up to fp32 summation order (a test checks 1e-5 relative; top-1, top-k ids
-and rank identical). Compilation takes a few seconds once per process (the compiled code is cached on disk by
-torch). Where `torch.compile` cannot run (no C++ compiler, an unsupported device) `block_reduce` raises
-`FusedUnavailable` once and the caller falls back to the eager kernel.
+and rank identical). Compilation takes seconds once per process; inductor keeps the compiled code on disk in
+the kit's cache (`compile_cache`), so a later process only traces and loads it. Where `torch.compile` cannot run
+(no C++ compiler, an unsupported device) `block_reduce` raises `FusedUnavailable` once and the caller falls back
+to the eager kernel.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ import os
 import warnings
 
 import torch
+
+from ..core.env import eeutils_cache_dir
 
 BLOCK = 256  # columns per block (the same blocks as the eager blocked top-k)
 MIN_VOCAB = 16384  # "auto" uses the fused kernel from this vocabulary up: below it a readout is short and the
@@ -70,10 +73,19 @@ def _reduce_blocks_zf(z, pf, zf, thr, block: int = BLOCK):
 
 
 _compiled: dict = {}  # the compiled functions see `block` as the constant BLOCK
+INDUCTOR_CACHE = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def compile_cache() -> str:
+    """Where inductor keeps the compiled kernel: $TORCHINDUCTOR_CACHE_DIR when set, else the kit's cache folder
+    (EEUTILS_CACHE/inductor), so the compile is paid once per machine and cache, not in every notebook's process
+    (measured in docs/BUDGET.md: ~18 CPU s cold, ~5 warm, on 2 cores). Set before the first compile."""
+    return os.environ.setdefault(INDUCTOR_CACHE, str(eeutils_cache_dir() / "inductor"))
 
 
 def _full(fn):
     if fn not in _compiled:
+        compile_cache()
         _compiled[fn] = torch.compile(lambda *rows: fn(*rows, block=BLOCK), dynamic=True)
     return _compiled[fn]
 

@@ -95,6 +95,7 @@ def run_series(out="results", smoke: bool = False, only=None, models=None, prese
     if models is None and env_models:
         models = [m.strip() for m in env_models.split(",") if m.strip()]
     timings, failed = {}, None
+    load_start = _load_average()
     notebooks = list_notebooks(only)
     bar = tqdm(notebooks, desc="notebooks", unit="nb")
     for nb in bar:
@@ -113,9 +114,33 @@ def run_series(out="results", smoke: bool = False, only=None, models=None, prese
     md, csv = write_findings_table(out)
     summary = {"out": str(out), "smoke": smoke, "models": models, "preset": preset, "seconds": timings,
                "total_seconds": round(sum(timings.values()), 1), "failed": failed or [],
-               "findings": str(md)}
+               "findings": str(md), "load_average": {"start": load_start, "end": _load_average()}}
     (out / "run.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _load_average() -> list[float] | None:
+    """The machine's 1/5/15-minute load averages (None where the OS has none): a timing means little on a busy
+    machine, so run.json keeps the load beside the seconds."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def budget_table(summary: dict) -> str:
+    """The run's time budget as text: one line per notebook (seconds, share of the total, ok / FAILED), then the
+    total; the lines docs/BUDGET.md asks for after a fresh-clone `make all`."""
+    failed = {name for name, _ in summary.get("failed", [])}
+    total = sum(summary["seconds"].values()) or 1.0
+    lines = [f"  {'notebook':40s} {'seconds':>8s} {'share':>6s}  status"]
+    for name, secs in summary["seconds"].items():
+        lines.append(f"  {name:40s} {secs:8.1f} {secs / total:6.1%}  {'FAILED' if name in failed else 'ok'}")
+    lines.append(f"  {'total':40s} {sum(summary['seconds'].values()):8.1f} {1:6.0%}")
+    load = summary.get("load_average") or {}
+    if load.get("start") and load.get("end"):
+        lines.append(f"  load average (1/5/15 min) at start {load['start']}, at end {load['end']}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -133,8 +158,7 @@ def main(argv=None) -> int:
     summary = run_series(args.out, smoke=args.smoke, only=args.only, models=models, preset=args.preset,
                          html=not args.no_html)
     print(f"\nwrote {summary['out']} in {summary['total_seconds']:.0f} s; findings: {summary['findings']}")
-    for name, secs in summary["seconds"].items():
-        print(f"  {name:40s} {secs:7.1f} s")
+    print(budget_table(summary))
     if summary["failed"]:
         print("FAILED notebooks (see the executed copies for the error cell):", file=sys.stderr)
         for name, err in summary["failed"]:
