@@ -66,3 +66,20 @@ def test_explorer_inputs_update_on_commit_only(model):
 def test_static_fallback(model):
     state, ax = widgets.show_explorer([model], "In the beginning", interactive=False)
     assert ax.get_ylabel().startswith("layer") and np.all(state.exit_layers >= 1)
+
+
+def test_token_labels_draw_without_glyph_warnings(tmp_path):
+    """A token in a script the figure font lacks (CJK from a 262k vocabulary) is labelled by code point:
+    drawing it warns about no missing glyph (a notebook would print that to stderr)."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    from eeutils.notebook.plotting import token_label
+    assert token_label("中") == "\\u4e2d" and token_label(" the") == "␣the" and token_label("\n") == "⏎"
+    fig, ax = plt.subplots()
+    ax.set_title(token_label(" 中文") + token_label("é"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig.savefig(tmp_path / "t.png")
+    plt.close(fig)

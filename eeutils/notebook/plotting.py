@@ -1,6 +1,7 @@
 """Figures drawn from tidy frames with seaborn: colour-blind-safe, labelled, saved as PNG."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import matplotlib
@@ -16,9 +17,16 @@ PALETTE = "colorblind"
 DEPTH_LABEL = "relative depth (layer / L)"
 
 
+@functools.lru_cache(maxsize=1)
+def _drawable() -> frozenset:
+    """Code points the figures' default font can draw (others would be boxes and a matplotlib warning)."""
+    from matplotlib import font_manager, ft2font
+    return frozenset(ft2font.FT2Font(font_manager.findfont(font_manager.FontProperties())).get_charmap())
+
+
 def token_label(text: str, width: int = 8) -> str:
     """A token made printable for a figure: newline as ⏎, a leading space as ␣, other control or
-    undecodable bytes as \\xNN / ?."""
+    undecodable bytes as \\xNN / ?, a character the font lacks (e.g. CJK) as its code point \\uNNNN."""
     out = []
     for i, ch in enumerate(text):
         if ch == "\n":
@@ -29,6 +37,8 @@ def token_label(text: str, width: int = 8) -> str:
             out.append("?")
         elif not ch.isprintable():
             out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) not in _drawable():
+            out.append(f"\\u{ord(ch):04x}")
         else:
             out.append(ch)
     return "".join(out)[:width] or "∅"
