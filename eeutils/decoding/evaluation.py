@@ -11,6 +11,7 @@ configurations, so a background load that drifts over time hits all of them alik
 ``speed_ratio`` is the median over rounds of (its tokens/s) / (full decoding's tokens/s in the same
 round); ``tokens_per_s`` is its tokens over its median decode time. Decode time excludes the prefill
 of ``prompt[:-1]`` and, for ``defer``, the end-of-run flush of the owed work (see docs/DECODING.md).
+Before the rounds, each configuration decodes ``WARMUP_TOKENS`` tokens of the first prompt, untimed.
 
 Potential: the readout of prompt + the full model's own greedy continuation (teacher-forced), the
 rule simulated on the positions that predicted generated tokens (``sim_skip_ratio``,
@@ -55,8 +56,8 @@ from .decoder import generate_early_exit
 from .inputs import as_loaded as _as_loaded
 from .result import STRATEGIES, DecodingUnsupported
 
-__all__ = ["DEFAULT_RULES", "CHEAP_RULES", "EAGER_BELOW_TOKENS", "COLUMNS", "parse_rules", "encode_text", "workload_prompts", "cost_profile", "shape_cost",
-           "simulate_potential", "compare_decoding", "batched_skip_ratio"]
+__all__ = ["DEFAULT_RULES", "CHEAP_RULES", "EAGER_BELOW_TOKENS", "WARMUP_TOKENS", "COLUMNS", "parse_rules", "encode_text",
+           "workload_prompts", "cost_profile", "shape_cost", "simulate_potential", "compare_decoding", "batched_skip_ratio"]
 
 DEFAULT_RULES = "static:50%,max_prob:0.9,margin:0.5,entropy:1.0,hidden_saturation:0.99,margin:1.0"
 # exit checks that cost at most a few percent of a block (see eeutils.decoding.checks): the candidate-set head
