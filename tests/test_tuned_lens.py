@@ -132,3 +132,104 @@ def test_layer_by_layer_backward_equals_the_summed_loss(dense_mid):
     for a, b in zip(got.parameters(), ref.parameters()):
         assert torch.allclose(a, b, atol=1e-7), float((a - b).abs().max())
     assert any(float(p.abs().max()) > 0 for p in got.parameters())  # the step moved the translators
+
+
+# ------------------------------------------------------------------ training under inference mode, checked cache files
+TINY = {"n_windows": 8, "context": 32, "steps": 2, "batch": 2}
+
+
+@pytest.fixture
+def small_cached(tmp_path, monkeypatch):
+    """dense-small's translators trained with a tiny budget into an empty cache: (model, settings, file, lens)."""
+    import warnings
+
+    import eeutils
+    from eeutils.lens.tuned import TunedLensSettings, cache_dir, tuned_lens
+
+    monkeypatch.setenv("EEUTILS_CACHE", str(tmp_path))
+    lm = eeutils.load_model("zoo/dense-small")
+    s = TunedLensSettings(**TINY)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="shipped tuned lens")  # the shipped file has other settings
+        lens = tuned_lens(lm, s, progress=False)
+    (path,) = cache_dir().glob("*.safetensors")
+    return lm, s, path, lens
+
+
+def test_readout_trains_missing_translators_outside_inference_mode(tmp_path, monkeypatch):
+    """readout() runs under inference mode; training the translators it asks for must still work."""
+    import warnings
+
+    import eeutils
+    from eeutils.lens.tuned import TunedLensSettings, cache_dir
+
+    monkeypatch.setenv("EEUTILS_CACHE", str(tmp_path))
+    lm = eeutils.load_model("zoo/dense-small")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="shipped tuned lens")
+        r = eeutils.readout(lm, "The river ran past the old mill and into the sea.", lens="tuned",
+                            lens_settings=TunedLensSettings(**TINY), progress=False)
+    assert r.meta["lens"] == "tuned" and r.meta["lens_digest"]
+    assert len(list(cache_dir().glob("*.safetensors"))) == 1  # trained once, then cached
+
+
+def _same(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_a_truncated_cache_file_is_named_and_retrained(small_cached):
+    from eeutils.lens.tuned import tuned_lens
+
+    lm, s, path, lens = small_cached
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.warns(UserWarning, match=f"{path.name}.*unreadable.*retraining"):
+        again = tuned_lens(lm, s, progress=False, shipped=False)
+    assert _same(again, lens)  # retrained (same seed): the same translators, and the file is whole again
+    assert _same(tuned_lens(lm, s, progress=False, shipped=False), lens)
+
+
+def test_a_zeroed_cache_file_is_not_read_as_numbers(small_cached):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from eeutils.lens.tuned import tuned_lens
+
+    lm, s, path, lens = small_cached
+    with safe_open(str(path), "pt") as f:
+        meta, zeros = f.metadata(), {k: torch.zeros_like(f.get_tensor(k)) for k in f.keys()}
+    save_file(zeros, str(path), metadata=meta)  # same key and version, tensors rewritten with zeros
+    with pytest.warns(UserWarning, match=f"{path.name}.*checksum"):
+        again = tuned_lens(lm, s, progress=False, shipped=False)
+    assert _same(again, lens) and any(float(p.detach().abs().max()) > 0 for p in again.parameters())
+
+
+def test_a_cache_file_holding_another_key_is_not_used(small_cached):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from eeutils.lens.tuned import tuned_lens
+
+    lm, s, path, lens = small_cached
+    with safe_open(str(path), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, str(path), metadata={**meta, "key": "0" * 32})
+    with pytest.warns(UserWarning, match=f"{path.name}.*holds key"):
+        again = tuned_lens(lm, s, progress=False, shipped=False)
+    assert _same(again, lens)
+
+
+def test_a_file_of_another_lens_version_is_refused(small_cached):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from eeutils.lens.tuned import read_lens
+
+    lm, _, path, _ = small_cached
+    with safe_open(str(path), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, str(path), metadata={**meta, "version": "0"})
+    with pytest.raises(ValueError, match="lens version"):
+        read_lens(path, lm.n_layers, 96)
+    with pytest.raises(ValueError, match="do not fit"):
+        save_file(tensors, str(path), metadata=meta)
+        read_lens(path, lm.n_layers + 1, 96)

@@ -7,7 +7,12 @@ block outputs (forward hooks), so the result does not depend on a family's ``out
 Translators are identity-initialised (``h + W h + b`` with ``W = 0``, ``b = 0``: training starts at the logit
 lens); layer L has none (it already reproduces the model's logits). Training text is the zoo corpus' TRAIN
 split (offline, for zoo and real models alike), never the held-out workloads (which read the test split).
-Trained translators are cached as safetensors keyed by the model's weights digest, the text and the settings.
+Trained translators are cached as safetensors keyed by the model's weights digest, the text and the settings,
+with a checksum of their tensors in the file's metadata: a truncated, zeroed or foreign file is named in a warning
+and retrained, never read as numbers. The translators the notebooks use ship with the package (data/lenses,
+trained once by `python -m eeutils.notebook.lenses ship` from data/lenses/recipe.json) and are used only when
+their recorded key (weights, text, settings, version) is the one asked for; otherwise a one-line warning says
+why and the translators are trained.
 
 The pip package ``tuned-lens`` (0.2.0, 2023) was checked with transformers 5.24: it loads for GPT-2 and Llama
 but raises ``NotImplementedError: Unknown model type`` for Qwen3-MoE, Mamba2 and Bamba (a fixed list of model
@@ -21,13 +26,15 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -35,11 +42,13 @@ from ..core.env import eeutils_cache_dir
 from ..core.io import atomic_write
 from ..core.keys import cache_key as settings_key
 from ..core.keys import state_dict_digest, weights_digest
+from ..core.resources import data_path
 from ..workloads import corpus as C
 from .capture import capture_forward
 
 LENS_VERSION = 1  # bump when the training procedure changes a number
 LENSES = ("logit", "tuned")  # what `readout(lens=...)` accepts by name (or a TunedLens object)
+SHIPPED = "lenses"  # data/lenses/<model name>[@revision].safetensors: translators trained once, shipped
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,10 @@ class TunedLens(nn.Module):
 SMOKE_LENS = TunedLensSettings(n_windows=32, steps=12, batch=4)
 
 
+def _d_model(model) -> int:
+    return model.final_norm.weight.shape[-1] if hasattr(model.final_norm, "weight") else model.describe()["d_model"]
+
+
 # ------------------------------------------------------------------ data and hidden states
 def corpus_windows(model, split: str = "train", n: int = 512, context: int = 128, seed: int = 0) -> torch.Tensor:
     """``n`` token windows [n, context] of the zoo corpus (all sources, one split), tokenised by the model's tokenizer,
@@ -139,25 +152,25 @@ def _kl(final_logp: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------ training, evaluation, cache
 def train_tuned_lens(model, windows: torch.Tensor, settings: TunedLensSettings = TunedLensSettings(),
                      progress: bool = True) -> TunedLens:
-    """Fit the translators of a LoadedModel (frozen) on token ``windows`` [n, context]."""
-    d = model.final_norm.weight.shape[-1] if hasattr(model.final_norm, "weight") else model.describe()["d_model"]
-    torch.manual_seed(settings.seed)
-    lens = TunedLens(model.n_layers, d)
-    opt = torch.optim.Adam(lens.parameters(), lr=settings.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / settings.steps)
-    g = torch.Generator().manual_seed(settings.seed)
-    model.model.eval()
-    for p in model.model.parameters():
-        p.requires_grad_(False)
-    for _ in tqdm(range(settings.steps), desc=f"tuned lens {model.name}", disable=not progress, mininterval=5):
-        idx = torch.randint(0, len(windows), (min(settings.batch, len(windows)),), generator=g)
-        final, states = _states(model, windows[idx])
-        opt.zero_grad(set_to_none=True)
-        with torch.enable_grad():  # one layer at a time: each translator's gradient comes from its own layer's
-            for l in range(model.n_layers):  # KL only, so this equals the gradient of the sum, and memory holds
-                _kl(final, lens.logits(model, l, states[l])).backward()  # one [tokens x vocab] graph, not L
-        opt.step()
-        sched.step()
+    """Fit the translators of a LoadedModel (frozen) on token ``windows`` [n, context]. Runs with autograd on
+    even when called under inference mode (e.g. from inside `readout`), whose tensors cannot be trained."""
+    with torch.inference_mode(False), torch.enable_grad():
+        torch.manual_seed(settings.seed)
+        lens = TunedLens(model.n_layers, _d_model(model))
+        opt = torch.optim.Adam(lens.parameters(), lr=settings.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / settings.steps)
+        g = torch.Generator().manual_seed(settings.seed)
+        model.model.eval()
+        for p in model.model.parameters():
+            p.requires_grad_(False)
+        for _ in tqdm(range(settings.steps), desc=f"tuned lens {model.name}", disable=not progress, mininterval=5):
+            idx = torch.randint(0, len(windows), (min(settings.batch, len(windows)),), generator=g)
+            final, states = _states(model, windows[idx])
+            opt.zero_grad(set_to_none=True)
+            for l in range(model.n_layers):  # one layer at a time: each translator's gradient comes from its own
+                _kl(final, lens.logits(model, l, states[l])).backward()  # layer's KL only, so this equals the
+            opt.step()  # gradient of the sum, and memory holds one [tokens x vocab] graph, not L
+            sched.step()
     return lens.eval()
 
 
@@ -175,35 +188,127 @@ def heldout_kl(model, windows: torch.Tensor, lens: TunedLens | None = None, batc
     return tot / n
 
 
+def key_parts(model, windows: torch.Tensor, settings: TunedLensSettings) -> dict:
+    """What a model's translators depend on: its weights (core.keys.weights_digest), the training windows,
+    the settings and the lens version (`cache_key` hashes them; shipped files record each, to say which differs)."""
+    return {"kind": "tuned_lens", "weights": weights_digest(model),
+            "windows": settings_key(windows=windows.to(torch.int64).tolist()), "settings": asdict(settings),
+            "version": LENS_VERSION}
+
+
+def parts_key(parts: dict) -> str:
+    """The cache key of `key_parts`: a hash of them."""
+    return settings_key(**parts)[:32]
+
+
 def cache_key(model, windows: torch.Tensor, settings: TunedLensSettings) -> str:
-    """Key of a model's translators: its weights (core.keys.weights_digest), the training windows, the settings."""
-    text = settings_key(windows=windows.to(torch.int64).tolist())
-    return settings_key(kind="tuned_lens", weights=weights_digest(model), windows=text, settings=asdict(settings),
-                        version=LENS_VERSION)[:32]
+    """Key of a model's translators: its weights, the training windows, the settings (`key_parts`)."""
+    return parts_key(key_parts(model, windows, settings))
 
 
 def cache_dir() -> Path:
     return eeutils_cache_dir() / "tuned_lens"
 
 
+def shipped_path(name: str, revision: str | None = None, root=None) -> Path:
+    """Where the package ships a model's translators: data/lenses/<name>[@revision].safetensors (or under root)."""
+    *folders, last = str(name).split("/")
+    base = Path(root) if root is not None else data_path(SHIPPED)
+    return base.joinpath(*folders, f"{last}@{revision}.safetensors" if revision else f"{last}.safetensors")
+
+
+def _from_tensors(n_layers: int, d: int, tensors: dict) -> TunedLens:
+    """A TunedLens (fp32, trainable tensors even under inference mode) holding ``tensors``."""
+    with torch.inference_mode(False):
+        lens = TunedLens(n_layers, d)
+        lens.load_state_dict({k: v.float() for k, v in tensors.items()})
+    return lens.eval()
+
+
+def save_lens(path, lens: TunedLens, meta: dict, dtype: torch.dtype = torch.float32) -> str:
+    """Write translators (stored in ``dtype``) atomically with ``meta`` (non-strings as JSON) and their checksum
+    ("sha256": `TunedLens.digest` of the translators as they load back, a hash of the stored tensors' names,
+    shapes and bytes), so `read_lens` catches a truncated, zeroed or edited file. Returns the checksum."""
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in lens.state_dict().items()}
+    digest = _from_tensors(lens.n_layers, lens.d_model, tensors).digest()
+    text = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+    text.update(sha256=digest, dtype=str(dtype).replace("torch.", ""), version=str(LENS_VERSION))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=text))
+    return digest
+
+
+def read_lens(path, n_layers: int, d: int) -> tuple[TunedLens, dict]:
+    """(translators, metadata) of a file written by `save_lens`; ValueError saying what is wrong when the file
+    cannot be read, comes from another lens version, does not fit the model or fails its recorded checksum."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"unreadable ({type(err).__name__}: {err})") from err
+    if meta.get("version") != str(LENS_VERSION):
+        raise ValueError(f"written by lens version {meta.get('version')!r}, this kit uses {LENS_VERSION}")
+    try:
+        lens = _from_tensors(n_layers, d, tensors)
+    except RuntimeError as err:
+        raise ValueError(f"its tensors do not fit {n_layers} layers of width {d}") from err
+    if lens.digest() != meta.get("sha256"):
+        raise ValueError("its tensors do not match the checksum recorded at write time")
+    return lens, meta
+
+
+def _cached(path: Path, model, key: str) -> TunedLens | None:
+    """The cached translators at ``path`` when the file is intact and holds ``key``; else None after a warning."""
+    try:
+        lens, meta = read_lens(path, model.n_layers, _d_model(model))
+        if meta.get("key") != key:
+            raise ValueError(f"it holds key {meta.get('key')!r}, not {key!r}")
+    except ValueError as err:
+        warnings.warn(f"tuned-lens cache file {path} not used: {err}; retraining", stacklevel=3)
+        return None
+    return lens
+
+
+def _shipped(model, parts: dict, key: str) -> TunedLens | None:
+    """The shipped translators of ``model`` when they were trained for exactly this key; None when none ship,
+    after a one-line warning saying which part differs (weights, settings, text) or what is wrong with the file."""
+    path = shipped_path(model.name, getattr(model, "revision", None))
+    if not path.is_file():
+        return None
+    try:
+        lens, meta = read_lens(path, model.n_layers, _d_model(model))
+    except ValueError as err:
+        warnings.warn(f"shipped tuned-lens file {path} not used: {err}; training instead", stacklevel=3)
+        return None
+    if meta.get("key") == key:
+        return lens
+    differ = [what for what, field in (("weights", "weights"), ("training windows", "windows"))
+              if meta.get(field) != parts[field]]
+    if json.loads(meta.get("settings", "null")) != parts["settings"]:
+        differ.append(f"settings (shipped {meta.get('settings')})")
+    warnings.warn(f"shipped tuned lens {path.name} not used: {model.name} asks for other "
+                  f"{' and '.join(differ or ['key'])}; training instead", stacklevel=3)
+    return None
+
+
 def tuned_lens(model, settings: TunedLensSettings = TunedLensSettings(), windows: torch.Tensor | None = None,
-               cache: bool = True, progress: bool = True) -> TunedLens:
-    """The tuned lens of a LoadedModel: from the cache, or trained on the corpus train split and cached."""
+               cache: bool = True, progress: bool = True, shipped: bool = True) -> TunedLens:
+    """The tuned lens of a LoadedModel: from the cache, else the package's shipped translators (``shipped``;
+    only those trained for exactly this key), else trained on the corpus train split (and cached)."""
     if windows is None:
         windows = corpus_windows(model, "train", settings.n_windows, settings.context, settings.seed)
-    key = cache_key(model, windows, settings)
+    parts = key_parts(model, windows, settings)
+    key = parts_key(parts)
     path = cache_dir() / f"{key}.safetensors"
-    d = model.final_norm.weight.shape[-1] if hasattr(model.final_norm, "weight") else model.describe()["d_model"]
-    if cache and path.is_file():
-        lens = TunedLens(model.n_layers, d)
-        lens.load_state_dict(load_file(str(path)))
-        return lens.eval()
+    lens = _cached(path, model, key) if cache and path.is_file() else None
+    if lens is None and shipped:
+        lens = _shipped(model, parts, key)
+    if lens is not None:
+        return lens
     lens = train_tuned_lens(model, windows, settings, progress=progress)
     if cache:
-        tensors = {k: v.contiguous() for k, v in lens.state_dict().items()}
-        meta = {"model": str(model.name), "settings": json.dumps(asdict(settings)), "key": key,
-                "version": str(LENS_VERSION)}
-        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+        save_lens(path, lens, {"model": str(model.name), "revision": str(model.revision or ""),
+                               "settings": asdict(settings), "key": key})
     return lens
 
 
