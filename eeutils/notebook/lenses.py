@@ -217,7 +217,8 @@ def train_lenses(specs, settings: TunedLensSettings, dtype: str = "float32", dev
 
 def lens_origins(readouts: dict) -> pd.DataFrame:
     """Per tuned-lens readout: whether its translators are the shipped ones (their recorded checksum equals
-    the readout's lens digest) or were trained here, and the shipped file's recorded held-out KL at layer 0."""
+    the readout's lens digest) or were trained on this machine (now or cached), and the shipped file's
+    recorded held-out KL at layer 0."""
     rows = []
     for label, r in readouts.items():
         path = shipped_path(r.meta["model"], r.meta.get("revision"))
@@ -226,7 +227,7 @@ def lens_origins(readouts: dict) -> pd.DataFrame:
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}
         same = meta.get("sha256") == r.meta["lens_digest"]
-        rows.append({"model": label, "translators": "shipped" if same else "trained here",
+        rows.append({"model": label, "translators": "shipped" if same else "trained on this machine",
                      "file": f"data/{SHIPPED}/{path.relative_to(data_path(SHIPPED))}" if same else "",
                      "stored_as": meta.get("dtype", "") if same else "",
                      "shipped_heldout_kl_l0": json.loads(meta["heldout_kl"])[0] if same else float("nan")})
