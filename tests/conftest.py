@@ -31,3 +31,18 @@ def pytest_collection_finish(session):
     themselves are still collected as before."""
     gc.collect()
     gc.freeze()
+
+
+SERIES_SMOKE_RUN = ("01", "02")  # the notebooks of the shared smoke run (the book test renders them)
+
+
+@pytest.fixture(scope="session")
+def smoke_series(tmp_path_factory):
+    """One smoke run of notebooks 01-02 through the series runner, shared by the notebook and book tests
+    (each notebook's checks read its executed copy; running them twice cost ~30 s)."""
+    pytest.importorskip("papermill")
+    from eeutils.series import run_series
+
+    out = tmp_path_factory.mktemp("series")
+    summary = run_series(out, smoke=True, only=list(SERIES_SMOKE_RUN), html=False)
+    return out, summary

@@ -9,12 +9,8 @@ pytestmark = pytest.mark.notebooks  # it runs notebooks first
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    pytest.importorskip("papermill")
-    from eeutils.series import run_series
-
-    out = tmp_path_factory.mktemp("run")
-    summary = run_series(out, smoke=True, only=["01", "02"], html=False)
+def smoke_run(smoke_series):
+    out, summary = smoke_series  # the session's smoke run of notebooks 01-02 (tests/conftest.py)
     assert not summary["failed"], summary["failed"]
     return out
 
