@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ..analysis.protocol import load_protocol
 from ..arch.loading import quiet
-from . import experiments, plotting
+from .experiments import results_dir
+from .plotting import set_style
 
 SMOKE_LIMITS = {"n_docs": 6, "n_boot": 20}  # a quick pass: fewer documents and bootstrap draws, same code path
 UNSET = "unset"  # a parameter the notebook does not have: no protocol value, and readouts use their own default
@@ -56,7 +57,7 @@ def start(*, smoke: bool = False, out_dir: str = "../results", n_docs: int | Non
     """Prepare a notebook: quiet library chatter, the plot style, settled parameters, LOAD and RESULTS."""
     warnings.filterwarnings("ignore", message=".*truncated.*")
     quiet()  # transformers' info/warning chatter (kernel fall-backs, progress bars) off
-    plotting.set_style()
+    set_style()
     gc.collect()
     gc.freeze()  # the imported libraries leave the collector's scans: each later full collection is ~1 s cheaper
     n_docs, n_boot = _settle("n_docs", n_docs, smoke), _settle("n_boot", n_boot, smoke)
@@ -66,4 +67,4 @@ def start(*, smoke: bool = False, out_dir: str = "../results", n_docs: int | Non
     else:
         max_tokens = None
     load.update(cache_dir=out_dir, dtype=dtype, device=device)
-    return NotebookRun(n_docs, n_boot, max_tokens, out_dir, experiments.results_dir(out_dir), load, bool(smoke))
+    return NotebookRun(n_docs, n_boot, max_tokens, out_dir, results_dir(out_dir), load, bool(smoke))
