@@ -127,6 +127,14 @@ def expect_close(got, want, what: str, rtol: float = 1e-5, atol: float = 1e-6) -
         raise Hint(f"{what} is off by up to {worst:.3g}.")
 
 
+def as_number(answer, hint: str) -> float:
+    """`answer` as a float, or a Hint saying what number is asked for (a list, a string, a None...)."""
+    try:
+        return float(answer)
+    except (TypeError, ValueError):
+        raise Hint(hint) from None
+
+
 def expect_choice(got, allowed, what: str) -> None:
     """Hint unless `got` is one of `allowed` (for predict-then-run answers given as a word)."""
     if got not in allowed:

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..analysis.exits import evaluate, max_skip_under_budget, simulate, tradeoff
 from ..analysis.rules import ExitRule
-from .core import Hint, exercise, expect_choice
+from .core import Hint, as_number, exercise, expect_choice
 
 DIRECTIONS = ("higher", "lower", "same")
 
@@ -72,10 +72,7 @@ def budget_threshold(answer, readout, thresholds, budget: float = 0.05):
     (1 - agreement) is at most `budget`."""
     table = tradeoff(readout, rules=[("max_prob", t) for t in thresholds])
     best = max_skip_under_budget(table, budget=budget, metric="agreement").iloc[0]
-    try:
-        got = float(answer)
-    except (TypeError, ValueError):
-        raise Hint("answer with one threshold, a number from the grid.") from None
+    got = as_number(answer, "answer with one threshold, a number from the grid.")
     if not any(np.isclose(got, t) for t in thresholds):
         raise Hint("pick one of the thresholds in the grid you were given.")
     row = table[np.isclose(table.threshold, got)].iloc[0]

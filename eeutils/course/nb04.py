@@ -5,7 +5,7 @@ import numpy as np
 
 from ..analysis.bootstrap import layer_curve
 from ..analysis.trend import slope
-from .core import Hint, exercise, expect_choice
+from .core import Hint, as_number, exercise, expect_choice
 
 
 def half_depth_agreement(readout, similarity: str = "top1") -> float:
@@ -31,10 +31,7 @@ def half_depth(answer, early, final, similarity="top1"):
           kind="implement")
 def fall_per_doubling(answer, steps, scores, min_step=1):
     """answer: -(OLS slope of scores against log2(step)) over the checkpoints with step >= min_step."""
-    try:
-        got = float(answer)
-    except (TypeError, ValueError):
-        raise Hint("answer with one number: the fall of the score per doubling of training steps.")
+    got = as_number(answer, "answer with one number: the fall of the score per doubling of training steps.")
     steps, scores = np.asarray(steps, dtype=float), np.asarray(scores, dtype=float)
     keep = steps >= min_step
     x, y = np.log2(steps[keep]), scores[keep]
@@ -60,10 +57,7 @@ def fall_per_doubling(answer, steps, scores, min_step=1):
 @exercise("04.with_step0", "put step 0 back into the fit: what does the baseline do to the trend?", kind="explore")
 def with_step0(answer, steps, scores, min_step=1):
     """answer: -(slope of the curve against log2(step + 1)) over EVERY checkpoint, step 0 included."""
-    try:
-        got = float(answer)
-    except (TypeError, ValueError):
-        raise Hint("answer with one number: the fall per doubling when step 0 is kept.")
+    got = as_number(answer, "answer with one number: the fall per doubling when step 0 is kept.")
     steps, scores = np.asarray(steps, dtype=float), np.asarray(scores, dtype=float)
     want = float(-slope(np.log2(steps + 1.0), scores))
     keep = steps >= min_step

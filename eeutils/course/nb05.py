@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 
 from ..analysis.verdicts import VERDICTS, side_spread, verdict
-from .core import Hint, exercise, expect_choice, expect_close
+from .core import Hint, as_number, exercise, expect_choice, expect_close
 
 NAN = float("nan")
 # (effect, lo, hi, smallest effect of interest): every region of the rule, and the NaNs of a missing twin
@@ -61,10 +61,7 @@ def noise_floor(scores: dict, sides) -> float:
 @exercise("05.noise_floor", "the seed-noise floor from the seed twins' scores", kind="implement")
 def noise_floor_check(answer, scores, a, b):
     """answer: one number; scores: {model: EAS/ceiling}; a, b: the two sides' models (two seeds each)."""
-    try:
-        got = float(answer)
-    except (TypeError, ValueError):
-        raise Hint("answer with one number: the floor, in units of EAS / ceiling.")
+    got = as_number(answer, "answer with one number: the floor, in units of EAS / ceiling.")
     want = noise_floor(scores, (a, b))
     if np.isclose(got, want, rtol=1e-9, atol=1e-12):
         return f"noise floor {want:.4f}: two runs of one recipe already differ this much."

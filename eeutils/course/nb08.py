@@ -5,7 +5,7 @@ import numpy as np
 
 from ..analysis.eas import eas_ceiling
 from ..notebook.real_models import reported_range_position
-from .core import Hint, exercise
+from .core import Hint, as_number, exercise
 
 
 @exercise("08.range_position", "where a measured EAS sits among the reported values", kind="implement")
@@ -31,10 +31,7 @@ def range_position(answer, value, reported):
 @exercise("08.ceiling_ratio", "how much higher a deeper model's EAS ceiling is", kind="explore")
 def ceiling_ratio(answer, shallow, deep, alpha):
     """answer: ceiling(deep layers) / ceiling(shallow layers) at `alpha` (EAS defaults: layers 1..L, w = (L-l)/L)."""
-    try:
-        got = float(answer)
-    except (TypeError, ValueError):
-        raise Hint("answer with one number: the deep model's ceiling divided by the shallow model's.")
+    got = as_number(answer, "answer with one number: the deep model's ceiling divided by the shallow model's.")
     want = eas_ceiling(deep, alpha) / eas_ceiling(shallow, alpha)
     if np.isclose(got, want, rtol=1e-4):
         return (f"a {deep}-layer model's ceiling is {want:.3f}x a {shallow}-layer model's: equal raw EAS means the "
