@@ -18,19 +18,25 @@ from ..core.spec import parse_model_spec
 from .eas import AGGREGATES
 from .similarity import SIMILARITY_KINDS
 
-__all__ = ["CLAIM_KINDS", "INTERVAL_KINDS", "Claim", "Protocol", "ProtocolError", "load_protocol"]
+__all__ = ["CLAIM_KINDS", "INTERVAL_KINDS", "LENSES", "Claim", "Protocol", "ProtocolError", "load_protocol"]
 
 VALUES = ("normalised", "eas")
 INTERVAL_KINDS = {
     "doc-bootstrap+seed-se": "percentile document bootstrap of the seed-averaged effect, each side widened in "
                              "quadrature by z x the between-seed standard error",
+    "doc-bootstrap+seed-t": "percentile document bootstrap of the seed-averaged effect, each side widened in "
+                            "quadrature by Student's t (Welch-Satterthwaite degrees of freedom) x the between-seed "
+                            "standard error (protocol version 2)",
     "doc-bootstrap": "percentile document bootstrap only (one model per side and no twin to borrow from)",
 }
+LENSES = ("logit", "tuned")
 CLAIM_KINDS = ("difference", "matched_loss", "trend", "exits")
 _DEFAULT_KEYS = {"similarity", "value", "alpha", "aggregate", "include_embedding", "index_base", "workload", "n_docs",
-                 "max_tokens", "ci", "n_boot", "bootstrap_seed", "interval", "min_effect", "variants", "max_loss_gap"}
+                 "max_tokens", "ci", "n_boot", "bootstrap_seed", "interval", "min_effect", "variants", "max_loss_gap",
+                 "min_seeds", "lens", "secondary_lenses"}
 _CLAIM_KEYS = {"notebook", "claim", "paper_direction", "comparison", "kind", "a", "b", "runs", "segment", "x",
-               "other_choices_shown", "workloads", "borrow_seed_spread", "match", "budget", "budget_test", "reference"}
+               "other_choices_shown", "workloads", "borrow_seed_spread", "match", "budget", "budget_test", "reference",
+               "headline", "min_effect"}
 
 
 class ProtocolError(ValueError):
@@ -54,7 +60,14 @@ class Claim:
     segment: dict = field(default_factory=dict)
     match: str | None = None
     borrow_seed_spread: dict = field(default_factory=dict)
+    headline: bool | str = False  # the summary view's comparison for its paper claim (a workload name: that row)
     extra: dict = field(default_factory=dict)
+
+    def is_headline(self, workload: str | None = None) -> bool:
+        """Whether this comparison (on `workload`, for a claim with several) is its paper claim's headline."""
+        if isinstance(self.headline, str):
+            return workload == self.headline
+        return bool(self.headline)
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,11 @@ class Protocol:
     def primary(self) -> dict:
         """The primary metric: similarity, value ('normalised' or 'eas') and alpha."""
         return {k: self.defaults[k] for k in ("similarity", "value", "alpha")}
+
+    @property
+    def lenses(self) -> list[str]:
+        """The primary lens, then the declared secondary ones."""
+        return [self.defaults["lens"], *(self.defaults["secondary_lenses"] or [])]
 
     @property
     def eas_options(self) -> dict:
@@ -112,6 +130,11 @@ def _check_defaults(d: dict) -> dict:
     for k, lo, hi in (("alpha", 0, 1), ("ci", 0, 1), ("min_effect", 0, 1), ("max_loss_gap", 0, 10)):
         if not isinstance(d[k], (int, float)) or isinstance(d[k], bool) or not (lo <= d[k] <= hi):
             _fail(f"defaults.{k}", f"must be a number in [{lo}, {hi}], got {d[k]!r}")
+    if not isinstance(d["min_seeds"], int) or isinstance(d["min_seeds"], bool) or d["min_seeds"] < 1:
+        _fail("defaults.min_seeds", f"must be a positive integer, got {d['min_seeds']!r}")
+    lenses = [d["lens"], *(d["secondary_lenses"] or [])]
+    if any(x not in LENSES for x in lenses) or len(set(lenses)) != len(lenses):
+        _fail("defaults.lens", f"lens and secondary_lenses must be distinct names from {LENSES}, got {lenses}")
     if not (0 < d["ci"] < 1):
         _fail("defaults.ci", "must be strictly between 0 and 1")
     for k in ("n_boot", "n_docs", "max_tokens"):
@@ -163,11 +186,12 @@ def _check_claim(key: str, c: dict) -> Claim:
         if side_model not in a + b or not (isinstance(pair, list) and len(pair) == 2):
             _fail(f"{where}.borrow_seed_spread", f"{side_model!r} must be a side member mapped to a twin pair")
     known = {"notebook", "claim", "paper_direction", "comparison", "kind", "a", "b", "runs", "workloads",
-             "segment", "match", "borrow_seed_spread"}
+             "segment", "match", "borrow_seed_spread", "headline"}
     return Claim(key=key, notebook=str(c["notebook"]), claim=c["claim"], kind=kind,
                  paper_direction=c.get("paper_direction", ""), comparison=c.get("comparison", ""), a=a, b=b,
                  runs=runs, workloads=tuple(c.get("workloads") or ()), segment=dict(c.get("segment") or {}),
                  match=c.get("match"), borrow_seed_spread={k: tuple(v) for k, v in borrow.items()},
+                 headline=c.get("headline", False),
                  extra={k: v for k, v in c.items() if k not in known})
 
 

@@ -69,8 +69,12 @@ def build_dir() -> Path:
 
 
 def recipe_record(recipe: Recipe) -> dict:
-    """The recipe as the card stores it (JSON types)."""
-    return json.loads(json.dumps(asdict(recipe)))
+    """The recipe as the card stores it (JSON types). ``data_seed`` at its default 0 is left out, so the
+    recipes (and digests) of models built before the field existed stay current."""
+    record = json.loads(json.dumps(asdict(recipe)))
+    if record.get("data_seed") == 0:
+        del record["data_seed"]
+    return record
 
 
 def recipe_digest(recipe: Recipe) -> str:
@@ -279,7 +283,7 @@ def build_one(recipe: Recipe, data: Data, force: bool = False, progress: bool = 
                               if getattr(cfg, k, None) is not None}},
         "params_total": total, "params_active": active,
         "tokens_seen": tokens_seen, "steps": recipe.steps, "batch": recipe.batch, "lr": recipe.lr,
-        "warmup": recipe.warmup, "seed": recipe.seed, "data_seed": TR.DATA_SEED,
+        "warmup": recipe.warmup, "seed": recipe.seed, "data_seed": TR.DATA_SEED + recipe.data_seed,
         "train_seconds": res.seconds, "torch_threads": torch.get_num_threads(),
         "val_loss": val, "val_loss_per_source": per_source, "unigram_val_loss": data.unigram,
         "val_windows": int(len(data.val_wins)), "history": res.history,

@@ -107,6 +107,7 @@ class Recipe:
     layers: int
     steps: int
     seed: int = 0
+    data_seed: int = 0  # order of the training windows (train.Batches); only the -s2 seeds change it
     batch: int = 8
     lr: float = 3e-3
     warmup: int = 32
@@ -142,6 +143,12 @@ MAIN_PARAMS = 1_449_600  # dense-mid's total parameters (tied embeddings counted
 # counts of gpt2-mid (112) and dense-small (264) for equal-token comparisons, roughly linear later (192, 352);
 # the final step-448 is the main folder, so each seed has 10 revisions (9 checkpoint folders + main).
 MID_CHECKPOINTS = (0, 8, 16, 32, 64, 112, 192, 264, 352)
+# revisions of dense-mid-s2 (size budget): log-spaced points of the trend that all three seeds ship, and the
+# equal-token points 112 and 264
+S2_MID_CHECKPOINTS = (8, 32, 112, 264)
+# ssm-mid reaches dense-mid's final validation loss (4.46, mean of three seeds) around step 144 (its training
+# curve); this revision is the matched-loss point of dense vs SSM (chosen from loss, never from EAS)
+SSM_MATCHED_STEP = 144
 MOE = {"experts": 4, "top_k": 2}
 # Scale sweep at dense-mid's depth (6 blocks), width only: the EAS ceiling and the exit grid depend on depth,
 # so equal depth compares like with like, and width + tokens both growing makes the loss order robust.
@@ -162,13 +169,20 @@ LAYERSKIP = {"p_max": 0.2, "depth_scale": "exp", "time_scale": "exp", "e_scale":
              "curriculum": "rotational", "rotation": 2}
 
 
-def _twins(r: Recipe, twin_checkpoints: tuple | None = None) -> list:
-    """``r`` and its seed-1 twin (same recipe, other initialisation; a fine-tune's twin tunes the base's twin)."""
+def _twins(r: Recipe, twin_checkpoints: tuple | None = None, third: tuple | None = None) -> list:
+    """``r`` and its seed twins (a fine-tune's twin tunes the base's twin of the same seed).
+
+    -s1 changes the initialisation only; -s2 (built when ``third`` is given: its checkpoints) changes the
+    initialisation **and** the data order, so three seeds span both sources of run-to-run noise.
+    """
     from dataclasses import replace
 
-    twin = replace(r, name=f"{r.name}-s1", seed=1, finetune_of=f"{r.finetune_of}-s1" if r.finetune_of else None,
-                   checkpoints=r.checkpoints if twin_checkpoints is None else twin_checkpoints)
-    return [r, twin]
+    def seed(k: int, data_seed: int, checkpoints: tuple) -> Recipe:
+        return replace(r, name=f"{r.name}-s{k}", seed=k, data_seed=data_seed, checkpoints=checkpoints,
+                       finetune_of=f"{r.finetune_of}-s{k}" if r.finetune_of else None)
+
+    rows = [r, seed(1, r.data_seed, r.checkpoints if twin_checkpoints is None else twin_checkpoints)]
+    return rows + ([seed(2, 2, third)] if third is not None else [])
 
 
 def _plan() -> list:
@@ -180,15 +194,18 @@ def _plan() -> list:
                           tokens_rule="tokens proportional to parameters",
                           note="scale sweep at fixed depth 6: width 160; revision step-448 has dense-mid's tokens"),
                      twin_checkpoints=())
-    rows += _twins(Recipe("dense-mid", "llama", W, L, MAIN_STEPS, checkpoints=MID_CHECKPOINTS))
+    # the third seed keeps the revisions of the three-seed trend and the equal-token rows (size budget, docs/ZOO.md)
+    rows += _twins(Recipe("dense-mid", "llama", W, L, MAIN_STEPS, checkpoints=MID_CHECKPOINTS),
+                   third=S2_MID_CHECKPOINTS)
     rows += _twins(Recipe("dense-mid-layerskip", "llama", W, L, MAIN_STEPS, layerskip=dict(LAYERSKIP),
-                          note="dense-mid trained with the LayerSkip recipe (layer dropout + early-exit loss)"))
-    rows += _twins(Recipe("hybrid-mid", "bamba", W, L, MAIN_STEPS))
-    rows += _twins(Recipe("moe-mid", "moe", W, L, MAIN_STEPS, extra=dict(MOE)))
-    rows += _twins(Recipe("ssm-mid", "mamba2", W, L, MAIN_STEPS))
+                          note="dense-mid trained with the LayerSkip recipe (layer dropout + early-exit loss)"), third=())
+    rows += _twins(Recipe("hybrid-mid", "bamba", W, L, MAIN_STEPS), third=())
+    rows += _twins(Recipe("moe-mid", "moe", W, L, MAIN_STEPS, extra=dict(MOE)), third=())
+    rows += _twins(Recipe("ssm-mid", "mamba2", W, L, MAIN_STEPS, checkpoints=(SSM_MATCHED_STEP,)),
+                   third=(SSM_MATCHED_STEP,))
     rows += _twins(Recipe("gpt2-mid-full", "gpt2", W, L, MAIN_STEPS, generation="previous",
                           note="previous-generation analogue: GPT-2 block (LayerNorm, GELU, learned positions), "
-                               "dense-mid's token budget"))
+                               "dense-mid's token budget"), third=())
     # no seed twin (size budget): its noise floor is borrowed from the gpt2-mid-full twins (docs/ZOO.md)
     rows.append(Recipe("gpt2-mid", "gpt2", W, L, MAIN_STEPS // 4, warmup=16, generation="previous",
                        tokens_rule="1/4 of the main budget",
@@ -197,11 +214,11 @@ def _plan() -> list:
     rows += _twins(Recipe("dense-small", "llama", SCALE_WIDTHS["dense-small"], L,
                           tokens_proportional_steps(PARAMS["dense-small"]),
                           tokens_rule="tokens proportional to parameters",
-                          note="scale sweep at fixed depth 6: width 96"))
+                          note="scale sweep at fixed depth 6: width 96"), third=())
     rows += _twins(Recipe("dense-mid-tuned", "llama", W, L, 64, batch=16, lr=1e-3, warmup=8, finetune_of="dense-mid",
                           tokens_rule="fine-tune",
                           note="dense-mid fine-tuned on '### Question/### Answer' items (task + verse completion), "
-                               "loss on answers only"))
+                               "loss on answers only"), third=())
     return rows
 
 

@@ -207,7 +207,7 @@ def train(recipe: Recipe, train_wins: torch.Tensor, val_wins: torch.Tensor, voca
         model = build_model(recipe, vocab_size)
     model.train()
     opt = make_optimizer(model, recipe)
-    batches = batches or Batches(train_wins, recipe.batch)
+    batches = batches or Batches(train_wins, recipe.batch, seed=DATA_SEED + recipe.data_seed)
     val_small = val_subset(val_wins, N_VAL_WINDOWS_PERIODIC)
     start, history, elapsed = 0, [], 0.0
     state_file = Path(state_dir) / "state.pt" if state_dir else None
