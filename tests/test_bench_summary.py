@@ -54,7 +54,7 @@ def test_best_rule_table_and_savings_summary():
     assert (s["lo"], s["hi"]) == (pytest.approx(0.0726 - vals.max()), pytest.approx(0.0726 - vals.min()))
     assert s["interval_kind"].startswith("range over cells") and s["n_cells"] == 4
     f = B.savings_finding(s, ["m"], ["prose"])
-    assert "range over cells" in f.metric and f.effect == s["effect"]
+    assert "range over cells" in f.metric and f.effect == s["effect"] and f.verdict == "descriptive"
     # cells below min_correct are left out of the summary unless none is left
     t2 = t.assign(meaningful=[True, False, False, False])
     assert B.savings_summary(t2)["median_skip"] == pytest.approx(t.best_rule_skip.iloc[0])

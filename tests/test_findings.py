@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 
 from readout_factory import make_readout
 
-from eeutils.notebook import experiments, findings, plotting, series
+from eeutils.notebook import experiments, findings, findings_view, plotting, series
 from eeutils.notebook.findings import Finding
 
 
@@ -25,19 +25,36 @@ def _readout(agree_at_layer1: float, n_docs=6, per_doc=5, L=4, seed=0, model="m"
 
 
 def test_finding_refuses_a_verdict_its_interval_contradicts():
+    K = dict(interval_kind="doc-bootstrap+seed-t")
     with pytest.raises(ValueError, match="contradicts"):
-        Finding("n", "c", "a>b", "a>b", -0.7, -1.0, -0.5, "m", verdict="agree")
+        Finding("n", "c", "a>b", "a>b", -0.7, -1.0, -0.5, "m", verdict="agree", smallest_effect=0.1, **K)
     with pytest.raises(ValueError, match="contradicts"):  # interval excludes 0 but the effect is below the floor
-        Finding("n", "c", "a>b", "a>b", 0.2, 0.1, 0.3, "m", verdict="agree", smallest_effect=0.25)
+        Finding("n", "c", "a>b", "a>b", 0.2, 0.1, 0.3, "m", verdict="agree", smallest_effect=0.25, **K)
     with pytest.raises(ValueError, match="contradicts"):
-        Finding("n", "c", "a>b", "a>b", 0.2, 0.1, 0.3, "m", verdict="inconclusive")
+        Finding("n", "c", "a>b", "a>b", 0.2, 0.1, 0.3, "m", verdict="inconclusive", smallest_effect=0.1, **K)
     with pytest.raises(ValueError, match="verdict"):
-        Finding("n", "c", "a>b", "a>b", 1, 0, 2, "m", verdict="maybe")
+        Finding("n", "c", "a>b", "a>b", 1, 0, 2, "m", verdict="maybe", smallest_effect=0.1)
     with pytest.raises(ValueError, match="above its upper"):
-        Finding("n", "c", "a>b", "a>b", 0.0, 0.5, -0.5, "m")
+        Finding("n", "c", "a>b", "a>b", 0.0, 0.5, -0.5, "m", smallest_effect=0.1)
     assert Finding("n", "c", "a>b", "a>b", 0.2, 0.1, 0.3, "m", smallest_effect=0.25).verdict == "inconclusive"
-    assert Finding("n", "c", "a>b", "a>b", 0.4, 0.1, 0.6, "m", smallest_effect=0.25).verdict == "agree"
+    assert Finding("n", "c", "a>b", "a>b", 0.4, 0.1, 0.6, "m", smallest_effect=0.25, **K).verdict == "agree"
     assert Finding("n", "c", "a>b", "a>b", -0.4, -0.6, -0.1, "m", smallest_effect=float("nan")).verdict == "inconclusive"
+
+
+def test_no_silent_fallback_to_the_interval_sign():
+    # an interval that excludes zero, no smallest effect: an error, never "agree" from the sign alone
+    with pytest.raises(ValueError, match="no smallest_effect"):
+        Finding("n", "c", "a>b", "a>b", 0.4, 0.1, 0.6, "m", interval_kind="doc-bootstrap+seed-t")
+    d = Finding("n", "c", "a>b", "a>b", 0.4, 0.1, 0.6, "m", verdict="descriptive")
+    assert d.verdict == "descriptive"
+    # agree/disagree rows must name their interval kind
+    with pytest.raises(ValueError, match="named interval kind"):
+        Finding("n", "c", "a>b", "a>b", 0.4, 0.1, 0.6, "m", smallest_effect=0.1)
+    with pytest.raises(ValueError, match="named interval kind"):
+        Finding("n", "c", "a>b", "a>b", -0.4, -0.6, -0.1, "m", smallest_effect=0.1, interval_kind="range over cells")
+    from eeutils.analysis.verdicts import verdict
+    with pytest.raises(ValueError, match="smallest_effect"):
+        verdict(0.1, 0.3, 0.2, None)
 
 
 def test_findings_table_states_interval_kinds_floor_and_robustness(tmp_path):
@@ -45,22 +62,31 @@ def test_findings_table_states_interval_kinds_floor_and_robustness(tmp_path):
                     interval_kind="doc-bootstrap+seed-se", noise_floor=0.05, smallest_effect=0.05, robustness="15/17",
                     n_boot=1000, ci=0.95, seeds="A: 0,1; B: 0,1"),
             Finding("06_scale", "larger > smaller", "larger > smaller", "larger > smaller", 0.3, 0.1, 0.5, "m",
-                    interval_kind="doc-bootstrap", smallest_effect=float("nan"), reason="no seed twin")]
+                    interval_kind="doc-bootstrap", smallest_effect=float("nan"), reason="no seed twin"),
+            Finding("06_scale", "larger > smaller", "larger > smaller", "larger > smaller", -0.3, -0.5, -0.1, "m",
+                    interval_kind="doc-bootstrap+seed-t", noise_floor=0.05, smallest_effect=0.05,
+                    comparison="matched loss")]
     for i, f in enumerate(rows):
         findings.write_finding(f, tmp_path, f"r{i}")
     rec = json.loads((tmp_path / "findings" / "r0.json").read_text())
     assert rec["n_boot"] == 1000 and rec["ci"] == 0.95 and rec["seeds"] == "A: 0,1; B: 0,1"
-    md, csv = findings.write_findings_table(tmp_path)
+    md, csv = findings_view.write_findings_table(tmp_path)
     text = md.read_text()
     assert "`doc-bootstrap+seed-se`: percentile document bootstrap" in text
     assert "`doc-bootstrap`: percentile document bootstrap only" in text
     assert "| 0.050 / 0.050 |" in text and "| 15/17 |" in text and "**agree**" in text
     assert "**inconclusive**" in text and "no seed twin" in text and "n/a" in text
-    assert csv.read_text().count("\n") == 3
+    assert csv.read_text().count("\n") == 4
+    # one claim, one lens, two verdicts: the table says what differs and how to read it
+    assert "### larger > smaller (larger > smaller) · logit lens · zoo" in text
+    assert "The comparisons differ in what is held equal" in text and "**disagree** at matched loss" in text
+    summary = (tmp_path / "findings_summary.md").read_text()
+    assert "| dense > moe | dense > moe | agree (+0.400, floor 0.050) | not measured | not measured |" in summary
+    assert (tmp_path / "figures" / "findings_summary.png").exists()
 
 
 def test_empty_findings_table(tmp_path):
-    md, _ = findings.write_findings_table(tmp_path)
+    md, _ = findings_view.write_findings_table(tmp_path)
     assert "no finding records" in md.read_text()
 
 
@@ -142,3 +168,38 @@ def test_borrowed_twin_pair_is_found_from_readout_labels():
     assert _borrow_map(claim, ["dense-mid", "dense-mid-s1"]) == {}
     gen = load_protocol().claim("generations_quarter_tokens")
     assert _borrow_map(gen, ["gpt2-mid"]) == {"gpt2-mid": ("gpt2-mid-full", "gpt2-mid-full-s1")}
+
+
+def test_records_recomputed_from_their_own_tables(tmp_path, monkeypatch):
+    """run_claim writes the per-model table beside each record; check_records recomputes effect, floor, smallest
+    effect and verdict from it and catches a record edited afterwards."""
+    from eeutils.notebook import claims, records
+
+    monkeypatch.setenv("EEUTILS_ZOO_DIR", str(_partial_zoo(tmp_path, ["dense-mid", "dense-mid-s1", "dense-mid-s2",
+                                                                     "moe-mid", "moe-mid-s1", "moe-mid-s2"])))
+    out = tmp_path / "out"
+    load = {"n_docs": 3, "max_tokens": 16, "cache_dir": out, "dtype": "float32", "device": None}
+    run = claims.run_claim("dense_vs_moe", out, load, n_boot=10)
+    table = json.loads((out / "findings" / "05_dense_vs_moe.json").read_text())
+    scores = records.scores_path(out / "findings" / "05_dense_vs_moe.json")
+    assert scores.exists() and len(records.check_records(out)) == 0
+    t = __import__("pandas").read_csv(scores)
+    assert sorted(t.side.unique()) == ["a", "b"] and len(t) == 6
+    assert table["effect"] == pytest.approx(t[t.side == "a"].score.mean() - t[t.side == "b"].score.mean())
+    assert run.finding.headline and run.finding.lens == "logit"
+    bad = dict(table, effect=table["effect"] + 0.05)
+    (out / "findings" / "05_dense_vs_moe.json").write_text(json.dumps(bad))
+    problems = records.check_records(out)
+    assert list(problems.field) == ["effect"]
+
+
+def test_no_claim_has_two_verdicts_for_one_lens_and_comparison():
+    import pandas as pd
+
+    rows = [dict(notebook="05", claim="c", paper_direction="a > b", comparison="equal tokens", workload="w",
+                 verdict=v, lens="logit", models="A=x; B=y") for v in ("agree", "inconclusive")]
+    assert len(findings_view.unexplained_conflicts(pd.DataFrame(rows))) == 2
+    rows[1]["comparison"] = "matched loss"
+    assert findings_view.unexplained_conflicts(pd.DataFrame(rows)).empty
+    rows[1].update(comparison="equal tokens", lens="tuned")
+    assert findings_view.unexplained_conflicts(pd.DataFrame(rows)).empty

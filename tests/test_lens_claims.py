@@ -68,28 +68,26 @@ def _readout(agree_at_layer1: float, n_docs=6, per_doc=5, L=4, seed=0, model="m"
     return make_readout(top1, doc=np.repeat(np.arange(n_docs), per_doc), model=model)
 
 
-def test_claims_under_two_lenses():
-    # two seeds per side. logit lens: A agrees early, B never -> A > B (agree, far beyond the seed floor);
-    # tuned lens: the other way round -> disagree.
-    claim = ln.Claim("05", "A more suitable than B", ("a", "a1"), ("b", "b1"), "A > B")
-    hi, lo = {"a": _readout(1.0), "a1": _readout(0.9, seed=1)}, {"b": _readout(0.0), "b1": _readout(0.1, seed=1)}
-    rs = {"logit": {**hi, "b": lo["b"], "b1": lo["b1"]},
-          "tuned": {"a": lo["b"], "a1": lo["b1"], "b": hi["a"], "b1": hi["a1"]}}
-    eff = ln.claim_effects(rs, [claim], similarity="top1", n_boot=20)
-    assert list(eff.lens) == ["logit", "tuned"] and list(eff.verdict) == ["agree", "disagree"]
-    assert eff.effect.iloc[0] == pytest.approx(-eff.effect.iloc[1]) and eff.effect.iloc[0] > eff.noise_floor.iloc[0]
-    table = ln.lens_agreement(eff)
-    assert len(table) == 1 and table.status.iloc[0] == "flips" and not table.sign_same.iloc[0]
-    assert table.verdict_logit.iloc[0] == "agree" and table.verdict_tuned.iloc[0] == "disagree"
+def _run(effect, lo, hi, floor, verdict):
+    from types import SimpleNamespace
+
+    from eeutils.notebook.findings import Finding
+
+    f = Finding("05", "A more suitable than B", "A > B", "A > B", effect, lo, hi, "m", comparison="equal tokens",
+                noise_floor=floor, smallest_effect=floor, interval_kind="doc-bootstrap+seed-t", headline=True)
+    assert f.verdict == verdict
+    return SimpleNamespace(finding=f)
 
 
-def test_claims_without_seed_twins_are_inconclusive():
-    claim = ln.Claim("05", "A more suitable than B", ("a",), ("b",), "A > B")
-    rs = {"logit": {"a": _readout(1.0), "b": _readout(0.0)}}
-    eff = ln.claim_effects(rs, [claim], similarity="top1", n_boot=20)
-    assert eff.verdict.iloc[0] == "inconclusive" and eff.reason.iloc[0] == "no seed twin" and eff.effect.iloc[0] > 0
-    with pytest.raises(KeyError, match="tuned lens"):
-        ln.claim_effects({"tuned": {"a": _readout(1.0)}}, [claim], similarity="top1", n_boot=5)
+def test_lens_verdicts_side_by_side():
+    runs = {("dense_vs_moe", "zoo-prose"): {"logit": _run(0.2, 0.1, 0.3, 0.05, "agree"),
+                                            "tuned": _run(-0.2, -0.3, -0.1, 0.05, "disagree")},
+            ("dense_vs_ssm", "zoo-prose"): {"logit": _run(0.01, -0.1, 0.1, 0.05, "inconclusive"),
+                                            "tuned": _run(0.2, 0.1, 0.3, 0.05, "agree")}}
+    t = ln.lens_verdicts(runs).set_index("claim_key")
+    assert t.loc["dense_vs_moe", "status"] == "flips" and not t.loc["dense_vs_moe", "sign_same"]
+    assert t.loc["dense_vs_ssm", "status"] == "lens-dependent" and t.loc["dense_vs_ssm", "sign_same"]
+    assert t.loc["dense_vs_moe", "floor_tuned"] == 0.05 and t.loc["dense_vs_moe", "comparison"] == "equal tokens"
 
 
 def test_tuned_check_costs_one_more_d_by_d_product():
@@ -133,15 +131,6 @@ def test_self_speculative_speed_rows():
     assert (f.agreement == 1.0).all(), "greedy verification reproduces full greedy decoding"
     with pytest.raises(DecodingUnsupported):
         self_speculative_speed(eeutils.wrap_model(tm.make_model("mamba2")), [[5, 9, 17]], max_new_tokens=2, repeats=1)
-
-
-def test_first_below_unigram():
-    losses = {"s0": 7.0, "s8": 6.5, "s32": 5.9, "s128": 5.0, "final": 4.5}
-    steps = {"s0": 0, "s8": 8, "s32": 32, "s128": 128, "final": 448}
-    assert ln.first_below_unigram(losses, steps, unigram=6.0, final="final") == "s32"
-    assert ln.first_below_unigram(losses, steps, unigram=1.0, final="final") == "s8"
-    with pytest.raises(ValueError):
-        ln.first_below_unigram({"s0": 7.0, "final": 4.5}, steps, 6.0, "final")
 
 
 def test_budget_skip_takes_the_best_rule():

@@ -2,7 +2,7 @@
 
 effect = -(OLS slope of the seed-averaged score against log2(step)) over the protocol's segment: the fall of
 suitability per doubling of training (positive = the paper's direction, "falls as training proceeds"). Its
-interval is the "doc-bootstrap+seed-se" construction of `verdicts.compare` applied to the slope; the noise
+interval is the "doc-bootstrap+seed-t" construction of `verdicts.compare` applied to the slope; the noise
 floor is the largest difference between the seeds' own slopes. Kendall's tau of the seed-averaged curve with
 an exact/permutation p-value is reported beside it.
 """
@@ -17,7 +17,7 @@ import pandas as pd
 from ..lens.result import Readout
 from .bootstrap import _check_boot, _quantiles, eas_replicates
 from .eas import eas_ceiling
-from .verdicts import NO_TWIN, Effect, combine_interval, side_spread, verdict
+from .verdicts import NO_TWIN, Effect, Rule, combine_interval, few_seeds, side_spread, verdict
 
 __all__ = ["checkpoint_scores", "kendall_tau", "permutation_p", "slope", "trend_effect"]
 
@@ -86,19 +86,20 @@ def checkpoint_scores(curves: dict[str, dict[int, Readout]], *, similarity: str,
 
 
 def trend_effect(curves: dict[str, dict[int, Readout]], *, similarity: str, value: str = "normalised",
-                 alpha: float = 0.5, n_boot: int = 1000, ci: float = 0.95, seed: int = 0, min_effect: float = 0.01,
-                 min_step: int = 1, eas_options: dict | None = None) -> Effect:
+                 alpha: float = 0.5, rule: Rule | None = None, min_step: int = 1) -> Effect:
     """The protocol's trend test over the checkpoints with step >= min_step that every run has.
 
-    Needs at least 3 such checkpoints; with one run the row is inconclusive ("no seed twin")."""
+    Needs at least 3 such checkpoints; with one run the row is inconclusive ("no seed twin"); with fewer runs
+    than rule.min_seeds the verdict is withheld. The seed part uses the runs' own slopes (df = runs - 1)."""
+    rule = rule or Rule()
     if int(min_step) < 1:
         raise ValueError(f"min_step must be >= 1: the trend is fitted against log2(step), got {min_step!r}")
-    frame, reps = checkpoint_scores(curves, similarity=similarity, value=value, alpha=alpha, n_boot=n_boot, ci=ci,
-                                    seed=seed, eas_options=eas_options)
+    frame, reps = checkpoint_scores(curves, similarity=similarity, value=value, alpha=alpha, n_boot=rule.n_boot,
+                                    ci=rule.ci, seed=rule.seed, eas_options=rule.eas_options)
     runs = list(curves)
     common = sorted(set.intersection(*[{s for s in curves[r] if s >= min_step} for r in runs]))
-    base = {"similarity": similarity, "value": value, "alpha": float(alpha), "ci": float(ci), "n_boot": int(n_boot),
-                "boot_seed": int(seed)}
+    base = {"similarity": similarity, "value": value, "alpha": float(alpha), "ci": float(rule.ci),
+            "n_boot": int(rule.n_boot), "boot_seed": int(rule.seed)}
     if len(common) < 3:
         nan = float("nan")
         return Effect(effect=nan, lo=nan, hi=nan, verdict="inconclusive", interval_kind="doc-bootstrap",
@@ -109,24 +110,33 @@ def trend_effect(curves: dict[str, dict[int, Readout]], *, similarity: str, valu
     per_run = {r: float(-slope(x, [pts[(r, s)] for s in common])) for r in runs}
     mean_curve = np.mean([[pts[(r, s)] for s in common] for r in runs], axis=0)
     effect = float(-slope(x, mean_curve))
-    boot_curves = np.mean([np.stack([reps[(r, s)] for s in common], axis=1) for r in runs], axis=0)
-    boot = -slope(x, boot_curves)
-    b_lo, b_hi = _quantiles(boot, ci)
+    boot = -slope(x, np.mean([np.stack([reps[(r, s)] for s in common], axis=1) for r in runs], axis=0))
+    b_lo, b_hi = _quantiles(boot, rule.ci)
     var, floor = side_spread(list(per_run.values()))
+    kind, reason, df = rule.interval, "", math.inf
     if var is None:
         var, floor, kind, reason = 0.0, float("nan"), "doc-bootstrap", NO_TWIN
     else:
-        kind, reason = "doc-bootstrap+seed-se", ""
-    lo, hi = combine_interval(effect, boot, var, ci)
-    opts = {k: v for k, v in (eas_options or {}).items() if k in ("include_embedding", "index_base")}
-    scale = 1.0 if value == "normalised" else float(np.mean([eas_ceiling(r.n_layers, alpha, **opts)
-                                                             for steps in curves.values() for r in steps.values()]))
-    smallest = max(floor, min_effect * scale) if np.isfinite(floor) else float("nan")
+        df = rule.df([(var, len(runs) - 1)])
+    lo, hi = combine_interval(effect, boot, var, rule.ci, df)
+    smallest = max(floor, rule.min_effect * _scale(curves, value, alpha, rule)) if np.isfinite(floor) else float("nan")
+    call = verdict(lo, hi, effect, smallest)
+    withheld = few_seeds({"runs": len(runs)}, rule.min_seeds) if kind != "doc-bootstrap" else ""
+    if withheld:
+        call, reason = "inconclusive", withheld
     tau = kendall_tau(common, mean_curve)
-    return Effect(effect=effect, lo=lo, hi=hi, verdict=verdict(lo, hi, effect, smallest), interval_kind=kind,
+    return Effect(effect=effect, lo=lo, hi=hi, verdict=call, interval_kind=kind,
                   boot_lo=float(b_lo), boot_hi=float(b_hi), seed_se=math.sqrt(var), noise_floor=float(floor),
                   floor_pairs=[list(p) for p in itertools.combinations(runs, 2)], smallest_effect=float(smallest),
                   scores={f"-slope {r}": v for r, v in per_run.items()}, reason=reason,
-                  extra={"steps": [int(s) for s in common], "kendall_tau": tau,
-                         "kendall_p": permutation_p(common, mean_curve, seed=seed),
+                  extra={"steps": [int(s) for s in common], "kendall_tau": tau, "seed_df": df,
+                         "kendall_p": permutation_p(common, mean_curve, seed=rule.seed),
                          "mean_curve": [float(v) for v in mean_curve]}, **base)
+
+
+def _scale(curves, value: str, alpha: float, rule: Rule) -> float:
+    """min_effect's unit: 1 for EAS / ceiling, the mean ceiling for raw EAS."""
+    if value == "normalised":
+        return 1.0
+    opts = {k: v for k, v in rule.eas_options.items() if k in ("include_embedding", "index_base")}
+    return float(np.mean([eas_ceiling(r.n_layers, alpha, **opts) for steps in curves.values() for r in steps.values()]))

@@ -20,19 +20,22 @@ from ..analysis.matching import (
 )
 from ..analysis.protocol import Claim, load_protocol
 from ..analysis.trend import checkpoint_scores, trend_effect
-from ..analysis.verdicts import Effect, compare, robustness
+from ..analysis.verdicts import Effect, Rule, compare, robustness
 from ..arch.names import ZooError, list_revisions
 from ..core.spec import parse_model_spec
 import eeutils.notebook.experiments as ex
 from .findings import Finding, direction_word, write_finding
+from .records import write_scores
 
 __all__ = [
     "ClaimRun",
     "checkpoint_choices",
+    "claim_specs",
     "claim_workloads",
     "describe",
     "deviations",
     "keys_for",
+    "lens_of",
     "load_options",
     "loss_table",
     "primary",
@@ -79,6 +82,7 @@ class ClaimRun:
     sides: dict = field(default_factory=dict)
     table: object = None  # trend claims: the per-checkpoint scores
     labels: dict = field(default_factory=dict)  # trend claims: {(run, step): readout label}
+    blocked: bool = False  # matched loss with no revision close enough: the row is inconclusive
 
 
 def load_options(load: dict) -> dict:
@@ -118,8 +122,9 @@ def _with_rev(spec: str, rev: str | None) -> str:
     return name if rev in (None, "main") else f"{name}@{rev}"
 
 
-def _matched_side(claim: Claim, a: list, b: list, max_gap: float) -> tuple[list, list, str]:
-    """Pick the matched-loss revision for side claim.match; returns (a, b, note or blocking reason)."""
+def _matched_side(claim: Claim, a: list, b: list, max_gap: float) -> tuple[list, list, str, bool]:
+    """Pick the matched-loss revision for side claim.match; returns (a, b, note, blocked): blocked when no
+    revision lies within max_gap of the target loss or models are missing (the row is then inconclusive)."""
     chosen, other = (a, b) if claim.match == "a" else (b, a)
     cands, target = {}, []
     for s in other:
@@ -136,11 +141,12 @@ def _matched_side(claim: Claim, a: list, b: list, max_gap: float) -> tuple[list,
         except ZooError:
             pass
     if not cands or not target:
-        return a, b, "matched loss: models missing"
+        return a, b, "matched loss: models missing", True
     t = float(np.mean(target))
     rev, loss, gap = closest_revision(cands, t)
     note = f"matched loss: revision {rev} (card loss {loss:.3f}) vs {t:.3f}, gap {gap:.3f} nats"
-    if gap > max_gap:
+    blocked = gap > max_gap
+    if blocked:
         note = f"no checkpoint at matched loss (gap {gap:.3f} > {max_gap} nats); " + note
     have = []
     for s in chosen:
@@ -151,7 +157,7 @@ def _matched_side(claim: Claim, a: list, b: list, max_gap: float) -> tuple[list,
             continue
         if rev == "main" or rev in revs:
             have.append(_with_rev(s, rev))
-    return (have, b, note) if claim.match == "a" else (a, have, note)
+    return ((have, b) if claim.match == "a" else (a, have)) + (note, blocked)
 
 
 def _borrow_map(claim: Claim, side: list) -> dict:
@@ -168,66 +174,104 @@ def _borrow_map(claim: Claim, side: list) -> dict:
     return {}
 
 
-def _nan_effect(reason, sim, value, alpha, ci, n_boot, seed) -> Effect:
+def _nan_effect(reason: str, var: dict, rule: Rule) -> Effect:
     nan = float("nan")
-    return Effect(effect=nan, lo=nan, hi=nan, verdict="inconclusive", similarity=sim, value=value, alpha=alpha,
-                  interval_kind="none", ci=ci, n_boot=n_boot, boot_seed=seed, boot_lo=nan, boot_hi=nan, seed_se=nan,
-                  noise_floor=nan, floor_pairs=[], smallest_effect=nan, scores={}, reason=reason)
+    return Effect(effect=nan, lo=nan, hi=nan, verdict="inconclusive", similarity=var["similarity"],
+                  value=var["value"], alpha=var["alpha"], interval_kind="none", ci=rule.ci, n_boot=rule.n_boot,
+                  boot_seed=rule.seed, boot_lo=nan, boot_hi=nan, seed_se=nan, noise_floor=nan, floor_pairs=[],
+                  smallest_effect=nan, scores={}, reason=reason)
 
 
 def _seeds(readouts, labels) -> str:
     return ",".join(str(readouts[m].meta.get("seed", "?")) for m in labels if m in readouts)
 
 
+def lens_of(load: dict) -> str:
+    """The lens a claim run reads with: the readout options' `lens` (the protocol's primary when absent)."""
+    return load.get("lens") or load_protocol().defaults["lens"]
+
+
 def run_claim(key: str, out_dir, load: dict, *, n_boot: int | None = None, workload: str | None = None,
-              a=None, b=None, runs=None, name: str | None = None, write: bool = True) -> ClaimRun:
+              sides: dict | None = None, name: str | None = None, write: bool = True) -> ClaimRun:
     """Evaluate protocol claim `key` and write its record to <out_dir>/findings/<name>.json.
 
-    a, b (or runs for a trend: a list of zoo names, or {name: [revisions, the final last]}) override the protocol's sides, e.g. with hub models; workload overrides the
-    protocol's (notebook 7 runs one row per workload). Any override is listed in the record's deviations."""
+    load: the cached-readout options (n_docs, max_tokens, cache_dir, dtype, device; `lens`="tuned" with
+    `lens_settings` for the protocol's secondary lens analysis, notebook 13). sides: {"a": [...], "b": [...]} (or
+    {"runs": [...] / {name: [revisions]}} for a trend) overrides the protocol's sides, e.g. with hub models;
+    workload overrides the protocol's (notebook 7 runs one row per workload). Any override is listed in the
+    record's deviations."""
     proto = load_protocol()
-    d, claim = proto.defaults, proto.claim(key)
-    load = load_options(load)
-    n_boot = int(n_boot or d["n_boot"])
-    workload = workload or d["workload"]
-    ci, seed = d["ci"], d["bootstrap_seed"]
-    devs = deviations(load, n_boot, workload if workload not in claim.workloads else None)
-    if claim.kind == "trend":
-        if runs is not None:
-            devs.append("runs set by the notebook")
-        return _run_trend(claim, proto, out_dir, load, n_boot, workload, runs or list(claim.runs), devs, name, write)
-    a_specs, b_specs = list(a or claim.a), list(b or claim.b)
-    if a is not None or b is not None:
+    claim, load = proto.claim(key), load_options(load)
+    rule = Rule.from_protocol(proto, n_boot)
+    workload = workload or proto.defaults["workload"]
+    devs = deviations(load, rule.n_boot, workload if workload not in claim.workloads else None)
+    sides = dict(sides or {})
+    if sides:
         devs.append("sides set by the notebook")
-    note = ""
-    if claim.kind == "matched_loss" and a is None and b is None:
-        a_specs, b_specs, note = _matched_side(claim, a_specs, b_specs, d["max_loss_gap"])
+    if claim.kind == "trend":
+        return _run_trend(claim, proto, out_dir, load, rule, workload, sides.get("runs") or list(claim.runs), devs,
+                          name, write)
+    a_specs, b_specs, note, blocked = _resolve_sides(claim, sides)
     borrow_specs = [p for pair in claim.borrow_seed_spread.values() for p in pair]
     readouts, missing = _read(list(dict.fromkeys(a_specs + b_specs + borrow_specs)), workload, load)
     la = [ex.label_of(s) for s in a_specs if ex.label_of(s) in readouts]
     lb = [ex.label_of(s) for s in b_specs if ex.label_of(s) in readouts]
     borrow = {k: v for k, v in (_borrow_map(claim, la) | _borrow_map(claim, lb)).items()
               if all(x in readouts for x in v)}
-    blocked = note.startswith(("no checkpoint", "matched loss: models missing"))
     effects = []
     for var in proto.variants():
         if not la or not lb:
-            effects.append(_nan_effect(f"models missing: {', '.join(missing)}", var["similarity"], var["value"],
-                                       var["alpha"], ci, n_boot, seed))
+            effects.append(_nan_effect(f"models missing: {', '.join(missing)}", var, rule))
             continue
-        e = compare(readouts, la, lb, n_boot=n_boot, ci=ci, seed=seed, min_effect=d["min_effect"], borrow=borrow,
-                    eas_options=proto.eas_options, **var)
+        e = compare(readouts, la, lb, rule=rule, borrow=borrow, **var)
         if blocked:
             e.smallest_effect, e.verdict, e.reason = float("nan"), "inconclusive", note
         effects.append(e)
     primary, others = effects[0], effects[1:]
-    rob = robustness(primary, others)
     missing_note = ("missing: " + ", ".join(missing)) if missing and la and lb else ""
     reason = "; ".join(x for x in (primary.reason, note if not blocked else "", missing_note) if x)
-    f = _finding(claim, proto, primary, rob, readouts, la, lb, workload, load, devs, reason)
+    f = _finding(claim, proto, primary, robustness(primary, others), readouts, (la, lb), workload, load, devs, reason)
+    run = ClaimRun(finding=f, primary=primary, variants=effects, readouts=readouts, sides={"a": la, "b": lb},
+                   blocked=blocked)
     if write:
-        write_finding(f, out_dir, name or f"{claim.notebook}_{key}" + (f"_{workload}" if claim.workloads else ""))
-    return ClaimRun(finding=f, primary=primary, variants=effects, readouts=readouts, sides={"a": la, "b": lb})
+        write_scores(run, write_finding(f, out_dir, name or _record_name(claim, workload, f.lens)))
+    return run
+
+
+def _resolve_sides(claim: Claim, sides: dict) -> tuple[list, list, str, bool]:
+    """(a specs, b specs, matched-loss note, blocked) of a two-sided claim, overrides applied."""
+    a_specs, b_specs = list(sides.get("a") or claim.a), list(sides.get("b") or claim.b)
+    if claim.kind == "matched_loss" and not sides:
+        return _matched_side(claim, a_specs, b_specs, load_protocol().defaults["max_loss_gap"])
+    return a_specs, b_specs, "", False
+
+
+def _trend_specs(run: str, revs: list, explicit: bool) -> list[str]:
+    """The specs of one trend run: every revision but the last by name, the last as the main folder (zoo)."""
+    return [_with_rev(run, r) for r in revs[:-1]] + ([_with_rev(run, revs[-1])] if explicit else [run])
+
+
+def claim_specs(key: str) -> list[str]:
+    """Every model spec ("name[@revision]") `run_claim(key, ...)` reads with the protocol's sides: what a notebook
+    needs before running the claim under another lens (e.g. translators for notebook 13). Missing models are
+    left out, as run_claim leaves them out."""
+    claim = load_protocol().claim(key)
+    if claim.kind == "trend":
+        out = []
+        for run in claim.runs:
+            try:
+                out += _trend_specs(run, list_revisions(run), explicit=False)
+            except ZooError:
+                pass
+        return out
+    a, b, _, _ = _resolve_sides(claim, {})
+    return list(dict.fromkeys(a + b + [p for pair in claim.borrow_seed_spread.values() for p in pair]))
+
+
+def _record_name(claim: Claim, workload: str, lens: str) -> str:
+    """<notebook>_<key>[_<workload>][_<lens>]: the primary lens' records keep their version-1 names."""
+    name = f"{claim.notebook}_{claim.key}" + (f"_{workload}" if claim.workloads else "")
+    return name if lens == load_protocol().defaults["lens"] else f"13_{name}_{lens}"
 
 
 def _metric(prim: dict) -> str:
@@ -235,10 +279,12 @@ def _metric(prim: dict) -> str:
     return f"{val}, {prim['similarity']} similarity, alpha {prim['alpha']}"
 
 
-def _finding(claim, proto, e: Effect, rob, readouts, la, lb, workload, load, devs, reason) -> Finding:
+def _finding(claim, proto, e: Effect, rob, readouts, sides, workload, load, devs, reason) -> Finding:
     pos, neg = claim.paper_direction, " > ".join(reversed(claim.paper_direction.split(" > ")))
+    la, lb = sides
+    lens = lens_of(load)
     return Finding(
-        notebook=claim.notebook, claim=claim.claim, paper_direction=claim.paper_direction,
+        notebook=claim.notebook if lens == proto.defaults["lens"] else "13", claim=claim.claim, paper_direction=claim.paper_direction,
         measured_direction=direction_word(e.effect, pos, neg), effect=e.effect, lo=e.lo, hi=e.hi,
         metric=_metric(proto.primary), models=f"A={', '.join(la)}; B={', '.join(lb)}",
         comparison=claim.comparison + (f"; workload {workload}" if claim.workloads else ""), notes="",
@@ -246,11 +292,11 @@ def _finding(claim, proto, e: Effect, rob, readouts, la, lb, workload, load, dev
         seeds=f"A: {_seeds(readouts, la)}; B: {_seeds(readouts, lb)}", noise_floor=e.noise_floor,
         floor_pairs="; ".join(" vs ".join(p) for p in e.floor_pairs), smallest_effect=e.smallest_effect,
         robustness=rob["label"], robustness_counts=rob["counts"], workload=workload, n_docs=load.get("n_docs"),
-        protocol_version=proto.version, deviations="; ".join(devs), reason=reason)
+        protocol_version=proto.version, deviations="; ".join(devs), reason=reason, lens=lens,
+        headline=claim.is_headline(workload if claim.workloads else None))
 
 
-def _run_trend(claim, proto, out_dir, load, n_boot, workload, runs, devs, name, write) -> ClaimRun:
-    d = proto.defaults
+def _run_trend(claim, proto, out_dir, load, rule: Rule, workload, runs, devs, name, write) -> ClaimRun:
     curves, readouts, missing, labels = {}, {}, [], {}
     for run in runs:
         try:
@@ -261,40 +307,38 @@ def _run_trend(claim, proto, out_dir, load, n_boot, workload, runs, devs, name, 
         if len(revs) < 2:
             missing.append(f"{ex.label_of(run)} (no revisions)")
             continue
-        specs = [_with_rev(run, r) for r in revs[:-1]] + ([run] if not isinstance(runs, dict) else
-                                                            [_with_rev(run, revs[-1])])
+        specs = _trend_specs(run, revs, explicit=isinstance(runs, dict))
         got, _ = _read(specs, workload, load)
         steps = {step_of(r): got[ex.label_of(s)] for r, s in zip(revs, specs) if ex.label_of(s) in got}
         labels.update({(ex.label_of(run), step_of(r)): ex.label_of(s) for r, s in zip(revs, specs)})
         curves[ex.label_of(run)] = steps
         readouts.update(got)
-    ci, seed, min_step = d["ci"], d["bootstrap_seed"], int(claim.segment.get("min_step", 1))
+    min_step = int(claim.segment.get("min_step", 1))
     effects, table = [], None
     for var in proto.variants():
         if not curves:
-            effects.append(_nan_effect(f"no runs with revisions: {missing}", var["similarity"], var["value"],
-                                       var["alpha"], ci, n_boot, seed))
+            effects.append(_nan_effect(f"no runs with revisions: {missing}", var, rule))
             continue
-        effects.append(trend_effect(curves, n_boot=n_boot, ci=ci, seed=seed, min_effect=d["min_effect"],
-                                    min_step=min_step, eas_options=proto.eas_options, **var))
+        effects.append(trend_effect(curves, rule=rule, min_step=min_step, **var))
     if curves:
-        table, _ = checkpoint_scores(curves, n_boot=n_boot, ci=ci, seed=seed, eas_options=proto.eas_options,
-                                     **proto.primary)
+        table, _ = checkpoint_scores(curves, n_boot=rule.n_boot, ci=rule.ci, seed=rule.seed,
+                                     eas_options=rule.eas_options, **proto.primary)
     primary = effects[0]
     rob = robustness(primary, effects[1:])
     reason = "; ".join(x for x in (primary.reason, ("missing: " + ", ".join(missing)) if missing else "") if x)
     steps = primary.extra.get("steps", [])
-    f = _finding(claim, proto, primary, rob, readouts, list(curves), [], workload, load, devs, reason)
+    f = _finding(claim, proto, primary, rob, readouts, (list(curves), []), workload, load, devs, reason)
     f.models = f"runs: {', '.join(curves)}"
     f.comparison = f"trend over steps {steps} (protocol segment: step >= {min_step}); effect = fall per doubling"
     f.measured_direction = direction_word(primary.effect, "falls with training", "rises with training")
     if "kendall_tau" in primary.extra:
         f.notes = (f"Kendall tau of the seed-averaged curve {primary.extra['kendall_tau']:+.2f} "
                    f"(permutation p {primary.extra['kendall_p']:.3f})")
+    run = ClaimRun(finding=f, primary=primary, variants=effects, readouts=readouts, sides={"runs": list(curves)},
+                   table=table, labels=labels)
     if write:
-        write_finding(f, out_dir, name or f"{claim.notebook}_{claim.key}")
-    return ClaimRun(finding=f, primary=primary, variants=effects, readouts=readouts, sides={"runs": list(curves)},
-                    table=table, labels=labels)
+        write_scores(run, write_finding(f, out_dir, name or _record_name(claim, workload, f.lens)))
+    return run
 
 
 def summary(runs: list[ClaimRun]) -> pd.DataFrame:
@@ -349,7 +393,6 @@ def checkpoint_choices(run: ClaimRun) -> pd.DataFrame:
     first checkpoint after init vs final, peak vs final, the last two, first below the unigram loss vs final.
     Shown for transparency; the claim's verdict is the trend test's."""
     proto = load_protocol()
-    d = proto.defaults
     t = run.table
     if t is None or not len(t):
         return pd.DataFrame()
@@ -367,14 +410,13 @@ def checkpoint_choices(run: ClaimRun) -> pd.DataFrame:
         if below and below[0] != steps[-1]:
             choices["first below unigram loss vs final"] = (below[0], steps[-1])
     rows = []
-    n_boot = int(run.finding.n_boot)
+    rule = Rule.from_protocol(proto, int(run.finding.n_boot))
     for name, (early, late) in choices.items():
         if early == late:
             continue
         a = [run.labels[(r, early)] for r in runs]
         b = [run.labels[(r, late)] for r in runs]
-        e = compare(run.readouts, a, b, n_boot=n_boot, ci=d["ci"], seed=d["bootstrap_seed"],
-                    min_effect=d["min_effect"], eas_options=proto.eas_options, **proto.primary)
+        e = compare(run.readouts, a, b, rule=rule, **proto.primary)
         rows.append({"choice": name, "early": early, "late": late, "effect": e.effect, "lo": e.lo, "hi": e.hi,
                      "noise_floor": e.noise_floor, "verdict": e.verdict})
     return pd.DataFrame(rows)

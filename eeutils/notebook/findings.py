@@ -1,7 +1,7 @@
 """Finding records: a paper claim, the direction measured here, its effect size and interval, a verdict.
 
-Notebooks 4 to 9 each write one or more records to `<out>/findings/`; the series
-runner gathers them into the findings table (markdown + CSV).
+Notebooks 4 to 9, 12 and 13 each write one or more records to `<out>/findings/`; the series runner gathers
+them into the findings table and its summary view (`findings_view.write_findings_table`).
 """
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ import pandas as pd
 from ..analysis.protocol import INTERVAL_KINDS
 from ..analysis.verdicts import VERDICTS as _VERDICTS
 from ..analysis.verdicts import verdict
-from ..core.io import write_csv_atomic, write_json_atomic, write_text_atomic
+from ..core.io import write_json_atomic
 
 VERDICTS = _VERDICTS
+DESCRIPTIVE = "descriptive"  # a row that measures without judging: no smallest effect of interest, no verdict
 
 # What each interval kind is, as findings.md states it (kinds from eeutils.analysis.protocol, plus legacy rows).
 INTERVAL_DESCRIPTIONS = dict(INTERVAL_KINDS, **{
     "none": "no interval: a model of the comparison is missing (see the row's reason)",
-    "": "not stated by the record (a row written without the protocol; read its metric and notes)",
+    "": "not stated by the record (a descriptive row; read its metric and notes)",
 })
 
 
@@ -31,10 +32,12 @@ class Finding:
     """One claim checked on this run's models.
 
     effect: signed so that a positive value is the paper's direction (e.g. EAS(dense) - EAS(moe) for
-    "dense > MoE"); lo/hi: its interval, of kind interval_kind. The verdict is derived, never chosen:
-    with smallest_effect set (the protocol's rows) agree needs lo > 0 and effect > smallest_effect, disagree
-    hi < 0 and -effect > smallest_effect (NaN: no noise floor, inconclusive); without it, the interval's sign.
-    A verdict passed in that contradicts this raises ValueError.
+    "dense > MoE"); lo/hi: its interval, of kind interval_kind. The verdict is derived, never chosen: agree
+    needs lo > 0 and effect > smallest_effect, disagree hi < 0 and -effect > smallest_effect (NaN: no noise
+    floor, inconclusive). A record without a smallest effect of interest gets no verdict: it must say
+    verdict="descriptive", else ValueError (there is no interval-sign-only fallback). An agree/disagree row must
+    name its interval kind (one of eeutils.analysis.protocol.INTERVAL_KINDS). A verdict passed in that
+    contradicts the rule raises ValueError. lens: the lens the readouts used (the protocol's primary: logit).
     """
 
     notebook: str
@@ -65,13 +68,24 @@ class Finding:
     protocol_version: int | None = None
     deviations: str = ""
     reason: str = ""
+    lens: str = "logit"
+    headline: bool = False  # the summary view's comparison for its paper claim (data/protocol.yaml)
 
     def __post_init__(self):
-        if self.verdict and self.verdict not in VERDICTS:
-            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if self.verdict and self.verdict not in VERDICTS + (DESCRIPTIVE,):
+            raise ValueError(f"verdict must be one of {VERDICTS + (DESCRIPTIVE,)}, got {self.verdict!r}")
         if self.lo > self.hi:
             raise ValueError(f"interval lower end {self.lo} is above its upper end {self.hi}")
+        if self.smallest_effect is None:
+            if self.verdict != DESCRIPTIVE:
+                raise ValueError(f"finding {self.claim!r} has no smallest_effect: pass the noise floor or the "
+                                 "protocol's min_effect (NaN if there is none: inconclusive), or write it as "
+                                 f"verdict={DESCRIPTIVE!r} (a measurement without a verdict)")
+            return
         derived = verdict(self.lo, self.hi, self.effect, self.smallest_effect)
+        if derived in ("agree", "disagree") and self.interval_kind not in INTERVAL_KINDS:
+            raise ValueError(f"an {derived} row needs a named interval kind (one of {sorted(INTERVAL_KINDS)}), "
+                             f"got {self.interval_kind!r}")
         if self.verdict and self.verdict != derived:
             raise ValueError(f"verdict {self.verdict!r} contradicts the interval [{self.lo}, {self.hi}] "
                              f"(effect {self.effect}, smallest effect of interest {self.smallest_effect}): "
@@ -96,50 +110,3 @@ def gather_findings(out_dir) -> pd.DataFrame:
     rows = [json.loads(p.read_text()) for p in files]
     cols = list(Finding.__dataclass_fields__)
     return pd.DataFrame(rows, columns=cols)
-
-
-def _num(x, fmt="+.3f") -> str:
-    try:
-        return format(float(x), fmt) if np.isfinite(float(x)) else "n/a"
-    except (TypeError, ValueError):
-        return "n/a"
-
-
-def findings_markdown(frame: pd.DataFrame) -> str:
-    """The table: one row per record, with the interval kind, noise floor and robustness beside the verdict."""
-    lines = [("| notebook | claim (paper) | comparison | measured here | effect [interval] (kind) | noise floor / "
-             "smallest effect | metric | verdict | robustness | why / deviations |"),
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in frame.fillna({"interval_kind": "", "robustness": "", "reason": "", "deviations": ""}).itertuples():
-        why = "; ".join(x for x in (r.reason, r.deviations and f"deviations: {r.deviations}") if x)
-        lines.append(f"| {r.notebook} | {r.claim} ({r.paper_direction}) | {r.comparison} | {r.measured_direction} | "
-                     f"{_num(r.effect)} [{_num(r.lo)}, {_num(r.hi)}] ({r.interval_kind or 'unstated'}) | "
-                     f"{_num(r.noise_floor, '.3f')} / {_num(r.smallest_effect, '.3f')} | {r.metric} | "
-                     f"**{r.verdict}** | {r.robustness or 'n/a'} | {why} |")
-    return "\n".join(lines) + "\n"
-
-
-def _header(frame: pd.DataFrame) -> str:
-    kinds = sorted(set(frame.interval_kind.fillna(""))) if len(frame) else []
-    text = ["# Findings: the paper's claims against this run\n",
-            ("Effects are signed so that a positive value is the paper's direction (reported, secondary source). "
-            "Rows written under the analysis protocol (docs/PROTOCOL.md, data/protocol.yaml) are *agree* or "
-            "*disagree* only when the interval excludes zero and |effect| exceeds the smallest effect of interest "
-            "(the larger of the seed-twin noise floor and the protocol's minimum); otherwise *inconclusive*. "
-            "Robustness: how many of the protocol's secondary metric variants give the same verdict.\n"),
-            "Interval kinds in this table:\n"]
-    text += [f"- `{k or 'unstated'}`: {INTERVAL_DESCRIPTIONS.get(k, 'described in the row (metric, notes)')}"
-             for k in kinds]
-    return "\n".join(text) + "\n\n"
-
-
-def write_findings_table(out_dir) -> tuple[Path, Path]:
-    """findings.md and findings.csv in out_dir, gathered from the records."""
-    out_dir = Path(out_dir)
-    frame = gather_findings(out_dir)
-    csv = out_dir / "findings.csv"
-    md = out_dir / "findings.md"
-    write_csv_atomic(frame, csv)
-    body = findings_markdown(frame) if len(frame) else "_no finding records were written_\n"
-    write_text_atomic(_header(frame) + body, md)
-    return md, csv

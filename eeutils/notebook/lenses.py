@@ -1,10 +1,8 @@
 """Notebook 13 ("Is it the lens?"): the claims of notebooks 4-8 checked under the logit and the tuned lens.
 
-`claim_effects` computes, for each claim and lens, the effect of the claim's comparison under the protocol's
-rules (`eeutils.analysis.verdicts.compare`: mean normalised EAS of side A minus side B over seeds, interval =
-document bootstrap combined with the between-seed standard error, verdict only beyond the seed-noise floor) and
-its verdict; `lens_agreement` says per claim whether the conclusion holds under both lenses, flips, or depends
-on the lens.
+The claims run through `claims.run_claim` under each lens (the tuned lens is the protocol's declared secondary
+analysis: same sides, revisions, seeds and verdict rule); `lens_verdicts` sets the two runs of each comparison
+side by side and says whether the conclusion holds under both lenses, flips, or depends on the lens.
 
 The notebook's translators ship in data/lenses (`ship`, recorded recipe data/lenses/recipe.json, command
 ``python -m eeutils.notebook.lenses ship``); `train_lenses` trains them here instead, `lens_origins` says for
@@ -15,7 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -23,7 +21,6 @@ import torch
 from safetensors import safe_open
 
 from .._version import __version__
-from ..analysis.verdicts import compare
 from ..arch.loading import load_model
 from ..core.resources import data_path
 from ..core.spec import parse_model_spec
@@ -32,36 +29,6 @@ from ..lens.tuned import (SHIPPED, TunedLensSettings, corpus_windows, heldout_kl
                           shipped_path, tuned_lens)
 
 RECIPE = "recipe.json"  # data/lenses/recipe.json: which translators ship, with which settings and checks
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One comparison of notebooks 4-8: side A is the side the paper says is more suitable."""
-
-    notebook: str
-    claim: str
-    a: tuple[str, ...]
-    b: tuple[str, ...]
-    paper_direction: str
-
-
-def claim_effects(readouts: dict[str, dict], claims, similarity: str = "logit_cos", n_boot: int = 200,
-                  seed: int = 0) -> pd.DataFrame:
-    """One row per claim x lens: effect, interval, verdict. readouts: {lens: {label: Readout}} (same documents)."""
-    rows = []
-    for lens, rs in readouts.items():
-        for c in claims:
-            missing = [m for m in (*c.a, *c.b) if m not in rs]
-            if missing:
-                raise KeyError(f"claim {c.notebook!r} needs readouts of {missing} under the {lens} lens")
-            e = compare(rs, list(c.a), list(c.b), similarity=similarity, n_boot=n_boot, seed=seed)
-            rows.append({"notebook": c.notebook, "claim": c.claim, "paper_direction": c.paper_direction,
-                         "lens": lens, "similarity": similarity, "effect": e.effect, "lo": e.lo, "hi": e.hi,
-                         "mean_a": sum(e.scores[m] for m in c.a) / len(c.a),
-                         "mean_b": sum(e.scores[m] for m in c.b) / len(c.b), "noise_floor": e.noise_floor,
-                         "interval_kind": e.interval_kind, "verdict": e.verdict, "reason": e.reason,
-                         "models": f"A={', '.join(c.a)}; B={', '.join(c.b)}"})
-    return pd.DataFrame(rows)
 
 
 def conclusion_status(logit_verdict: str, tuned_verdict: str) -> str:
@@ -75,26 +42,25 @@ def conclusion_status(logit_verdict: str, tuned_verdict: str) -> str:
     return "inconclusive under both"
 
 
-def lens_agreement(effects: pd.DataFrame, lenses=("logit", "tuned")) -> pd.DataFrame:
-    """Side-by-side table per claim (and similarity): effect and verdict under each lens, and the status."""
-    keys = ["notebook", "claim", "paper_direction", "similarity"]
-    wide = effects.pivot_table(index=keys, columns="lens", values=["effect", "lo", "hi"], aggfunc="first")
-    wide.columns = [f"{v}_{lens}" for v, lens in wide.columns]
-    ver = effects.pivot_table(index=keys, columns="lens", values="verdict", aggfunc="first")
-    for lens in lenses:
-        wide[f"verdict_{lens}"] = ver[lens]
-    wide["status"] = [conclusion_status(a, b) for a, b in zip(ver[lenses[0]], ver[lenses[1]])]
-    wide["sign_same"] = (wide[f"effect_{lenses[0]}"] * wide[f"effect_{lenses[1]}"]) > 0
-    return wide.reset_index()
+def lens_verdicts(runs: dict) -> pd.DataFrame:
+    """One row per protocol comparison: effect, noise floor and verdict under each lens, and the status.
 
-
-def first_below_unigram(losses: dict[str, float], steps: dict[str, int], unigram: float, final: str) -> str:
-    """Notebook 4's "early" checkpoint: the first (by step) after step 0, other than `final`, whose workload loss
-    is below the workload's unigram entropy; else the first after step 0."""
-    order = sorted((steps[m], m) for m in losses if steps[m] > 0 and m != final)
-    if not order:
-        raise ValueError("no checkpoint after step 0 besides the final one")
-    return next((m for _, m in order if losses[m] < unigram), order[0][1])
+    runs: {(claim key, workload): {lens: ClaimRun}} from `claims.run_claim` with the same sides and rule under
+    each lens (the lens is the only difference)."""
+    rows = []
+    for (key, workload), by_lens in runs.items():
+        row = {"claim_key": key, "workload": workload}
+        for lens, run in by_lens.items():
+            f = run.finding
+            row.update({"comparison": f.comparison, "paper_direction": f.paper_direction, "headline": f.headline,
+                        f"effect_{lens}": f.effect, f"lo_{lens}": f.lo, f"hi_{lens}": f.hi,
+                        f"floor_{lens}": f.noise_floor, f"verdict_{lens}": f.verdict, f"reason_{lens}": f.reason})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if len(table) and {"verdict_logit", "verdict_tuned"} <= set(table):
+        table["status"] = [conclusion_status(a, b) for a, b in zip(table.verdict_logit, table.verdict_tuned)]
+        table["sign_same"] = (table.effect_logit * table.effect_tuned) > 0
+    return table
 
 
 def decoding_by_lens(frames: dict[str, pd.DataFrame], levels=(1.0, 0.95)) -> pd.DataFrame:

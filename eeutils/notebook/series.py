@@ -20,7 +20,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..core.resources import data_path, repo_root
-from .findings import write_findings_table
+from .findings_view import write_findings_table
+from .records import check_records
 
 PRESET_DIR = data_path("presets")
 
@@ -112,9 +113,12 @@ def run_series(out="results", smoke: bool = False, only=None, models=None, prese
         if html and dest.exists():
             to_html(dest, out / "html")
     md, csv = write_findings_table(out)
+    problems = check_records(out)  # every protocol record recomputed from the table beside it
+    if len(problems):
+        problems.to_csv(out / "record_check.csv", index=False)
     summary = {"out": str(out), "smoke": smoke, "models": models, "preset": preset, "seconds": timings,
                "total_seconds": round(sum(timings.values()), 1), "failed": failed or [],
-               "findings": str(md), "load_average": {"start": load_start, "end": _load_average()}}
+               "findings": str(md), "record_check_problems": int(len(problems)), "load_average": {"start": load_start, "end": _load_average()}}
     (out / "run.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -163,6 +167,10 @@ def main(argv=None) -> int:
         print("FAILED notebooks (see the executed copies for the error cell):", file=sys.stderr)
         for name, err in summary["failed"]:
             print(f"  {name}: {err}", file=sys.stderr)
+        return 1
+    if summary["record_check_problems"]:
+        print(f"{summary['record_check_problems']} finding record field(s) do not follow from their own tables: "
+              f"{summary['out']}/record_check.csv", file=sys.stderr)
         return 1
     return 0
 
