@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from eeutils import exits as X
+from eeutils.analysis.protocol import load_protocol
 from eeutils.bench.config import BenchConfig
 from eeutils.bench.pipeline import cell_rows
 from eeutils.notebook import benchmark as B
@@ -55,6 +56,7 @@ def test_best_rule_table_and_savings_summary():
     assert s["interval_kind"].startswith("range over cells") and s["n_cells"] == 4
     f = B.savings_finding(s, ["m"], ["prose"])
     assert "range over cells" in f.metric and f.effect == s["effect"]
+    assert f.smallest_effect == load_protocol().claim("max_skip_within_budget").extra["min_effect"]
     # cells below min_correct are left out of the summary unless none is left
     t2 = t.assign(meaningful=[True, False, False, False])
     assert B.savings_summary(t2)["median_skip"] == pytest.approx(t.best_rule_skip.iloc[0])

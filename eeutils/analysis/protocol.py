@@ -145,7 +145,8 @@ def _specs(where: str, specs) -> tuple:
 
 
 def _check_exits(where: str, c: dict) -> None:
-    """An exits claim: budget, budget_alpha in (0, 1); min_effect in [0, 1) (skip-ratio units); split {seed, calibration}."""
+    """An exits claim: budget, budget_alpha in (0, 1); min_effect in [0, 1) (skip-ratio units);
+    split {seed, calibration}."""
     for k, lo_open in (("budget", True), ("budget_alpha", True), ("min_effect", False)):
         v = c.get(k)
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (0 < v < 1 if lo_open else 0 <= v < 1)
