@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from eeutils import exits as X
+from eeutils.analysis.protocol import load_protocol
 from eeutils.bench.config import BenchConfig
 from eeutils.bench.pipeline import cell_rows
 from eeutils.notebook import benchmark as B

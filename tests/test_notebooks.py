@@ -83,3 +83,24 @@ def test_notebook_runs(path, tmp_path, request):
         assert rec["lo"] == pytest.approx(0.0726 - used.best_rule_skip.max())
         assert "range over cells" in rec["metric"] and "range over cells" in rec.get("interval_kind", "range over cells")
         assert (table.budget_oracle + 1e-9 >= table.best_rule_skip).all()
+        _check_real_records(out)
+
+
+def _check_real_records(out):
+    """Notebook 9's real-model records recomputed from the held-out table it wrote (09_real_heldout_max_skip.csv)."""
+    import pandas as pd
+    from eeutils.analysis.heldout import claim_settings
+    from eeutils.analysis.protocol import INTERVAL_KINDS
+
+    held = pd.read_csv(out / "results" / "09_real_heldout_max_skip.csv")
+    prim = held[held.halves == "primary"]
+    assert len(prim) and (prim.groupby("model").best.sum() == 1).all()
+    for model, g in prim.groupby("model"):
+        for what, row in (("oracle", g[g.rule == "budget_oracle"].iloc[0]), ("rule", g[g.best].iloc[0])):
+            name = f"09_benchmark_real_{model.removeprefix('real/')}_{what}.json"
+            rec = json.loads((out / "findings" / name).read_text())
+            assert rec["effect"] == pytest.approx(0.0726 - row.skip)
+            assert (rec["lo"], rec["hi"]) == (pytest.approx(0.0726 - row.skip_hi), pytest.approx(0.0726 - row.skip_lo))
+            assert rec["interval_kind"] == row.interval_kind and rec["interval_kind"] in INTERVAL_KINDS
+            assert rec["smallest_effect"] == claim_settings()["min_effect"] and rec["n_docs"] == row.n_items
+            assert rec["claim_key"] == "max_skip_within_budget" and f"McNemar exact p {row.mcnemar_p:.3g}" in rec["notes"]

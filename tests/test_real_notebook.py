@@ -101,12 +101,3 @@ def test_versus_group():
     v = rm.versus_group(table, ["r1", "r2", "r3"], ["z1", "z2"]).set_index("model")
     assert list(v.position) == ["below every", "above every", "within the range of"]
     assert v.loc["r1", "group_min"] == 0.5 and v.loc["r1", "group_max"] == 0.7
-
-
-def test_best_rule_picks_the_largest_confidence_skip():
-    skip = pd.DataFrame({"model": ["a"] * 4 + ["b"] * 2, "rule": ["oracle", "max_prob", "margin", "entropy", "max_prob", "margin"],
-                         "skip_ratio": [0.5, 0.1, 0.2, 0.2, 0.0, 0.0], "threshold": [np.nan, 0.9, 0.5, 1.0, np.nan, np.nan],
-                         "loss": 0.0, "full_accuracy": [0.9] * 4 + [0.8] * 2, "n_items": 10, "n_correct": [9] * 4 + [8] * 2})
-    best = rm.best_rule(skip).set_index("model")
-    assert best.loc["a", "rule"] == "margin" and best.loc["a", "skip_ratio"] == 0.2  # the oracle is not realisable
-    assert best.loc["b", "rule"] == "max_prob" and best.loc["b", "skip_ratio"] == 0.0

@@ -28,6 +28,11 @@ INTERVAL_KINDS = {
                             "quadrature by Student's t (Welch-Satterthwaite degrees of freedom) x the between-seed "
                             "standard error (protocol version 2)",
     "doc-bootstrap": "percentile document bootstrap only (one model per side and no twin to borrow from)",
+    "heldout-item-bootstrap": "percentile bootstrap over the items of the held-out half, each item's (skip, "
+                              "correctness) pair resampled together, at a threshold fixed on the other half",
+    "oracle-item-bootstrap": "percentile bootstrap over the items of the held-out half with the budget oracle "
+                             "re-solved on every replicate (an oracle has no threshold: it is defined on the "
+                             "items it sees)",
 }
 LENSES = ("logit", "tuned")
 CLAIM_KINDS = ("difference", "matched_loss", "trend", "exits")
@@ -36,7 +41,7 @@ _DEFAULT_KEYS = {"similarity", "value", "alpha", "aggregate", "include_embedding
                  "min_seeds", "lens", "secondary_lenses"}
 _CLAIM_KEYS = {"notebook", "claim", "paper_direction", "comparison", "kind", "a", "b", "runs", "segment", "x",
                "other_choices_shown", "workloads", "borrow_seed_spread", "match", "budget", "budget_test", "reference",
-               "headline", "min_effect"}
+               "headline", "min_effect", "budget_alpha", "split"}
 
 
 class ProtocolError(ValueError):
@@ -161,6 +166,22 @@ def _specs(where: str, specs) -> tuple:
     return tuple(specs)
 
 
+def _check_exits(where: str, c: dict) -> None:
+    """An exits claim: budget, budget_alpha in (0, 1); min_effect in [0, 1) (skip-ratio units);
+    split {seed, calibration}."""
+    for k, lo_open in (("budget", True), ("budget_alpha", True), ("min_effect", False)):
+        v = c.get(k)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (0 < v < 1 if lo_open else 0 <= v < 1)
+        if not ok:
+            _fail(f"{where}.{k}", f"must be a number in {'(' if lo_open else '['}0, 1), got {v!r}")
+    s = c.get("split")
+    ok = isinstance(s, dict) and set(s) == {"seed", "calibration"}
+    ok = ok and isinstance(s["seed"], int) and not isinstance(s["seed"], bool) and s["seed"] >= 0
+    ok = ok and isinstance(s["calibration"], (int, float)) and 0 < s["calibration"] < 1
+    if not ok:
+        _fail(f"{where}.split", f"must be {{seed: a non-negative integer, calibration: a share in (0, 1)}}, got {s!r}")
+
+
 def _check_claim(key: str, c: dict) -> Claim:
     where = f"claims.{key}"
     if not isinstance(c, dict):
@@ -181,6 +202,8 @@ def _check_claim(key: str, c: dict) -> Claim:
         _fail(where, "a trend needs runs and a segment")
     if kind == "matched_loss" and c.get("match") not in ("a", "b"):
         _fail(f"{where}.match", "must be 'a' or 'b' (the side whose revision is chosen)")
+    if kind == "exits":
+        _check_exits(where, c)
     borrow = c.get("borrow_seed_spread") or {}
     for side_model, pair in borrow.items():
         if side_model not in a + b or not (isinstance(pair, list) and len(pair) == 2):

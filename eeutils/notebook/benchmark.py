@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..analysis.protocol import load_protocol
 from .findings import Finding
 
 __all__ = ["CONFIDENCE_RULES", "best_rule_table", "savings_summary", "savings_finding", "RANGE_OVER_CELLS"]

@@ -7,8 +7,9 @@ main job (``python -m eeutils.series``) stays within 20 minutes on 2 CPU cores; 
 few dozen tokens.
 
 Also here: the facts table of the registered models, the per-layer prediction of one prompt
-(notebook 1), the real-task accuracy and max skip within a budget (notebook 9), and the frame that
-puts measured EAS beside the paper's reported numbers (notebook 8).
+(notebook 1), the real-task accuracy and max skip within a budget (notebook 9; its finding rows, with
+thresholds held out, from the protocol claim `max_skip_within_budget`), and the frame that puts measured EAS
+beside the paper's reported numbers (notebook 8).
 """
 from __future__ import annotations
 
@@ -16,10 +17,14 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.exits import max_skip_under_budget, tradeoff
+from ..analysis.heldout import claim_settings, heldout_table
 from ..analysis.protocol import load_protocol
-from ..arch.real import REAL_MODELS as REGISTRY, real_spec
+from ..analysis.verdicts import verdict
+from ..arch.real import REAL_MODELS as REGISTRY, is_real_name, real_spec
 from ..lens.result import Readout
+from .benchmark import PAPER_MAX_SKIP
 from .experiments import cached_readout, label_of
+from .findings import Finding, write_finding
 
 REAL_MODELS = ("real/gemma-3-270m", "real/smollm2-135m-instruct")
 DOC_TOKENS = 32  # tokens per document of the shared prose readout (many short documents: a tighter bootstrap)
@@ -176,16 +181,6 @@ def versus_group(table: pd.DataFrame, labels, group, similarity: str = "top1") -
 CONFIDENCE_RULES = ("max_prob", "margin", "entropy", "hidden_saturation")  # realisable: need no final layer
 
 
-def best_rule(skip: pd.DataFrame, rules=CONFIDENCE_RULES) -> pd.DataFrame:
-    """Per model of a `task_skip` frame: the rule among `rules` with the largest skip ratio within the budget
-    (ties: the first in `rules`), with the model's full accuracy. Columns: model, rule, skip_ratio, threshold,
-    loss, full_accuracy, n_items, n_correct."""
-    f = skip[skip.rule.isin(rules)].copy()
-    f["order"] = f.rule.map({r: i for i, r in enumerate(rules)})
-    f = f.sort_values(["model", "skip_ratio", "order"], ascending=[True, False, True])
-    return f.groupby("model", sort=False).head(1).drop(columns="order").reset_index(drop=True)
-
-
 def beside_reported(measured: pd.DataFrame, reported: pd.DataFrame, similarity: str = "logit_cos") -> pd.DataFrame:
     """Measured EAS (an `experiments.eas_table` frame) under `similarity` beside the reported EAS, one frame.
 
@@ -203,3 +198,93 @@ def reported_range_position(value: float, reported: pd.DataFrame) -> dict:
     v = reported.eas.to_numpy(dtype=float)
     return {"n_below": int((v < value).sum()), "n_above": int((v > value).sum()), "min": float(v.min()),
             "max": float(v.max()), "n": int(len(v))}
+
+
+CLAIM = "max_skip_within_budget"  # the protocol claim of notebook 9's real-model rows
+
+
+def confounds(models) -> str:
+    """What differs between the real models of a side-by-side row (from the registry), and what that forbids."""
+    specs = [real_spec(m) for m in models if is_real_name(m)]
+    if len(specs) < 2:
+        return ""
+    facts = "; ".join(f"{s.title}: {s.model_class.removesuffix('ForCausalLM')}, {s.kind}, {s.release_year}, "
+                      f"{s.params / 1e6:.0f}M parameters, {s.vocab // 1000}k vocabulary, {s.quantisation}"
+                      for s in specs)
+    return (f"{facts}. They differ in family, size, tuning, date and quantisation at once: each row is one model, "
+            "and no base-vs-tuned or generation verdict is read from the pair.")
+
+
+def heldout_skip(readouts: dict[str, Readout], rules=CONFIDENCE_RULES, n_boot: int | None = None,
+                 key: str = CLAIM) -> pd.DataFrame:
+    """`eeutils.analysis.heldout.heldout_table` of every readout (exact-answer, e.g. real-task) under the
+    protocol claim `key`: thresholds chosen on one half of the items, skip and loss on the other, both orders."""
+    s = claim_settings(key, n_boot)
+    return pd.concat([heldout_table(r, rules, s, model=label) for label, r in readouts.items()], ignore_index=True)
+
+
+def max_skip_claim(readouts: dict[str, Readout], out_dir=None, *, rules=CONFIDENCE_RULES, n_boot: int | None = None,
+                   reported: float = PAPER_MAX_SKIP, workload: str = "real-task", deviations=(),
+                   key: str = CLAIM) -> tuple[pd.DataFrame, list[Finding]]:
+    """The protocol claim `max_skip_within_budget` on exact-answer readouts: the `heldout_skip` table and, per
+    model, two findings (the budget oracle, like for like with the paper's oracle `reported` (reported,
+    secondary source), and the best realisable rule chosen on the calibration half), written to
+    <out_dir>/findings/09_benchmark_real_<model>_<oracle|rule>.json when out_dir is given."""
+    s, protocol_boot = claim_settings(key, n_boot), claim_settings(key)["n_boot"]
+    devs = list(deviations)
+    if s["n_boot"] != protocol_boot:
+        devs.append(f"n_boot {s['n_boot']} (protocol {protocol_boot})")
+    table = heldout_skip(readouts, rules, s["n_boot"], key)
+    side = confounds(list(readouts))
+    out = []
+    for model, g in table.groupby("model", sort=False):
+        for what, pick in (("oracle", g.rule == s["reference"]), ("rule", g.best)):
+            rows = g[pick].set_index("halves")
+            f = _heldout_finding(rows.loc["primary"], rows.loc["swapped"], s, reported, key, what,
+                                 dict(workload=workload, deviations="; ".join(devs), confounds=side))
+            out.append(f)
+            if out_dir is not None:
+                write_finding(f, out_dir, f"09_benchmark_real_{model.removeprefix('real/')}_{what}")
+    return table, out
+
+
+def _effect(row, reported: float) -> tuple[float, float, float]:
+    """(effect, lo, hi) of a held-out row: reported - skip, signed so that positive is the paper's direction."""
+    return reported - float(row.skip), reported - float(row.skip_hi), reported - float(row.skip_lo)
+
+
+def _heldout_finding(row, swapped, s: dict, reported: float, key: str, what: str, ctx: dict) -> Finding:
+    """One finding of `max_skip_claim` from the primary row of a model and its swapped-halves twin."""
+    effect, lo, hi = _effect(row, reported)
+    e_sw, lo_sw, hi_sw = _effect(swapped, reported)
+    sw = verdict(lo_sw, hi_sw, e_sw, s["min_effect"])
+    name = "budget oracle" if what == "oracle" else f"best confidence rule ({row.rule}, chosen on the calibration half)"
+    thr = "none within the budget there: the full model runs" if np.isnan(row.threshold) else f"{row.threshold:g}"
+    comparison = ("budget oracle vs the paper's oracle: like for like in kind (other models, task and possibly "
+                  "settings); solved on the held-out half (no threshold)" if what == "oracle" else
+                  f"realisable rule vs the paper's oracle: not like for like (a rule cannot beat an oracle); "
+                  f"threshold {thr}, chosen on the calibration half")
+    met = "yes" if row.budget_met_ci else "no"
+    how = "the oracle re-solved per replicate, so within the budget by construction; " if what == "oracle" else ""
+    notes = (f"{int(row.n_calib)} calibration / {int(row.n_items)} held-out items (split seed {s['split_seed']}); "
+             f"held-out full exact match {int(row.full_right)}/{int(row.n_items)}; {how}accuracy loss {row.loss:.1%} "
+             f"[{row.loss_lo:.1%}, {row.loss_hi:.1%}], one-sided {1 - s['alpha']:.0%} upper bound "
+             f"{row.loss_upper:.1%} (budget met with confidence: {met}); McNemar exact p {row.mcnemar_p:.3g} "
+             f"({int(row.n_worse)} items lost, {int(row.n_better)} gained); swapped halves ({swapped.rule}): skip "
+             f"{swapped.skip:.1%} [{swapped.skip_lo:.1%}, {swapped.skip_hi:.1%}], {sw}. {ctx['confounds']}").strip()
+    v = verdict(lo, hi, effect, s["min_effect"])
+    reason = ("zero-width interval: the threshold chosen on the calibration half exits no held-out item early, so "
+              "the skip is 0 on every replicate" if row.skip_lo == row.skip_hi == 0 else "")
+    over = "" if row.budget_met else f" (held-out loss {row.loss:.1%}: over the {s['budget']:.0%} budget)"
+    return Finding(notebook="09_benchmark", claim=load_protocol().claim(key).claim,
+                   paper_direction=f"skip ≤ {reported:.2%} (the paper's oracle; reported, secondary source)",
+                   measured_direction=(f"{name} skips {row.skip:.1%} [{row.skip_lo:.1%}, {row.skip_hi:.1%}] on "
+                                       f"held-out items{over}"),
+                   effect=effect, lo=lo, hi=hi, models=row.model, comparison=comparison, notes=notes,
+                   metric=(f"{reported:g} (reported, secondary source) − max skip ratio within {s['budget']:.0%} "
+                           "relative accuracy loss (answer tokens, held-out half)"),
+                   claim_key=key, interval_kind=row.interval_kind, ci=s["ci"], n_boot=s["n_boot"], boot_seed=s["seed"],
+                   smallest_effect=s["min_effect"], robustness=f"{int(sw == v)}/1",
+                   robustness_counts={x: int(sw == x) for x in ("agree", "disagree", "inconclusive")},
+                   workload=ctx["workload"], n_docs=int(row.n_items), protocol_version=s["protocol_version"],
+                   deviations=ctx["deviations"], reason=reason)
