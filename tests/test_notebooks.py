@@ -2,7 +2,10 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from eeutils.analysis.protocol import INTERVAL_KINDS
 
 from conftest import SERIES_SMOKE_RUN
 
@@ -14,7 +17,8 @@ EXPECTED_FINDINGS = {"04", "05", "06", "07", "08", "09", "12", "13"}
 # fifth of the head (Gemma's 262k vocabulary is read in notebook 1's smoke run and tests/test_real_models.py)
 SMOKE_PRESET = {"10": {"MODEL": "real/smollm2-135m-instruct"}}
 # zoo models a notebook cannot run without (built by `python -m eeutils.zoo build`): skipped, with the reason
-REQUIRES = {"12": ("dense-mid-layerskip", "dense-mid-layerskip-s1", "dense-mid", "dense-mid-s1")}
+REQUIRES = {"12": ("dense-mid-layerskip", "dense-mid-layerskip-s1", "dense-mid-layerskip-s2", "dense-mid", "dense-mid-s1",
+                   "dense-mid-s2")}
 
 
 def test_series_is_complete():
@@ -74,6 +78,14 @@ def test_notebook_runs(path, tmp_path, request):
             # a verdict never contradicts its interval (it may be inconclusive for other reasons)
             assert r["verdict"] != "agree" or r["lo"] > 0, r
             assert r["verdict"] != "disagree" or r["hi"] < 0, r
+            if r["verdict"] in ("agree", "disagree"):  # a verdict carries its floor and a named interval kind
+                assert r["smallest_effect"] is not None and np.isfinite(r["smallest_effect"]), r
+                assert r["interval_kind"] in INTERVAL_KINDS, r
+        # every protocol record follows from the per-model table written beside it
+        from eeutils.notebook.records import check_records
+
+        problems = check_records(out)
+        assert problems.empty, problems.to_string()
     if path.name.startswith("09"):  # the finding recomputed from the table the notebook wrote
         import pandas as pd
         table = pd.read_csv(out / "results" / "09_best_rule.csv")

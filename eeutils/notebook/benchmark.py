@@ -96,7 +96,8 @@ def savings_summary(table: pd.DataFrame) -> dict:
 def savings_finding(summary: dict, models, workloads) -> Finding:
     """The 09 zoo row from `savings_summary`: descriptive (a range over cells is no interval of an estimate and
     has no noise floor, so it carries no verdict); the metric text says the range is over cells."""
-    kwargs = dict(notebook="09_benchmark", claim="the max skip ratio within a 5% accuracy loss is small",
+    claim = load_protocol().claim("max_skip_within_budget")
+    kwargs = dict(notebook="09_benchmark", claim=claim.claim, claim_key=claim.key,
                   paper_direction="skip ≤ 7.26% (reported, secondary source)",
                   measured_direction=f"median best confidence-rule skip {summary['median_skip']:.1%}",
                   effect=summary["effect"], lo=summary["lo"], hi=summary["hi"],
