@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..analysis.exits import max_skip_under_budget, tradeoff
 from ..analysis.protocol import load_protocol
+from ..analysis.rules import CONFIDENCE_RULES
 from ..arch.real import REAL_MODELS as REGISTRY, real_spec
 from ..lens.result import Readout
 from .experiments import cached_readout, label_of
@@ -171,9 +172,6 @@ def versus_group(table: pd.DataFrame, labels, group, similarity: str = "top1") -
                      "group_min": float(g.min()), "group_max": float(g.max()), "position": where,
                      "n_layers": int(t.loc[m, "n_layers"])})
     return pd.DataFrame(rows)
-
-
-CONFIDENCE_RULES = ("max_prob", "margin", "entropy", "hidden_saturation")  # realisable: need no final layer
 
 
 def best_rule(skip: pd.DataFrame, rules=CONFIDENCE_RULES) -> pd.DataFrame:
