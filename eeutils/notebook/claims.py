@@ -118,8 +118,9 @@ def _with_rev(spec: str, rev: str | None) -> str:
     return name if rev in (None, "main") else f"{name}@{rev}"
 
 
-def _matched_side(claim: Claim, a: list, b: list, max_gap: float) -> tuple[list, list, str]:
-    """Pick the matched-loss revision for side claim.match; returns (a, b, note or blocking reason)."""
+def _matched_side(claim: Claim, a: list, b: list, max_gap: float) -> tuple[list, list, str, bool]:
+    """Pick the matched-loss revision for side claim.match; returns (a, b, note, blocked): blocked when no
+    revision can be matched (models missing, or none within max_gap), the note then being the reason."""
     chosen, other = (a, b) if claim.match == "a" else (b, a)
     cands, target = {}, []
     for s in other:
@@ -136,11 +137,12 @@ def _matched_side(claim: Claim, a: list, b: list, max_gap: float) -> tuple[list,
         except ZooError:
             pass
     if not cands or not target:
-        return a, b, "matched loss: models missing"
+        return a, b, "matched loss: models missing", True
     t = float(np.mean(target))
     rev, loss, gap = closest_revision(cands, t)
     note = f"matched loss: revision {rev} (card loss {loss:.3f}) vs {t:.3f}, gap {gap:.3f} nats"
-    if gap > max_gap:
+    blocked = gap > max_gap
+    if blocked:
         note = f"no checkpoint at matched loss (gap {gap:.3f} > {max_gap} nats); " + note
     have = []
     for s in chosen:
@@ -151,7 +153,7 @@ def _matched_side(claim: Claim, a: list, b: list, max_gap: float) -> tuple[list,
             continue
         if rev == "main" or rev in revs:
             have.append(_with_rev(s, rev))
-    return (have, b, note) if claim.match == "a" else (a, have, note)
+    return (have, b, note, blocked) if claim.match == "a" else (a, have, note, blocked)
 
 
 def _borrow_map(claim: Claim, side: list) -> dict:
@@ -199,16 +201,15 @@ def run_claim(key: str, out_dir, load: dict, *, n_boot: int | None = None, workl
     a_specs, b_specs = list(a or claim.a), list(b or claim.b)
     if a is not None or b is not None:
         devs.append("sides set by the notebook")
-    note = ""
+    note, blocked = "", False
     if claim.kind == "matched_loss" and a is None and b is None:
-        a_specs, b_specs, note = _matched_side(claim, a_specs, b_specs, d["max_loss_gap"])
+        a_specs, b_specs, note, blocked = _matched_side(claim, a_specs, b_specs, d["max_loss_gap"])
     borrow_specs = [p for pair in claim.borrow_seed_spread.values() for p in pair]
     readouts, missing = _read(list(dict.fromkeys(a_specs + b_specs + borrow_specs)), workload, load)
     la = [ex.label_of(s) for s in a_specs if ex.label_of(s) in readouts]
     lb = [ex.label_of(s) for s in b_specs if ex.label_of(s) in readouts]
     borrow = {k: v for k, v in (_borrow_map(claim, la) | _borrow_map(claim, lb)).items()
               if all(x in readouts for x in v)}
-    blocked = note.startswith(("no checkpoint", "matched loss: models missing"))
     effects = []
     for var in proto.variants():
         if not la or not lb:
