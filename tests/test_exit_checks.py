@@ -245,5 +245,9 @@ def test_equal_agreement_table_hand_numbers():
     md = decoding_summary(frame, None, never_label="static@2").markdown
     assert "**m** at ≥ 100% agreement: best max_prob>=0.9/cand=8 / propagate (candidates check) at 0.90×" in md
     assert "it does not pay" in md and "0.50 checks" in md
+    # a level no configuration reaches, beside one that some configuration reaches, says so (no "best nan")
+    md = decoding_summary(frame.assign(agreement=frame.agreement.clip(upper=0.99).where(frame.rule != "full", 1.0)),
+                          None, never_label="static@2").markdown
+    assert "**m** at ≥ 100% agreement: no configuration exits early" in md and "nan" not in md
     with pytest.raises(ValueError, match="lacks"):
         equal_agreement(frame.drop(columns="lens_calls_per_token"))

@@ -44,7 +44,7 @@ def _equal_agreement_text(t: pd.DataFrame) -> list[str]:
     lines = []
     for r in t.itertuples():
         head = f"**{r.label}** at ≥ {r.level:.0%} agreement"
-        if r.rule is None:
+        if pd.isna(r.rule):  # None, or NaN once another level's row has a rule
             lines.append(f"{head}: no configuration exits early (oracle potential {_x(r.oracle_speedup)}).")
             continue
         cost = r.blocks + r.repair + r.checks + r.prediction
