@@ -105,3 +105,14 @@ def test_one_bootstrap_replicate_equals_eas_on_resampled_documents():
         for b in range(5):
             e = eas(r.select_docs(docs[draws[b]]), similarity="kl", alpha=0.3)
             assert reps[b] == pytest.approx(e.value if value == "eas" else e.normalised, rel=1e-12)
+
+
+def test_check_count_is_the_entry_points_count_check():
+    from eeutils.core.checks import check_count
+    assert check_count("n", np.int64(3)) == 3 and type(check_count("n", np.int64(3))) is int
+    assert check_count("n", None, allow_none=True) is None and check_count("seed", 0, 0) == 0
+    for bad in (0, -1, 2.5, 2.0, True, "3", None):
+        with pytest.raises(ValueError, match=r"^n must be an integer >= 1, got"):
+            check_count("n", bad)
+    with pytest.raises(ValueError, match=r"layer must be an integer in 1..3 \(depth\), got 4"):
+        check_count("layer", 4, 1, 3, hint=" (depth)")

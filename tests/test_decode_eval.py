@@ -108,7 +108,11 @@ def test_parse_rules():
     assert [r.label for r in rules] == ["static@3", "max_prob>=0.9", "entropy<=1"]
     assert de.parse_rules([ExitRule("margin", 0.5), ("static", 2), "hidden_saturation:0.99"], 4)[1].threshold == 2
     assert de.parse_rules("static:1%", 6)[0].threshold == 1  # at least one block
-    assert [r.label for r in de.parse_rules(None, 6)] == [r.label for r in de.parse_rules(de.DEFAULT_RULES, 6)]
+    # one parser: its default is given by the caller (compare_decoding passes DEFAULT_RULES)
+    assert [r.label for r in de.parse_rules(None, 6, default=de.DEFAULT_RULES)] == \
+        [r.label for r in de.parse_rules(de.DEFAULT_RULES, 6)]
+    with pytest.raises(ValueError, match="no exit rules"):
+        de.parse_rules(None, 6)
     with pytest.raises(ValueError, match="kind:threshold"):
         de.parse_rules("max_prob", 6)
     with pytest.raises(ValueError, match="not a number"):
@@ -181,3 +185,29 @@ def test_batched_skip_ratio():
     assert de.batched_skip_ratio(np.full(10, 4), 4).skip_ratio.eq(0).all()
     with pytest.raises(ValueError, match="0..4"):
         de.batched_skip_ratio([5], 4)
+
+
+def test_timed_rounds_rotate_the_order_and_take_medians():
+    from types import SimpleNamespace
+    from eeutils.decoding.timing import timed_rounds
+    calls = []
+
+    def decoder(name, seconds):
+        def decode(prompt):
+            calls.append(name)
+            return SimpleNamespace(n_tokens=2, decode_seconds=seconds, tokens=[1, 2])
+        return decode
+
+    rounds = timed_rounds([decoder("a", 1.0), decoder("b", 0.5), decoder("c", 2.0)], [[5]], 3)
+    assert calls == list("abc") + list("bca") + list("cab")  # each round starts one decoder later
+    assert rounds.speed_ratio(1) == 2.0 and rounds.speed_ratio(2) == 0.5 and rounds.speed_ratio(0) == 1.0
+    assert rounds.tokens_per_s(2) == 1.0 and rounds.median_seconds(1) == 0.5 and rounds.n_tokens(0) == 2
+
+
+def test_settings_object_and_keywords_agree():
+    s = de.DecodeSettings(strategies="defer", max_new_tokens=np.int64(3), repeats=1)
+    assert s.strategies == ("defer",) and s.max_new_tokens == 3 and type(s.max_new_tokens) is int
+    with pytest.raises(ValueError, match="repeats"):
+        de.DecodeSettings(repeats=0)
+    with pytest.raises(TypeError):
+        de.compare_decoding(lm_for("llama"), prompts(1), [NEVER], max_new_tokens=2, repeats=1, no_such_setting=1)

@@ -9,7 +9,7 @@ from eeutils.analysis.rule_parse import as_rule
 from eeutils.analysis.rules import CHECK_KINDS, ExitRule, rule_fires
 from eeutils.decoding import generate_early_exit
 from eeutils.decoding.checks import CheckCosts
-from eeutils.decoding.costs import modelled_speedup, shape_cost
+from eeutils.decoding.costs import DecoderShape, modelled_speedup, shape_cost
 from eeutils.exits import simulate
 
 import tiny_models as tm
@@ -83,14 +83,14 @@ def test_check_kinds_cost_table():
 # ---------------------------------------------------------------------------------------------------
 def test_shape_cost_hand_numbers():
     # SmolLM2-135M: q = o = 576*576, k = v = 576*3*64, MLP 3*576*1536; head 576*49152
-    c = shape_cost(30, 576, 49152, 1536, 9, 3)
+    c = shape_cost(DecoderShape(30, 576, 49152, 1536, 9, 3))
     block = 2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536
     assert c["block_macs"] == block == 3_538_944
     assert c["head_cost_blocks"] == pytest.approx(28_311_552 / 3_538_944) == pytest.approx(8.0)
     assert c["full_model_blocks"] == pytest.approx(38.0)
     assert c["candidates_check_blocks"] == pytest.approx(16 * 576 / block)
     # Gemma-3-270M: 4 heads x 256, 1 kv head; head 640 x 262144
-    g = shape_cost(18, 640, 262144, 2048, 4, 1, head_dim=256)
+    g = shape_cost(DecoderShape(18, 640, 262144, 2048, 4, 1, head_dim=256))
     assert g["block_macs"] == 2 * 640 * 1024 + 2 * 640 * 256 + 3 * 640 * 2048 == 5_570_560
     assert g["head_cost_blocks"] == pytest.approx(167_772_160 / 5_570_560)
     assert g["state_check_blocks"] == pytest.approx(3 * 640 / 5_570_560)
@@ -216,7 +216,8 @@ def test_candidate_check_with_whole_vocabulary_equals_full_rule(name):
 # ---------------------------------------------------------------------------------------------------
 def test_equal_agreement_table_hand_numbers():
     import pandas as pd
-    from eeutils.decoding.summary import decoding_summary, equal_agreement
+    from eeutils.decoding.summary import equal_agreement
+    from eeutils.notebook.decoding import decoding_summary
     base = dict(label="m", family="dense", n_layers=4, oracle_skip_ratio=0.5, head_cost_blocks=0.8,
                 kv_cost_blocks=0.25, driver_vs_generate=1.0, sim_skip_ratio=0.3, sim_agreement=0.9, owed_per_token=0.0,
                 flop_speedup=1.0, check_blocks_per_token=0.0, check_cost_share=0.0)
@@ -244,5 +245,9 @@ def test_equal_agreement_table_hand_numbers():
     md = decoding_summary(frame, None, never_label="static@2").markdown
     assert "**m** at ≥ 100% agreement: best max_prob>=0.9/cand=8 / propagate (candidates check) at 0.90×" in md
     assert "it does not pay" in md and "0.50 checks" in md
+    # a level no configuration reaches, beside one that some configuration reaches, says so (no "best nan")
+    md = decoding_summary(frame.assign(agreement=frame.agreement.clip(upper=0.99).where(frame.rule != "full", 1.0)),
+                          None, never_label="static@2").markdown
+    assert "**m** at ≥ 100% agreement: no configuration exits early" in md and "nan" not in md
     with pytest.raises(ValueError, match="lacks"):
         equal_agreement(frame.drop(columns="lens_calls_per_token"))

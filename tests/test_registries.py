@@ -79,6 +79,52 @@ def test_rule_table_drives_defaults_decoder_and_widget():
     assert kinds.count("max_prob") == len(R.RULE_KINDS["max_prob"].grid)
 
 
+def test_a_new_rule_kind_is_one_entry():
+    """One keyword row: every list derived from the table, the parser, the simulator and the evaluation see it."""
+    from eeutils import exits
+    from eeutils.notebook import benchmark, real_models
+    from readout_factory import synthetic_readout
+    with pytest.raises(TypeError):  # rows are keyword rows
+        R.RuleKind("toy", "a toy", ">=", "toy>={t:g}")
+    toy = R.RuleKind(kind="toy", description="max_prob_l >= threshold (a copy of max_prob under a new name)",
+                     reads=("max_prob",), comparison=">=", threshold="float", bounds=(0.0, 1.0), grid=(0.5, 0.9),
+                     label="toy>={t:g}", confidence=True, decode="0.7", cheap=("0.7/every=2",))
+    R.register_rule_kind(toy)
+    try:
+        with pytest.raises(ValueError, match="exists"):
+            R.register_rule_kind(toy)
+        for kinds in (R.REALISABLE, R.CONFIDENCE_RULES, exits.REALISABLE, benchmark.CONFIDENCE_RULES,
+                      real_models.CONFIDENCE_RULES, R.EXIT_KINDS):
+            assert "toy" in kinds
+        assert "toy" not in R.ORACLES and "toy" not in R.WIDGET_RULES and R.DEFAULT_THRESHOLDS["toy"] == (0.5, 0.9)
+        assert "toy:0.7" in R.DECODE_DEFAULTS and R.DECODE_DEFAULTS[-1] == "margin:1.0"  # the probe stays last
+        assert "toy:0.7/every=2" in R.CHEAP_CHECKS and R.CHEAP_CHECKS[0] == "margin:1.0/cand=16"
+        assert [r.threshold for r in P.default_rules(6) if r.kind == "toy"] == [0.5, 0.9]
+        assert P.as_rule("toy:0.7/every=2").label == "toy>=0.7/every=2"
+        with pytest.raises(ValueError, match="toy threshold out of range"):
+            R.ExitRule("toy", 1.5)
+        ro = synthetic_readout(n_docs=4, tokens_per_doc=10, n_layers=6, seed=2)
+        e = exits.simulate(ro, R.ExitRule("toy", 0.7))
+        assert np.array_equal(e, exits.simulate(ro, R.ExitRule("max_prob", 0.7))) and (e < ro.n_layers).any()
+        assert exits.evaluate(ro, e)["skip_ratio"] > 0
+        frame = exits.tradeoff(ro)
+        assert list(frame[frame.rule == "toy"].label) == ["toy>=0.5", "toy>=0.9"]
+    finally:
+        R.unregister_rule_kind("toy")
+    assert "toy" not in R.REALISABLE and "toy" not in R.EXIT_KINDS and "toy:0.7" not in R.DECODE_DEFAULTS
+
+
+def test_rule_lists_are_derived_from_the_table():
+    import eeutils.decoding.evaluation as de
+    from eeutils.notebook import benchmark, real_models
+    assert benchmark.CONFIDENCE_RULES is R.CONFIDENCE_RULES is real_models.CONFIDENCE_RULES
+    assert R.CONFIDENCE_RULES == ["max_prob", "margin", "entropy", "hidden_saturation"]
+    assert de.DEFAULT_RULES == "static:50%,max_prob:0.9,margin:0.5,entropy:1.0,hidden_saturation:0.99,margin:1.0"
+    assert de.CHEAP_RULES.split(",")[:2] == ["margin:1.0/cand=16", "max_prob:0.9/cand=16"]
+    assert all(P.as_rule(r, 6).check in ("candidates", "state") or P.as_rule(r, 6).subset
+               for r in de.CHEAP_RULES.split(","))
+
+
 def test_rule_arguments_are_parsed_in_one_place():
     import eeutils.decoding.evaluation as de
     from eeutils.analysis.exits import tradeoff  # noqa: F401  (uses as_rule too)
@@ -88,7 +134,7 @@ def test_rule_arguments_are_parsed_in_one_place():
     assert P.as_rule("budget_oracle:0.05").threshold == 0.05
     with pytest.raises(ValueError, match="now 'saturation'"):
         P.as_rule("oracle")
-    assert de.parse_rules("max_prob:0.9", 4) == P.parse_rules("max_prob:0.9", 4)
+    assert de.parse_rules is P.parse_rules  # one parser; compare_decoding passes its default explicitly
     with pytest.raises(ValueError, match="kind:threshold"):
         P.as_rule("entropy")
     with pytest.raises(ValueError, match="unknown exit rule kind"):
@@ -111,11 +157,11 @@ def _comparison():
 
 
 def test_decoding_summary_facts_and_text():
-    from eeutils.decoding.summary import decoding_summary
+    from eeutils.notebook.decoding import TimingSetup, decoding_summary
     batch = pd.DataFrame({"batch_size": [1, 8], "rule": ["oracle (saturation)"] * 2, "skip_ratio": [0.5, 0.125],
                           "label": ["m", "m"]})
-    s = decoding_summary(_comparison(), batch, never_label="margin>=1", quality=0.95, repeats=3, n_prompts=2,
-                         max_new_tokens=5)
+    s = decoding_summary(_comparison(), batch, never_label="margin>=1", quality=0.95,
+                         timing=TimingSetup(repeats=3, n_prompts=2, max_new_tokens=5))
     row = s.facts.iloc[0]
     assert row.best_rule == "max_prob>=0.6" and row.best_speed_ratio == 1.3  # static@2 loses quality
     assert row.oracle_speedup == pytest.approx(2.0) and row.check_speed_ratio == 0.6

@@ -3,7 +3,8 @@
 rule table of `eeutils.analysis.rules`."""
 from __future__ import annotations
 
-from .rules import DEFAULT_THRESHOLDS, ORACLES, RULE_KINDS, RULE_OPTIONS, ExitRule, _as_int
+from ..core.checks import check_integer
+from .rules import DEFAULT_THRESHOLDS, ORACLES, RULE_KINDS, RULE_OPTIONS, ExitRule
 
 __all__ = ["as_rule", "parse_rules", "default_rules"]
 
@@ -96,7 +97,7 @@ def default_rules(n_layers: int, budget: float | None = None) -> list[ExitRule]:
     """The default trade-off grid: the oracles (budget oracles over their grid, plus `budget` if
     given), static at every layer 1..L, the threshold rules over their table grids, and
     consecutive n = 1..L-1 (n >= L can never fire before L)."""
-    L = _as_int(n_layers, "n_layers")
+    L = check_integer("n_layers", n_layers)
     if L < 1:
         raise ValueError(f"n_layers must be >= 1, got {n_layers!r}")
     grids = {"layers": range(1, L + 1), "streaks": range(1, max(L - 1, 1) + 1)}

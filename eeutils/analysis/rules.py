@@ -11,9 +11,11 @@ Conventions shared by the simulator (`eeutils.analysis.exits`) and the decoder (
 - No rule reads layer 0's readout: the top-1 streak of "consecutive" counts changes from layer 1 on.
 - A NaN statistic never fires a rule.
 
-Adding a rule kind: one `RuleKind` row (statistic read, comparison, bounds, threshold type, default
-grid, realisable or oracle, label, widget range, default check). The simulator, the decoder (realisable
-kinds), the trade-off grid and the explorer widget pick it up.
+Adding a rule kind: one keyword `RuleKind` row (statistic read, comparison, bounds, threshold type, default
+grid, realisable or oracle, label, widget range, default check, and the lists it belongs to: confidence rules,
+default and cheap decoding rules), in the table below or by `register_rule_kind`. The simulator, the decoder
+(realisable kinds), the trade-off grid, the explorer widget and every derived list (`REALISABLE`, `ORACLES`,
+`CONFIDENCE_RULES`, `DECODE_DEFAULTS`, `CHEAP_CHECKS`, ...) pick it up.
 
 Checks: how a decoder obtains a rule's statistics at a checked layer is a `CheckKind` row (`CHECK_KINDS`:
 none, state, full, candidates) with its cost in weight multiply-adds; a rule uses its kind's default
@@ -33,35 +35,8 @@ from ..core.checks import check_integer, check_real, is_real
 
 __all__ = ["RuleKind", "RULE_KINDS", "CheckKind", "CHECK_KINDS", "RULE_OPTIONS", "EXIT_KINDS", "DEFAULT_THRESHOLDS",
            "REALISABLE", "ORACLES", "WIDGET_RULES", "ExitRule", "rule_fires", "subset_streak", "top1_streak",
-           "update_streak"]
-
-
-@dataclass(frozen=True)
-class RuleKind:
-    """One kind of exit rule.
-
-    reads: the per-layer values `rule_fires` needs (Readout statistics, or the derived "saturated",
-    "top1_streak", "target"). comparison: ">=" / "<=" (statistic vs threshold), "static" (layer >= threshold),
-    "true" (the statistic is a boolean), "equals_target" (top1 == target), "solver" (exits chosen over the
-    whole readout by `eeutils.analysis.oracle`, the threshold being the loss budget). threshold: "int", "float" or
-    None (no threshold). bounds: allowed threshold range (inclusive). grid: default trade-off thresholds
-    ("layers": 1..L, "streaks": 1..L-1). realisable: a decoder can apply it while generating (oracles
-    cannot; realisable=False is the "oracle" family). widget: (lo, hi, step, default) of the explorer's
-    threshold slider, or None.
-    """
-
-    kind: str
-    description: str
-    reads: tuple[str, ...]
-    comparison: str
-    threshold: str | None
-    bounds: tuple[float, float] | None
-    grid: tuple | str
-    realisable: bool
-    label: str  # format with {t}
-    widget: tuple[float, float, float, float] | None = None
-    check: str | None = "full"  # default CHECK_KINDS row a decoder uses (None: oracle, not decodable)
-    solver: str | None = None  # whole-readout oracles: the reference `eeutils.analysis.oracle` judges against
+           "update_streak", "CONFIDENCE_RULES", "DECODE_DEFAULTS", "CHEAP_CHECKS", "COMPARISONS", "register_rule_kind",
+           "unregister_rule_kind"]
 
 
 @dataclass(frozen=True)
@@ -93,67 +68,179 @@ CHECK_KINDS: dict[str, CheckKind] = {c.name: c for c in (
 )}
 
 
-RULE_KINDS: dict[str, RuleKind] = {r.kind: r for r in (
-    RuleKind("static", "l >= threshold (a fixed exit layer, 1..L)", (), "static", "int", (1, math.inf), "layers",
-             True, "static@{t}", check="none"),
-    RuleKind("saturation", "saturation oracle: exit at the saturation layer, the earliest layer from which top1 equals "
-                           "the final top1 at every later layer; changes no prediction (zero loss by construction); "
-                           "needs all layers' readouts, so not realisable, and NOT an upper bound on savings under a "
-                           "loss budget (see budget_oracle)",
-             ("saturated",), "true", None, None, (None,), False, "saturation oracle", check=None),
-    RuleKind("budget_oracle", "budget oracle: per-token exits with the largest skip ratio whose relative accuracy loss "
-                              "(rel_acc_loss, against the target / answers) is <= threshold; the most any per-token "
-                              "exit decision could save within that budget (eeutils.analysis.oracle)",
-             ("top1", "target"), "solver", "float", (0.0, 1.0), (0.0, 0.01, 0.02, 0.05, 0.1, 0.2), False,
-             "budget oracle (acc. loss<={t:g})", solver="target", check=None),
-    RuleKind("budget_oracle_agreement", "budget oracle for agreement: per-token exits with the largest skip "
-                                        "ratio whose disagreement with the full model (1 - agreement) is <= threshold",
-             ("top1",), "solver", "float", (0.0, 1.0), (0.0, 0.01, 0.02, 0.05, 0.1, 0.2), False,
-             "budget oracle (disagreement<={t:g})", solver="final", check=None),
-    RuleKind("oracle_correct", "top1_l equals the TARGET next token; tokens never correct exit at L; uses the "
-                               "reference, so accuracy >= the full model's (not an upper bound on savings: "
-                               "budget_oracle:0 saves at least as much)",
-             ("top1", "target"), "equals_target", None, None, (None,), False,
-             "oracle_correct (first correct layer)", check=None),
-    RuleKind("max_prob", "max_prob_l >= threshold (probability in [0, 1])", ("max_prob",), ">=", "float", (0.0, 1.0),
-             (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0), True, "max_prob>={t:g}",
-             (0.0, 1.0, 0.05, 0.8)),
-    RuleKind("margin", "p(top1) - p(top2) at l >= threshold (probability in [0, 1]; CALM softmax response)",
-             ("margin",), ">=", "float", (0.0, 1.0),
-             (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0), True, "margin>={t:g}",
-             (0.0, 1.0, 0.05, 0.5)),
-    RuleKind("entropy", "entropy_l <= threshold (nats, >= 0)", ("entropy",), "<=", "float", (0.0, math.inf),
-             (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0), True, "entropy<={t:g}", (0.0, 8.0, 0.1, 1.0)),
-    RuleKind("hidden_saturation", "cos(h_l, h_{l-1}) >= threshold (cosine in [-1, 1]; CALM state saturation)",
-             ("hidden_cos_prev",), ">=", "float", (-1.0, 1.0),
-             (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999), True, "hidden_cos_prev>={t:g}",
-             (0.0, 1.0, 0.01, 0.95), check="state"),
-    RuleKind("consecutive", "top1 unchanged over the last n = threshold layer transitions (n >= 1, counted from layer 1)",
-             ("top1_streak",), ">=", "int", (1, math.inf), "streaks", True, "top1 stable x{t}"),
-)}
+COMPARISONS = (">=", "<=", "static", "true", "equals_target", "solver")
 
+
+@dataclass(frozen=True, kw_only=True)
+class RuleKind:
+    """One kind of exit rule: a keyword row of `RULE_KINDS` (`register_rule_kind`).
+
+    reads: the per-layer values `rule_fires` needs (Readout statistics, or the derived "saturated",
+    "top1_streak", "target"). comparison: ">=" / "<=" (statistic vs threshold), "static" (layer >= threshold),
+    "true" (the statistic is a boolean), "equals_target" (top1 == target), "solver" (exits chosen over the
+    whole readout by `eeutils.analysis.oracle`, the threshold being the loss budget). threshold: "int", "float" or
+    None (no threshold). bounds: allowed threshold range (inclusive); hint: the error when a threshold is out of
+    them; threshold_name: how errors name an "int" threshold (default "<kind> threshold"). grid: default
+    trade-off thresholds ("layers": 1..L, "streaks": 1..L-1). realisable: a decoder can apply it while
+    generating (oracles cannot; realisable=False is the "oracle" family). widget: (lo, hi, step, default) of
+    the explorer's threshold slider, or None. check: the default `CHECK_KINDS` row a decoder uses (None: an
+    oracle, not decodable). solver: whole-readout oracles: the reference `eeutils.analysis.oracle` judges against.
+
+    The rule lists of the kit are derived from these fields: confidence (decides from its own layer's
+    confidence statistic, so it needs no final layer and no layer history: `CONFIDENCE_RULES`, the rules a
+    "best confidence rule" is chosen among); decode (the threshold, as a rule string writes it, of the default
+    decoding comparison, `DECODE_DEFAULTS`); never_fires (a threshold at which it never fires in practice:
+    decoding with it measures the pure cost of its checks); cheap ("threshold/options" variants whose checks
+    cost at most a few percent of a block, `CHEAP_CHECKS`).
+    """
+
+    kind: str
+    description: str
+    comparison: str
+    label: str  # format with {t}
+    reads: tuple[str, ...] = ()
+    threshold: str | None = None
+    bounds: tuple[float, float] | None = None
+    grid: tuple | str = (None,)
+    realisable: bool = True
+    widget: tuple[float, float, float, float] | None = None
+    check: str | None = "full"
+    solver: str | None = None
+    hint: str = ""
+    threshold_name: str = ""
+    confidence: bool = False
+    decode: str | None = None
+    never_fires: str | None = None
+    cheap: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.comparison not in COMPARISONS:
+            raise ValueError(f"rule kind {self.kind!r}: comparison must be one of {COMPARISONS}, "
+                             f"got {self.comparison!r}")
+        if self.threshold not in ("int", "float", None) or (self.threshold is None) != (self.bounds is None):
+            raise ValueError(f"rule kind {self.kind!r}: threshold must be 'int' or 'float' with bounds, or None "
+                             f"without, got {self.threshold!r} with bounds {self.bounds!r}")
+        if self.check is not None and self.check not in CHECK_KINDS:
+            raise ValueError(f"rule kind {self.kind!r}: check must be one of {sorted(CHECK_KINDS)} or None")
+
+
+RULE_KINDS: dict[str, RuleKind] = {}
+# the lists derived from the table, rebuilt in place by `register_rule_kind` (importers hold these objects)
 # kind -> what fires the exit at layer l (the first layer >= min_layer where it holds)
-EXIT_KINDS: dict[str, str] = {k: r.description for k, r in RULE_KINDS.items()}
+EXIT_KINDS: dict[str, str] = {}
 # default trade-off grids of the threshold rules (static and consecutive grids depend on L: `default_rules`)
-DEFAULT_THRESHOLDS: dict[str, tuple] = {k: r.grid for k, r in RULE_KINDS.items()
-                                        if r.threshold == "float" and r.realisable and isinstance(r.grid, tuple)}
-ORACLES: tuple[str, ...] = tuple(k for k, r in RULE_KINDS.items() if not r.realisable)
+DEFAULT_THRESHOLDS: dict[str, tuple] = {}
+ORACLES: list[str] = []
+REALISABLE: list[str] = []
+CONFIDENCE_RULES: list[str] = []  # realisable kinds that need no final layer (see RuleKind.confidence)
+WIDGET_RULES: dict[str, tuple] = {}
+DECODE_DEFAULTS: list[str] = []  # each kind's `decode` threshold, then the never-firing probes (pure check cost)
+CHEAP_CHECKS: list[str] = []  # the probes' cheap variants first (the reference cost), then the other `cheap` variants
+
+
+def _derive() -> None:
+    """Rebuild every list derived from `RULE_KINDS`, in place."""
+    rows = RULE_KINDS.items()
+    probes = [f"{k}:{r.never_fires}" for k, r in rows if r.never_fires is not None]
+    cheap = [f"{k}:{v}" for k, r in rows for v in r.cheap]
+    derived = {
+        "EXIT_KINDS": {k: r.description for k, r in rows},
+        "DEFAULT_THRESHOLDS": {k: r.grid for k, r in rows
+                               if r.threshold == "float" and r.realisable and isinstance(r.grid, tuple)},
+        "ORACLES": [k for k, r in rows if not r.realisable],
+        "REALISABLE": [k for k, r in rows if r.realisable],
+        "CONFIDENCE_RULES": [k for k, r in rows if r.confidence],
+        "WIDGET_RULES": {k: r.widget for k, r in rows if r.widget is not None},
+        "DECODE_DEFAULTS": [f"{k}:{r.decode}" for k, r in rows if r.decode is not None] + probes,
+        "CHEAP_CHECKS": sorted(cheap, key=lambda s: s.split("/")[0] not in probes),
+    }
+    for name, value in derived.items():
+        target = globals()[name]
+        target.clear()
+        if isinstance(target, dict):
+            target.update(value)
+        else:
+            target.extend(value)
+
+
+def register_rule_kind(row: RuleKind, overwrite: bool = False) -> RuleKind:
+    """Add a row to the rule table; every list derived from it (`EXIT_KINDS`, `REALISABLE`, ...) follows."""
+    if not isinstance(row, RuleKind):
+        raise TypeError(f"expected a RuleKind row, got {type(row).__name__}")
+    if row.kind in RULE_KINDS and not overwrite:
+        raise ValueError(f"an exit rule kind {row.kind!r} exists; pass overwrite=True to replace it")
+    RULE_KINDS[row.kind] = row
+    _derive()
+    return row
+
+
+def unregister_rule_kind(kind: str) -> None:
+    """Remove a row added by `register_rule_kind` (and it from every derived list)."""
+    RULE_KINDS.pop(kind, None)
+    _derive()
+
+
+_PROB = (0.0, 1.0)
+for _row in (
+    RuleKind(kind="static", description="l >= threshold (a fixed exit layer, 1..L)", comparison="static",
+             threshold="int", bounds=(1, math.inf), grid="layers", label="static@{t}", check="none",
+             threshold_name="static exit layer", hint="static exit layer must be in 1..L (layer 0 never exits)",
+             decode="50%"),
+    RuleKind(kind="saturation", description="saturation oracle: exit at the saturation layer, the earliest layer from "
+             "which top1 equals the final top1 at every later layer; changes no prediction (zero loss by "
+             "construction); needs all layers' readouts, so not realisable, and NOT an upper bound on savings under "
+             "a loss budget (see budget_oracle)",
+             reads=("saturated",), comparison="true", realisable=False, label="saturation oracle", check=None),
+    RuleKind(kind="budget_oracle", description="budget oracle: per-token exits with the largest skip ratio whose "
+             "relative accuracy loss (rel_acc_loss, against the target / answers) is <= threshold; the most any "
+             "per-token exit decision could save within that budget (eeutils.analysis.oracle)",
+             reads=("top1", "target"), comparison="solver", threshold="float", bounds=_PROB,
+             grid=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2), realisable=False, label="budget oracle (acc. loss<={t:g})",
+             solver="target", check=None,
+             hint="budget_oracle threshold is a relative accuracy loss in [0, 1] (0.05 = 5%)"),
+    RuleKind(kind="budget_oracle_agreement", description="budget oracle for agreement: per-token exits with the "
+             "largest skip ratio whose disagreement with the full model (1 - agreement) is <= threshold",
+             reads=("top1",), comparison="solver", threshold="float", bounds=_PROB,
+             grid=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2), realisable=False, label="budget oracle (disagreement<={t:g})",
+             solver="final", check=None,
+             hint="budget_oracle_agreement threshold is a disagreement share in [0, 1]"),
+    RuleKind(kind="oracle_correct", description="top1_l equals the TARGET next token; tokens never correct exit at L; "
+             "uses the reference, so accuracy >= the full model's (not an upper bound on savings: budget_oracle:0 "
+             "saves at least as much)",
+             reads=("top1", "target"), comparison="equals_target", realisable=False,
+             label="oracle_correct (first correct layer)", check=None),
+    RuleKind(kind="max_prob", description="max_prob_l >= threshold (probability in [0, 1])", reads=("max_prob",),
+             comparison=">=", threshold="float", bounds=_PROB,
+             grid=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0), label="max_prob>={t:g}",
+             widget=(0.0, 1.0, 0.05, 0.8), hint="max_prob threshold is a probability and must be in [0, 1]",
+             confidence=True, decode="0.9", cheap=("0.9/cand=16",)),
+    RuleKind(kind="margin", description="p(top1) - p(top2) at l >= threshold (probability in [0, 1]; CALM softmax "
+             "response)", reads=("margin",), comparison=">=", threshold="float", bounds=_PROB,
+             grid=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0), label="margin>={t:g}",
+             widget=(0.0, 1.0, 0.05, 0.5), hint="margin threshold is a probability and must be in [0, 1]",
+             confidence=True, decode="0.5", never_fires="1.0",
+             cheap=("1.0/cand=16", "0.5/cand=16", "0.3/cand=16", "0.3/cand=16/every=2")),
+    RuleKind(kind="entropy", description="entropy_l <= threshold (nats, >= 0)", reads=("entropy",), comparison="<=",
+             threshold="float", bounds=(0.0, math.inf), grid=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0),
+             label="entropy<={t:g}", widget=(0.0, 8.0, 0.1, 1.0), hint="entropy threshold must be >= 0 nats",
+             confidence=True, decode="1.0"),
+    RuleKind(kind="hidden_saturation", description="cos(h_l, h_{l-1}) >= threshold (cosine in [-1, 1]; CALM state "
+             "saturation)", reads=("hidden_cos_prev",), comparison=">=", threshold="float", bounds=(-1.0, 1.0),
+             grid=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999), label="hidden_cos_prev>={t:g}",
+             widget=(0.0, 1.0, 0.01, 0.95), check="state",
+             hint="hidden_saturation threshold is a cosine and must be in [-1, 1]",
+             confidence=True, decode="0.99", cheap=("0.995/every=2", "0.95/min=3")),
+    RuleKind(kind="consecutive", description="top1 unchanged over the last n = threshold layer transitions (n >= 1, "
+             "counted from layer 1)", reads=("top1_streak",), comparison=">=", threshold="int", bounds=(1, math.inf),
+             grid="streaks", label="top1 stable x{t}", threshold_name="consecutive n",
+             hint="consecutive needs n >= 1 unchanged layer transitions"),
+):
+    register_rule_kind(_row)
+
 # kinds renamed when the budget oracle arrived: a clear error instead of a silent guess
 _RENAMED = {"oracle": "'oracle' is now 'saturation' (the saturation oracle: zero loss, not an upper bound); for "
                       "the most any per-token exit could save within a loss budget use 'budget_oracle:0.05'"}
-REALISABLE: tuple[str, ...] = tuple(k for k, r in RULE_KINDS.items() if r.realisable)
-WIDGET_RULES: dict[str, tuple] = {k: r.widget for k, r in RULE_KINDS.items() if r.widget is not None}
-
 _COMPARE = {">=": operator.ge, "<=": operator.le}
-_THRESHOLD_NAMES = {"static": "static exit layer", "consecutive": "consecutive n"}
-_BOUND_HINTS = {"static": "static exit layer must be in 1..L (layer 0 never exits)",
-                "consecutive": "consecutive needs n >= 1 unchanged layer transitions",
-                "max_prob": "max_prob threshold is a probability and must be in [0, 1]",
-                "margin": "margin threshold is a probability and must be in [0, 1]",
-                "entropy": "entropy threshold must be >= 0 nats",
-                "hidden_saturation": "hidden_saturation threshold is a cosine and must be in [-1, 1]",
-                "budget_oracle": "budget_oracle threshold is a relative accuracy loss in [0, 1] (0.05 = 5%)",
-                "budget_oracle_agreement": "budget_oracle_agreement threshold is a disagreement share in [0, 1]"}
 
 
 def _as_int(x, what: str) -> int:
@@ -239,12 +326,12 @@ class ExitRule:
         if _is_missing(t):
             raise ValueError(f"rule {self.kind!r} needs a threshold: {row.description}")
         if row.threshold == "int":
-            v = _as_int(t, _THRESHOLD_NAMES.get(self.kind, f"{self.kind} threshold"))
+            v = _as_int(t, row.threshold_name or f"{self.kind} threshold")
         else:
             v = check_real(f"threshold of {self.kind!r}", t)
         lo, hi = row.bounds
         if not (lo <= v <= hi):  # also rejects NaN
-            raise ValueError(f"{_BOUND_HINTS.get(self.kind, f'{self.kind} threshold out of range')}, got {t!r}")
+            raise ValueError(f"{row.hint or f'{self.kind} threshold out of range'}, got {t!r}")
         object.__setattr__(self, "threshold", v)
 
     @property

@@ -6,11 +6,10 @@ import re
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from ..analysis.similarity import SIMILARITY_KINDS
 from ..arch.names import is_zoo_name, resolve as resolve_zoo
 from ..arch.real import RealModelError, installed_versions, is_real_name, real_spec
+from ..core.checks import check_count, check_real
 from ..core.env import hf_cache_dir, hf_offline
 from ..core.io import write_json_atomic
 from ..core.spec import local_folder_problem, looks_like_path
@@ -75,20 +74,18 @@ def check_model(name: str, revision: str | None = None) -> None:
 
 
 def _check_fraction(name, value, hi_open: bool):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-    if ok:
-        ok = 0.0 <= value < 1.0 if hi_open else 0.0 <= value <= 1.0
-    if not ok:
-        rng = "[0, 1)" if hi_open else "[0, 1]"
-        hint = " (a relative accuracy loss, e.g. 0.05 for 5%)" if name == "budget" else ""
-        raise BenchmarkError(f"{name} must be a number in {rng}{hint}, got {value!r}")
+    hint = " (a relative accuracy loss, e.g. 0.05 for 5%)" if name == "budget" else ""
+    try:
+        check_real(name, value, 0, 1, hi_open=hi_open, hint=hint)
+    except (TypeError, ValueError) as err:
+        raise BenchmarkError(str(err)) from None
 
 
 def _check_int(name, value, minimum, allow_none=True):
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise BenchmarkError(f"{name} must be an integer >= {minimum}{' or None' if allow_none else ''}, got {value!r}")
+    try:
+        check_count(name, value, minimum, allow_none=allow_none)
+    except ValueError as err:
+        raise BenchmarkError(str(err)) from None
 
 
 def check_out_dir(out_dir: Path) -> None:

@@ -3,6 +3,9 @@
 `check_real` accepts Python and NumPy reals (ints and floats, not bools) that are finite and in range;
 `check_integer` accepts Python and NumPy integers, and floats only when integral (2.0, never 2.5).
 A value of the wrong type raises TypeError, a number out of range ValueError; both name the parameter.
+`check_count` is the entry points' count check (repeats, n_docs, max_new_tokens, ...): integers only, and a
+ValueError for any bad value. Every entry point checks its numbers here (the benchmark wraps them in its own
+error class).
 """
 from __future__ import annotations
 
@@ -50,3 +53,18 @@ def check_integer(name: str, value, minimum=None, hint: str = "", integral_float
     if minimum is not None and v < minimum:
         raise ValueError(f"{want}, got {value!r}")
     return v
+
+
+def check_count(name: str, value, minimum: int = 1, maximum: int | None = None, *, allow_none: bool = False,
+                hint: str = "") -> int | None:
+    """int(value) for a count or index: a Python or NumPy integer (never a bool, a float or a str) in
+    minimum..maximum (maximum None: no upper bound); None passes with allow_none. Anything else is a ValueError
+    naming `name`, whatever is wrong with it: the entry points' counts (repeats, n_docs, max_new_tokens, ...)
+    have always been refused with a ValueError."""
+    if value is None and allow_none:
+        return None
+    if not (is_real(value) and isinstance(value, numbers.Integral)) or value < minimum \
+            or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+        raise ValueError(f"{name} must be an integer {bound}{hint}{' or None' if allow_none else ''}, got {value!r}")
+    return int(value)

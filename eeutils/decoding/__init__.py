@@ -4,7 +4,8 @@ against potential speed-up (`compare_decoding`).
 Modules: `drivers` (per-family block drivers, chosen by `ArchSpec.driver`), `decoder` (the per-token exit loop
 and its cache strategies), `checks` (one implementation per exit-check kind and their cost counters),
 `baselines` (full greedy, self-speculative), `costs` (the cost model in block-equivalents), `evaluation`
-(compare_decoding, batching), `summary` (the conclusions of a comparison), `result` (GenerationResult).
+(compare_decoding, batching), `timing` (interleaved timing rounds), `summary` (the facts of a comparison;
+`eeutils.notebook.decoding` words them for notebook 11), `result` (GenerationResult).
 """
 from .baselines import generate_full, generate_self_speculative
 from .decoder import generate_early_exit

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..arch.loading import LoadedModel
+from ..core.checks import check_count
 from .decoder import generate_early_exit
 from .inputs import as_loaded, check_lengths, eos_ids, prompt_ids
 from .result import DecodingUnsupported, GenerationResult
@@ -83,9 +84,7 @@ def generate_self_speculative(model, prompt, max_new_tokens: int = 32, early_exi
     """
     lm = as_loaded(model)
     L = lm.n_layers
-    if isinstance(early_exit_layer, bool) or not isinstance(early_exit_layer, (int, np.integer)) \
-            or not 1 <= early_exit_layer < L:
-        raise ValueError(f"early_exit_layer must be an int in 1..{L - 1} (the draft's depth), got {early_exit_layer!r}")
+    early_exit_layer = check_count("early_exit_layer", early_exit_layer, 1, L - 1, hint=" (the draft's depth)")
     if not _supports_layer_truncation(lm):
         raise DecodingUnsupported(
             f"{lm.name} ({lm.config.model_type}) does not support transformers' assistant_early_exit: its forward "

@@ -2,8 +2,10 @@
 active parameters; routed experts weighted top_k / n_experts), the head (d_model x vocab), a K/V-only write
 (the q/k/v projections), and one check of each `CHECK_KINDS` row. Batch-1 decoding is bound by reading these
 weights, so the same ratios hold for bytes. Attention scores, norms, softmax and per-call overheads are not
-counted. `cost_profile` reads a loaded model; `shape_cost` computes it from a published shape."""
+counted. `cost_profile` reads a loaded model; `shape_cost` computes it from a published shape (`DecoderShape`)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -12,7 +14,7 @@ from ..analysis.rules import CHECK_KINDS
 from ..arch.params import active_fraction, is_expert_param
 from .inputs import as_loaded as _as_loaded
 
-__all__ = ["cost_profile", "shape_cost", "modelled_speedup"]
+__all__ = ["cost_profile", "DecoderShape", "shape_cost", "modelled_speedup"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -56,18 +58,33 @@ def _costs(block: float, head: float, kv: float, d: int, vocab: int, k: int = 16
     return out
 
 
-def shape_cost(n_layers: int, d_model: int, vocab: int, intermediate: int, n_heads: int, n_kv_heads: int,
-               head_dim: int | None = None, gated_mlp: bool = True, candidates: int = 16) -> dict:
+@dataclass(frozen=True)
+class DecoderShape:
+    """A dense decoder's published shape: L blocks of width d_model, the vocabulary, the MLP width (gated: 3
+    matrices, else 2), attention heads and K/V heads of head_dim (None: d_model // n_heads)."""
+
+    n_layers: int
+    d_model: int
+    vocab: int
+    intermediate: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int | None = None
+    gated_mlp: bool = True
+
+
+def shape_cost(shape: DecoderShape, candidates: int = 16) -> dict:
     """`cost_profile` from a dense decoder's published shape, without building the model (weight multiply-adds
     per token: q and o projections d x heads x head_dim, k and v d x kv_heads x head_dim, MLP 2 or 3 x d x
     intermediate; the head d x vocab). Adds ``<check kind>_check_blocks`` for every `CHECK_KINDS` row (the
     candidate set of `candidates` tokens) and ``full_model_blocks`` = L + head (a full token, in blocks)."""
-    head_dim = head_dim or d_model // n_heads
-    q = o = d_model * n_heads * head_dim
-    kv = 2 * d_model * n_kv_heads * head_dim
-    block = float(q + o + kv + (3 if gated_mlp else 2) * d_model * intermediate)
-    out = _costs(block, float(d_model * vocab), float(q + kv), d_model, vocab, candidates)
-    out["full_model_blocks"] = n_layers + out["head_cost_blocks"]
+    d = shape.d_model
+    head_dim = shape.head_dim or d // shape.n_heads
+    q = o = d * shape.n_heads * head_dim
+    kv = 2 * d * shape.n_kv_heads * head_dim
+    block = float(q + o + kv + (3 if shape.gated_mlp else 2) * d * shape.intermediate)
+    out = _costs(block, float(d * shape.vocab), float(q + kv), d, shape.vocab, candidates)
+    out["full_model_blocks"] = shape.n_layers + out["head_cost_blocks"]
     return out
 
 

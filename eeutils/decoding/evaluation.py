@@ -6,8 +6,8 @@ and sets beside each configuration what the readout-based simulation (`eeutils.e
 predicts for the same rule on the same tokens. The notebooks and `benchmarks/decode_bench.py` call
 it; the measurement logic lives here.
 
-Timing: every configuration decodes every prompt once per round; rounds rotate the order of the
-configurations, so a background load that drifts over time hits all of them alike. A configuration's
+Timing (`eeutils.decoding.timing`): every configuration decodes every prompt once per round; rounds rotate
+the order of the configurations, so a background load that drifts over time hits all of them alike. A configuration's
 ``speed_ratio`` is the median over rounds of (its tokens/s) / (full decoding's tokens/s in the same
 round); ``tokens_per_s`` is its tokens over its median decode time. Decode time excludes the prefill
 of ``prompt[:-1]`` and, for ``defer``, the end-of-run flush of the owed work (see docs/DECODING.md).
@@ -35,35 +35,40 @@ readout beyond the one prediction per token. ``speed_ratio`` is measured.
 """
 from __future__ import annotations
 
-import statistics
 import sys
-from typing import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from ..analysis.exits import simulate
-from ..analysis.rule_parse import parse_rules as _parse_rules
-from ..analysis.rules import ExitRule
+from ..analysis.rule_parse import parse_rules
+from ..analysis.rules import CHEAP_CHECKS, DECODE_DEFAULTS, ExitRule
 from ..arch.loading import LoadedModel
+from ..core.checks import check_count
 from ..lens.readout import readout
 from ..lens.tuned import resolve_lens
 from ..workloads.registry import get_workload
 from .baselines import generate_full
-from .costs import cost_profile, modelled_speedup, shape_cost
+from .costs import DecoderShape, cost_profile, modelled_speedup, shape_cost
 from .decoder import generate_early_exit
 from .inputs import as_loaded as _as_loaded
 from .result import STRATEGIES, DecodingUnsupported
+from .timing import Rounds, timed_rounds
 
-__all__ = ["DEFAULT_RULES", "CHEAP_RULES", "EAGER_BELOW_TOKENS", "WARMUP_TOKENS", "COLUMNS", "parse_rules", "encode_text",
-           "workload_prompts", "cost_profile", "shape_cost", "simulate_potential", "compare_decoding", "batched_skip_ratio"]
+__all__ = ["DEFAULT_RULES", "CHEAP_RULES", "EAGER_BELOW_TOKENS", "WARMUP_TOKENS", "COLUMNS", "DecodeSettings",
+           "parse_rules", "encode_text", "workload_prompts", "cost_profile", "shape_cost", "DecoderShape",
+           "simulate_potential", "compare_decoding", "batched_skip_ratio"]
 
-DEFAULT_RULES = "static:50%,max_prob:0.9,margin:0.5,entropy:1.0,hidden_saturation:0.99,margin:1.0"
-# exit checks that cost at most a few percent of a block (see eeutils.decoding.checks): the candidate-set head
-# (never firing: its pure cost; and verified confidence rules), checks every other layer, saturation without a head
-CHEAP_RULES = ("margin:1.0/cand=16,max_prob:0.9/cand=16,margin:0.5/cand=16,margin:0.3/cand=16,"
-               "margin:0.3/cand=16/every=2,hidden_saturation:0.995/every=2,hidden_saturation:0.95/min=3")
+# the rule table's default decoding comparison: each realisable kind at its `decode` threshold, then the rule that
+# never fires (its speed is the pure cost of the checks); `compare_decoding` decodes these when given no rules
+DEFAULT_RULES = ",".join(DECODE_DEFAULTS)
+# exit checks that cost at most a few percent of a block (see eeutils.decoding.checks), the table's `cheap` variants:
+# the candidate-set head (never firing: its pure cost; and verified confidence rules), checks every other layer,
+# saturation without a head
+CHEAP_RULES = ",".join(CHEAP_CHECKS)
 
 # a readout of fewer tokens uses the eager kernel: the fused one's one-off compile (5-20 CPU seconds per process,
 # see docs/BUDGET.md) and Gram matrix (d x vocab x d) cost more than it saves on the few hundred tokens decoded here
@@ -90,17 +95,8 @@ COLUMNS = [
 ]
 
 # ---------------------------------------------------------------------------------------------------
-# rules and prompts
+# prompts (rules: `parse_rules`, the one parser of `eeutils.analysis.rule_parse`)
 # ---------------------------------------------------------------------------------------------------
-def parse_rules(rules, n_layers: int) -> list[ExitRule]:
-    """Exit rules for a model of `n_layers` blocks (`eeutils.analysis.rule_parse.parse_rules`); None = DEFAULT_RULES.
-
-    rules: a spec string "kind:threshold,..." (static:50% = half depth, rounded, at least 1), or an
-    iterable of ExitRule, "kind:threshold" strings, (kind, threshold) tuples or dicts.
-    """
-    return _parse_rules(rules, n_layers, default=DEFAULT_RULES)
-
-
 def encode_text(lm: LoadedModel, text: str, special: bool = True) -> list[int]:
     """Token ids of `text`; a model without a tokenizer (random-init) gets its UTF-8 bytes modulo the vocabulary."""
     if lm.tokenizer is not None:
@@ -119,8 +115,7 @@ def workload_prompts(model, workload, n_prompts: int | None = 8, prompt_tokens: 
     leaves room for `max_new_tokens` within the model's context.
     """
     lm = _as_loaded(model)
-    if isinstance(prompt_tokens, bool) or not isinstance(prompt_tokens, int) or prompt_tokens < 1:
-        raise ValueError(f"prompt_tokens must be a positive int, got {prompt_tokens!r}")
+    prompt_tokens = check_count("prompt_tokens", prompt_tokens)
     wl = get_workload(workload, n_docs=n_prompts, seed=seed)
     limit = prompt_tokens
     if lm.max_length is not None:
@@ -182,12 +177,105 @@ def simulate_potential(model, prompts: Sequence[Sequence[int]], continuations: S
 # ---------------------------------------------------------------------------------------------------
 # the comparison
 # ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DecodeSettings:
+    """The settings of one `compare_decoding` run (its keyword arguments may give them one by one).
+
+    strategies: any of "propagate", "defer". max_new_tokens: tokens generated per prompt. repeats: interleaved
+    timing rounds (medians). workload: the name written in the frame. hf_baseline: also time model.generate, to
+    report how the layer-by-layer driver compares (``driver_vs_generate``). stop_at_eos=False keeps every
+    generation at max_new_tokens, so all configurations time the same number of tokens. include_full: the
+    baseline row (rule "full", strategy "driver", speed_ratio 1). lens: the early-exit decoders' lens, "logit"
+    or "tuned" (`generate_early_exit`; the simulation reads the same lens; the full baseline is the model itself
+    either way); lens_settings: the tuned lens' training budget.
+    """
+
+    strategies: tuple[str, ...] = ("propagate", "defer")
+    max_new_tokens: int = 16
+    repeats: int = 3
+    workload: str = ""
+    hf_baseline: bool = True
+    stop_at_eos: bool = False
+    include_full: bool = True
+    lens: object = "logit"
+    lens_settings: object = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "repeats", check_count("repeats", self.repeats))
+        object.__setattr__(self, "max_new_tokens", check_count("max_new_tokens", self.max_new_tokens))
+        strategies = [self.strategies] if isinstance(self.strategies, str) else list(self.strategies)
+        bad = [s for s in strategies if s not in STRATEGIES]
+        if bad or not strategies:
+            raise ValueError(f"strategies must be a non-empty subset of {STRATEGIES}, got {strategies!r}")
+        object.__setattr__(self, "strategies", tuple(strategies))
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """One timed configuration: rule None is a full-decoding baseline (strategy "driver" or "hf");
+    decode(prompt, n=max_new_tokens) -> GenerationResult."""
+
+    rule: ExitRule | None
+    strategy: str
+    decode: Callable
+
+    @property
+    def label(self) -> str:
+        return "full" if self.rule is None else self.rule.label
+
+
 def _as_ids(lm, item, special=True) -> list[int]:
     if isinstance(item, str):
         return encode_text(lm, item, special=special)
     if isinstance(item, torch.Tensor):
         return [int(t) for t in item.reshape(-1).tolist()]
     return [int(t) for t in item]
+
+
+def _prompt_ids(lm, prompts, answers) -> tuple[list[list[int]], list]:
+    """Token ids of the prompts and of their answers (None where a prompt has none); a list of (prompt, answer)
+    pairs is split when `answers` is None."""
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("no prompts given")
+    if answers is None and all(isinstance(p, tuple) and len(p) == 2 and not isinstance(p[0], (int, np.integer))
+                               for p in prompts):
+        prompts, answers = [p for p, _ in prompts], [a for _, a in prompts]
+    if answers is not None:
+        answers = list(answers)
+        if len(answers) != len(prompts):
+            raise ValueError(f"answers has {len(answers)} entries for {len(prompts)} prompts")
+    ids = [_as_ids(lm, p) for p in prompts]
+    return ids, [None if a is None else _as_ids(lm, a, special=False) for a in (answers or [None] * len(ids))]
+
+
+def _cells(lm, rule_list, settings: DecodeSettings, lens) -> list[_Cell]:
+    """The full baselines (driver, and model.generate with hf_baseline), then every (rule, strategy)."""
+    n_new, kw = settings.max_new_tokens, dict(stop_at_eos=settings.stop_at_eos)
+    cells = [_Cell(None, "driver", lambda p, n=n_new: generate_full(lm, p, n, **kw))]
+    if settings.hf_baseline:
+        cells.append(_Cell(None, "hf", lambda p, n=n_new: generate_full(lm, p, n, backend="hf", **kw)))
+    for rule in rule_list:
+        for strategy in settings.strategies:
+            cells.append(_Cell(rule, strategy, lambda p, n=n_new, rule=rule, strategy=strategy: generate_early_exit(
+                lm, p, rule, max_new_tokens=n, strategy=strategy, return_trace=False, lens=lens,
+                lens_settings=None, **kw)))
+    return cells
+
+
+def _warm_up(cells: list[_Cell], prompt, n: int, warn, name: str) -> list[_Cell]:
+    """Each configuration decodes `n` tokens of `prompt`, untimed (allocator, first-call overheads); those the
+    decoder refuses (DecodingUnsupported) are left out with a warning, except the full driver (raised)."""
+    kept = []
+    for cell in cells:
+        try:
+            cell.decode(prompt, n)
+            kept.append(cell)
+        except DecodingUnsupported as err:
+            if cell.rule is None and cell.strategy == "driver":
+                raise
+            warn(f"{name}: {cell.label} / {cell.strategy} left out: {err}")
+    return kept
 
 
 def _accuracy(results, answers) -> float:
@@ -205,139 +293,80 @@ def _agreement(results, full) -> float:
     return same / total if total else float("nan")
 
 
-def compare_decoding(model, prompts, rules=None, strategies=("propagate", "defer"), max_new_tokens: int = 16,
-                     repeats: int = 3, answers=None, *, workload: str = "", hf_baseline: bool = True,
-                     stop_at_eos: bool = False, include_full: bool = True, warn=None, lens="logit",
-                     lens_settings=None) -> pd.DataFrame:
+def _speedup(skip: float) -> float:
+    return 1.0 / (1.0 - skip) if skip < 1 else float("inf")
+
+
+# frame column -> the GenerationResult counter it averages per generated token
+_PER_TOKEN = {"layers_per_token": "layers_computed", "deferred_per_token": "deferred_rows",
+              "state_rows_per_token": "state_rows", "kv_writes_per_token": "kv_writes", "owed_per_token": "owed_rows",
+              "lens_calls_per_token": "lens_calls", "verify_calls_per_token": "verify_calls",
+              "failed_verifies_per_token": "failed_verifies", "host_syncs_per_token": "host_syncs"}
+
+
+def _work(res, n_layers: int, cost: dict) -> dict:
+    """Exits, per-token work and checks of one configuration's results, and the modelled speed-ups they give."""
+    L, n = n_layers, sum(r.n_tokens for r in res)
+    out = {col: sum(getattr(r, attr) for r in res) / n for col, attr in _PER_TOKEN.items()}
+    exits = np.concatenate([np.asarray(r.exit_layers) for r in res])
+    skip = float(np.mean((L - exits) / L))
+    blocks, kv, kvc = out["layers_per_token"], out["kv_writes_per_token"], cost["kv_cost_blocks"]
+    checks = sum(sum(r.check_macs.values()) for r in res) / n / cost["block_macs"]
+    model = modelled_speedup(L, cost["head_cost_blocks"], kvc, blocks, kv, checks, out["lens_calls_per_token"])
+    return dict(out, n_tokens=n, mean_exit_layer=float(np.mean(exits)), skip_ratio=skip, compute_ratio=blocks / L,
+                check_blocks_per_token=checks, exit_speedup=_speedup(skip), repair_speedup=L / (blocks + kv * kvc),
+                flop_speedup=model["flop_speedup"], check_cost_share=model["check_cost_share"])
+
+
+def _row(i: int, cell: _Cell, rounds: Rounds, sim: dict, answers, common: dict, cost: dict) -> dict:
+    """One frame row: `common` (the model's facts), then configuration i's identity, measured timing, work,
+    quality and simulated potential."""
+    rule = cell.rule
+    s_skip, s_agree = (0.0, 1.0) if rule is None else sim[rule.label]
+    res = rounds.results[i]
+    return dict(common, rule=cell.label, kind="full" if rule is None else rule.kind,
+                threshold=float("nan") if rule is None else float(rule.threshold), strategy=cell.strategy,
+                check="none" if rule is None else rule.check, tokens_per_s=rounds.tokens_per_s(i),
+                speed_ratio=1.0 if i == 0 else rounds.speed_ratio(i), decode_seconds=rounds.median_seconds(i),
+                agreement=_agreement(res, rounds.results[0]), accuracy=_accuracy(res, answers),
+                sim_skip_ratio=s_skip, sim_agreement=s_agree, potential_speedup=_speedup(s_skip),
+                **_work(res, common["n_layers"], cost))
+
+
+def compare_decoding(model, prompts, rules=None, *, answers=None, settings: DecodeSettings | None = None, warn=None,
+                     **options) -> pd.DataFrame:
     """Realised early-exit decoding vs full greedy decoding vs the simulated potential, one run.
 
     model: a LoadedModel or a name. prompts: texts or token-id lists (e.g. from `workload_prompts`;
     pairs (prompt, answer) are accepted too, their answers used when `answers` is None). rules: see
-    `parse_rules` (None = DEFAULT_RULES). strategies: any of "propagate", "defer". answers: per prompt
-    the expected continuation (text or ids) or None; accuracy = exact match of the first tokens.
-    repeats: interleaved timing rounds (medians). hf_baseline: also time model.generate, to report
-    how the layer-by-layer driver compares (``driver_vs_generate``). stop_at_eos=False keeps every
-    generation at max_new_tokens, so all configurations time the same number of tokens.
-    include_full: the baseline row (rule "full", strategy "driver", speed_ratio 1).
-    lens: the early-exit decoders' lens, "logit" or "tuned" (`generate_early_exit`; the simulation reads the same
-    lens; the full baseline is the model itself either way); lens_settings: the tuned lens' training budget.
-    Configurations the decoder cannot run (DecodingUnsupported) are left out with a warning.
+    `parse_rules` (None = DEFAULT_RULES). answers: per prompt the expected continuation (text or ids) or
+    None; accuracy = exact match of the first tokens. settings: a `DecodeSettings`, or its fields as keyword
+    arguments (strategies=, max_new_tokens=, repeats=, workload=, hf_baseline=, stop_at_eos=, include_full=,
+    lens=, lens_settings=; they override `settings`). warn: called with a message for each configuration the
+    decoder cannot run (DecodingUnsupported), which is left out.
 
     Returns one row per (model, rule, strategy); columns `COLUMNS` (see the module docstring).
     """
+    s = replace(settings or DecodeSettings(), **options)  # validated again (DecodeSettings.__post_init__)
     lm = _as_loaded(model)
     warn = warn or (lambda msg: print(f"[decode_eval] {msg}", file=sys.stderr))
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-    if isinstance(strategies, str):
-        strategies = [strategies]
-    strategies = list(strategies)
-    bad = [s for s in strategies if s not in STRATEGIES]
-    if bad or not strategies:
-        raise ValueError(f"strategies must be a non-empty subset of {STRATEGIES}, got {strategies!r}")
-    prompts = list(prompts)
-    if not prompts:
-        raise ValueError("no prompts given")
-    if answers is None and all(isinstance(p, tuple) and len(p) == 2 and not isinstance(p[0], (int, np.integer))
-                               for p in prompts):
-        prompts, answers = [p for p, _ in prompts], [a for _, a in prompts]
-    if answers is not None:
-        answers = list(answers)
-        if len(answers) != len(prompts):
-            raise ValueError(f"answers has {len(answers)} entries for {len(prompts)} prompts")
-    ids = [_as_ids(lm, p) for p in prompts]
-    ans = [None if a is None else _as_ids(lm, a, special=False) for a in (answers or [None] * len(ids))]
+    ids, ans = _prompt_ids(lm, prompts, answers)
     L = lm.n_layers
-    rule_list = parse_rules(rules, L)
-    kw = dict(stop_at_eos=stop_at_eos)
+    rule_list = parse_rules(rules, L, default=DEFAULT_RULES)
     # translators resolved once (trained or read from the cache), then passed to every run as a TunedLens
-    translator, lens_meta = resolve_lens(lm, lens, lens_settings)
-    lens, lens_settings = (translator if translator is not None else "logit"), None
-
-    n_new = max_new_tokens
-    cells = [("full", "driver", lambda p, n=n_new: generate_full(lm, p, n, **kw))]
-    if hf_baseline:
-        cells.append(("full", "hf", lambda p, n=n_new: generate_full(lm, p, n, backend="hf", **kw)))
-    for rule in rule_list:
-        for strategy in strategies:
-            cells.append((rule, strategy, lambda p, n=n_new, rule=rule, strategy=strategy: generate_early_exit(
-                lm, p, rule, max_new_tokens=n, strategy=strategy, return_trace=False, lens=lens,
-                lens_settings=lens_settings, **kw)))
-    # warm-up (allocator, first-call overheads) on a short decode; configurations the decoder refuses drop out here
-    kept = []
-    for cell in cells:
-        try:
-            cell[2](ids[0], min(WARMUP_TOKENS, max_new_tokens))
-            kept.append(cell)
-        except DecodingUnsupported as err:
-            if cell[0] == "full" and cell[1] == "driver":
-                raise
-            warn(f"{lm.name}: {cell[0] if isinstance(cell[0], str) else cell[0].label} / {cell[1]} left out: {err}")
-    cells = kept
-    times: list[list[float]] = [[] for _ in cells]
-    results: list[list] = [[] for _ in cells]
-    for rep in range(repeats):
-        k = rep % len(cells)
-        for i in list(range(k, len(cells))) + list(range(k)):
-            res = [cells[i][2](p) for p in ids]
-            times[i].append(sum(r.decode_seconds for r in res))
-            results[i] = res
-    full = results[0]
-    n_full = sum(r.n_tokens for r in full)
-
-    def ratio(i):
-        n = sum(r.n_tokens for r in results[i])
-        return statistics.median((n / t) / (n_full / tf) for t, tf in zip(times[i], times[0]))
-
-    hf_i = next((i for i, c in enumerate(cells) if c[1] == "hf"), None)
-    driver_vs_generate = 1.0 / ratio(hf_i) if hf_i is not None else float("nan")
-    sim, oracle = simulate_potential(lm, ids, [r.tokens for r in full], rule_list, lens=lens)
+    translator, lens_meta = resolve_lens(lm, s.lens, s.lens_settings)
+    lens = translator if translator is not None else "logit"
+    cells = _warm_up(_cells(lm, rule_list, s, lens), ids[0], min(WARMUP_TOKENS, s.max_new_tokens), warn, lm.name)
+    rounds = timed_rounds([c.decode for c in cells], ids, s.repeats)
+    hf_i = next((i for i, c in enumerate(cells) if c.strategy == "hf"), None)
+    sim, oracle = simulate_potential(lm, ids, [r.tokens for r in rounds.results[0]], rule_list, lens=lens)
     cost = cost_profile(lm)
-    h, kvc = cost["head_cost_blocks"], cost["kv_cost_blocks"]
-    common = dict(model=lm.name, workload=workload, lens=lens_meta["lens"], n_layers=L, n_prompts=len(ids),
-                  max_new_tokens=max_new_tokens, repeats=repeats, driver_vs_generate=driver_vs_generate,
-                  oracle_skip_ratio=oracle, head_cost_blocks=h, kv_cost_blocks=kvc)
-
-    def row(i, rule_label, kind, threshold, strategy, sim_skip, sim_agree, check="none"):
-        res = results[i]
-        n = sum(r.n_tokens for r in res)
-        blocks = sum(r.layers_computed for r in res) / n
-        kv = sum(r.kv_writes for r in res) / n
-        lens = sum(r.lens_calls for r in res) / n
-        checks = sum(sum(r.check_macs.values()) for r in res) / n / cost["block_macs"]
-        model = modelled_speedup(L, h, kvc, blocks, kv, checks, lens)
-        skip = float(np.mean(np.concatenate([(L - np.asarray(r.exit_layers)) / L for r in res])))
-        t_med = statistics.median(times[i])
-        return dict(
-            common, rule=rule_label, kind=kind, threshold=threshold, strategy=strategy, n_tokens=n,
-            tokens_per_s=n / t_med, speed_ratio=1.0 if i == 0 else ratio(i), decode_seconds=t_med,
-            mean_exit_layer=float(np.mean(np.concatenate([np.asarray(r.exit_layers) for r in res]))),
-            skip_ratio=skip, layers_per_token=blocks, compute_ratio=blocks / L,
-            deferred_per_token=sum(r.deferred_rows for r in res) / n,
-            state_rows_per_token=sum(r.state_rows for r in res) / n, kv_writes_per_token=kv,
-            owed_per_token=sum(r.owed_rows for r in res) / n, lens_calls_per_token=lens,
-            agreement=_agreement(res, full), accuracy=_accuracy(res, ans),
-            sim_skip_ratio=sim_skip, sim_agreement=sim_agree,
-            potential_speedup=1.0 / (1.0 - sim_skip) if sim_skip < 1 else float("inf"),
-            exit_speedup=1.0 / (1.0 - skip) if skip < 1 else float("inf"),
-            repair_speedup=L / (blocks + kv * kvc),
-            check=check, check_blocks_per_token=checks,
-            verify_calls_per_token=sum(r.verify_calls for r in res) / n,
-            failed_verifies_per_token=sum(r.failed_verifies for r in res) / n,
-            host_syncs_per_token=sum(r.host_syncs for r in res) / n,
-            flop_speedup=model["flop_speedup"], check_cost_share=model["check_cost_share"])
-
-    rows = []
-    if include_full:
-        rows.append(row(0, "full", "full", float("nan"), "driver", 0.0, 1.0))
-    for i, cell in enumerate(cells):
-        rule, strategy = cell[0], cell[1]
-        if isinstance(rule, str):
-            continue
-        s_skip, s_agree = sim[rule.label]
-        rows.append(row(i, rule.label, rule.kind, float(rule.threshold), strategy, s_skip, s_agree, rule.check))
+    common = dict(model=lm.name, workload=s.workload, lens=lens_meta["lens"], n_layers=L, n_prompts=len(ids),
+                  max_new_tokens=s.max_new_tokens, repeats=s.repeats, oracle_skip_ratio=oracle,
+                  driver_vs_generate=1.0 / rounds.speed_ratio(hf_i) if hf_i is not None else float("nan"),
+                  head_cost_blocks=cost["head_cost_blocks"], kv_cost_blocks=cost["kv_cost_blocks"])
+    rows = [_row(i, c, rounds, sim, ans, common, cost) for i, c in enumerate(cells)
+            if c.rule is not None or (c.strategy == "driver" and s.include_full)]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

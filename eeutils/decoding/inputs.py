@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from ..arch.loading import LoadedModel, load_model, wrap_model
+from ..core.checks import check_count
 
 
 def as_loaded(model) -> LoadedModel:
@@ -45,11 +46,7 @@ def prompt_ids(lm: LoadedModel, prompt) -> list[int]:
 
 
 def check_lengths(lm: LoadedModel, ids: list[int], max_new_tokens) -> int:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)):
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-    n = int(max_new_tokens)
-    if n <= 0:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
+    n = check_count("max_new_tokens", max_new_tokens, 1)
     ctx = lm.max_length
     if ctx is not None:
         if len(ids) > ctx:

@@ -6,14 +6,14 @@ its speed-up is measured at full agreement; a LayerSkip-trained model should acc
 """
 from __future__ import annotations
 
-import statistics
-
 import numpy as np
 import pandas as pd
 
+from ..core.checks import check_count
 from .baselines import generate_full, generate_self_speculative
 from .inputs import as_loaded, prompt_ids
 from .result import DecodingUnsupported
+from .timing import timed_rounds
 
 
 def agreement(tokens, reference) -> float:
@@ -26,14 +26,13 @@ def agreement(tokens, reference) -> float:
 
 def self_speculative_speed(model, prompts, layers=None, max_new_tokens: int = 16, repeats: int = 3) -> pd.DataFrame:
     """One row per draft depth (``early_exit_layer``, default 1..L-1): tokens/s relative to full greedy
-    ``model.generate`` (median over interleaved rounds), agreement with it, and timing facts.
+    ``model.generate`` (median over interleaved rounds, `timed_rounds`), agreement with it, and timing facts.
 
     Raises DecodingUnsupported for families whose forward cannot be truncated (see generate_self_speculative)."""
     lm = as_loaded(model)
     L = lm.n_layers
     layers = list(range(1, L)) if layers is None else [int(x) for x in layers]
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    repeats = check_count("repeats", repeats)
     ids = [prompt_ids(lm, p) for p in prompts]
     if not ids:
         raise ValueError("no prompts given")
@@ -42,24 +41,14 @@ def self_speculative_speed(model, prompts, layers=None, max_new_tokens: int = 16
     for _, fn in cells[1:2]:
         fn(ids[0])  # warm-up; raises DecodingUnsupported on a family without layer truncation
     cells[0][1](ids[0])
-    times: list[list[float]] = [[] for _ in cells]
-    results: list[list] = [[] for _ in cells]
-    for rep in range(repeats):
-        k = rep % len(cells)
-        for i in list(range(k, len(cells))) + list(range(k)):
-            res = [cells[i][1](p) for p in ids]
-            times[i].append(sum(r.decode_seconds for r in res))
-            results[i] = res
-    n_full = sum(r.n_tokens for r in results[0])
+    rounds = timed_rounds([fn for _, fn in cells], ids, repeats)
     rows = []
     for i, (layer, _) in enumerate(cells):
-        n = sum(r.n_tokens for r in results[i])
-        speed = statistics.median((n / t) / (n_full / tf) for t, tf in zip(times[i], times[0]))
-        agree = float(np.mean([agreement(r.tokens, f.tokens) for r, f in zip(results[i], results[0])]))
+        agree = float(np.mean([agreement(r.tokens, f.tokens) for r, f in zip(rounds.results[i], rounds.results[0])]))
         rows.append({"model": lm.name, "method": "generate" if layer == "full" else "self_speculative",
                      "early_exit_layer": L if layer == "full" else layer, "n_layers": L, "n_prompts": len(ids),
-                     "n_tokens": n, "tokens_per_s": n / statistics.median(times[i]), "speed_ratio": speed,
-                     "agreement": agree, "repeats": repeats})
+                     "n_tokens": rounds.n_tokens(i), "tokens_per_s": rounds.tokens_per_s(i),
+                     "speed_ratio": rounds.speed_ratio(i), "agreement": agree, "repeats": repeats})
     return pd.DataFrame(rows)
 
 

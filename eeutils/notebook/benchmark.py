@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.protocol import load_protocol
+from ..analysis.rules import CONFIDENCE_RULES
 from .findings import Finding
 
 __all__ = ["CONFIDENCE_RULES", "best_rule_table", "savings_summary", "savings_finding", "RANGE_OVER_CELLS"]
 
-CONFIDENCE_RULES = ("max_prob", "margin", "entropy", "hidden_saturation")
 RANGE_OVER_CELLS = "range over cells (min..max across model x workload; not a bootstrap interval)"
 PAPER_MAX_SKIP = 0.0726  # reported, secondary source: the paper's largest max-skip ratio (Table 1)
 _CELL = ["model", "workload"]

@@ -19,6 +19,7 @@ import pandas as pd
 from ..analysis.exits import max_skip_under_budget, tradeoff
 from ..analysis.heldout import claim_settings, heldout_table
 from ..analysis.protocol import load_protocol
+from ..analysis.rules import CONFIDENCE_RULES
 from ..analysis.verdicts import verdict
 from ..arch.real import REAL_MODELS as REGISTRY, is_real_name, real_spec
 from ..lens.result import Readout
@@ -176,9 +177,6 @@ def versus_group(table: pd.DataFrame, labels, group, similarity: str = "top1") -
                      "group_min": float(g.min()), "group_max": float(g.max()), "position": where,
                      "n_layers": int(t.loc[m, "n_layers"])})
     return pd.DataFrame(rows)
-
-
-CONFIDENCE_RULES = ("max_prob", "margin", "entropy", "hidden_saturation")  # realisable: need no final layer
 
 
 def beside_reported(measured: pd.DataFrame, reported: pd.DataFrame, similarity: str = "logit_cos") -> pd.DataFrame:

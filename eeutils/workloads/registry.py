@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ..core.checks import check_count
 from .types import KINDS, Doc, Workload, WorkloadUnavailable, surrogate_problem  # noqa: F401
 
 # --------------------------------------------------------------------------------------------------
@@ -115,10 +116,8 @@ def get_workload(name, n_docs: int | None = None, max_chars: int | None = None, 
     permutation seeded by `seed`, kept in source order. max_chars: cut each document to at most this
     many characters (lm: keep the beginning; qa: keep the whole answer and the end of the prompt).
     """
-    if n_docs is not None and (isinstance(n_docs, bool) or not isinstance(n_docs, int) or n_docs < 1):
-        raise ValueError(f"n_docs must be a positive int or None, got {n_docs!r}")
-    if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1):
-        raise ValueError(f"max_chars must be a positive int or None, got {max_chars!r}")
+    n_docs = check_count("n_docs", n_docs, 1, allow_none=True)
+    max_chars = check_count("max_chars", max_chars, 1, allow_none=True)
     if isinstance(name, Workload):
         base = name
         _validate_docs(base.docs, base.name)
