@@ -38,7 +38,16 @@ def kit_version() -> str:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """Settings shared by every cell. `fingerprint()` digests those that change results."""
+    """Settings shared by every cell. `fingerprint()` digests those that change results.
+
+    budget: relative accuracy loss allowed for the max-skip rows, in [0, 1). alpha: EAS weight in [0, 1].
+    similarities: EAS similarity kinds, one EAS row each. rules: exit rules for `exits.tradeoff` (None: its
+    defaults). n_docs / max_chars / seed: deterministic workload subset (`get_workload`), the same for every
+    model. max_tokens: tokens per document (truncated; capped at the model's context). n_boot: bootstrap
+    replicates for the EAS interval (0: none). k, batch_size, dtype, device: readout and loading options.
+    out_dir: the run's folder (`run_benchmark` sets it). progress: progress bars. save_readouts: keep each
+    cell's readout in out_dir/readouts.
+    """
 
     budget: float = 0.05
     alpha: float = 0.5

@@ -108,8 +108,8 @@ def run_benchmark(models, workloads, out_dir, *, config: BenchConfig | None = No
     rules, n_docs, max_tokens, ...; its out_dir is this `out_dir`); options: how the run executes
     (`RunOptions`: executor, merge, compute_cell, check_models, ray_address, ray_options). Any field of
     either can be given as a keyword instead and overrides it: ``run_benchmark(models, workloads, out,
-    budget=0.1, merge=False)``; an unknown keyword is a TypeError naming it. The fields' docstrings say
-    what each setting means.
+    budget=0.1, merge=False)``; an unknown keyword is a TypeError naming it. The two classes' docstrings
+    say what each setting means.
 
     Every setting is checked, and every workload loaded, before the first cell runs.
     """
