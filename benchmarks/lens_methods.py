@@ -22,15 +22,17 @@ LOGIT_STATS = tuple(s.name for s in SPECS if s.kernel_pass != "hidden cosine")
 
 
 # ------------------------------------------------------------------------------------- memory probes
-def _rss():
+def rss():
+    """This process's resident memory now, in bytes (Linux)."""
     return int(re.search(r"VmRSS:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) * 1024
 
 
-def _hwm():
+def peak_rss():
+    """This process's peak resident memory since start (or the last `reset_peak_rss`), in bytes (Linux)."""
     return int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) * 1024
 
 
-def _reset_peak():
+def reset_peak_rss():
     """Reset the peak-RSS mark to the current RSS (Linux >= 4.0); False when not allowed."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -294,8 +296,8 @@ def run_tlens(lm, ids, args):
     tok = PreTrainedTokenizerFast.from_pretrained(args.model_dir)
     bridge = TransformerBridge.boot_transformers(args.model_dir, hf_model=lm.model, tokenizer=tok)
     bridge(ids[:1, :32])  # warm-up
-    _reset_peak()
-    base, t0 = _rss(), time.perf_counter()
+    reset_peak_rss()
+    base, t0 = rss(), time.perf_counter()
     _, cache = bridge.run_with_cache(ids)
     acc = cache.accumulated_resid(apply_ln=True)  # [L+1, B, T, d]
     Z = bridge.unembed(acc).reshape(acc.shape[0], ids.numel(), -1).float()

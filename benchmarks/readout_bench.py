@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lens_methods import (LOGIT_STATS, STAT_NAMES, _hwm, _reset_peak, _rss, agreement, build_model,  # noqa: E402
+from lens_methods import (LOGIT_STATS, STAT_NAMES, agreement, build_model, peak_rss, reset_peak_rss, rss,  # noqa: E402
                           flop_counts, run_floor, run_forward, run_naive, run_nnsight, run_readout,
                           run_readout_eager, run_readout_v0, run_tlens, warm_readout)
 
@@ -122,8 +122,8 @@ def worker(args):
         lm.model(input_ids=ids[:1, :32], use_cache=False)  # warm-up: touches every weight
         if name == "readout" or chunk:
             warm_readout(lm, ids, args)  # compiles the fused kernel where the readout uses it
-        reset_ok = _reset_peak()
-        base = _rss()
+        reset_ok = reset_peak_rss()
+        base = rss()
         t0 = CLOCKS[args.clock]()
         res = run_readout(lm, ids, args, chunk) if chunk else methods[name](lm, ids, args)
         t1 = CLOCKS[args.clock]()
@@ -132,7 +132,7 @@ def worker(args):
     if isinstance(res, str):
         print(json.dumps({"method": name, "skipped": res}))
         return
-    peak = _hwm()
+    peak = peak_rss()
     if args.stats_out and isinstance(res, dict):
         np.savez(args.stats_out, **res)
     print(json.dumps({"method": name, "seconds": t1 - t0, "peak_delta": max(peak - base, 0), "rss_before": base,
@@ -274,30 +274,14 @@ def main(argv=None):
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
-    once = {m.strip() for m in args.once.split(",") if m.strip()}
-    variants = dict(v.split("=") for v in args.variants.split(",") if v.strip())
-    base_args = ["--tokens", str(args.tokens), "--doc-len", str(args.doc_len), "--vocab", str(args.vocab),
-                 "--layers", str(args.layers), "--d-model", str(args.d_model), "--arch", args.arch,
-                 "--threads", str(args.threads), "--chunk", str(args.chunk), "--k", str(args.k),
-                 "--naive-max-gib", str(args.naive_max_gib)]
-    if args.model:
-        base_args += ["--model", args.model]
+    base_args = _base_args(args)
 
     import torch
     torch.set_num_threads(args.threads)
     lm, ids = build_model(args)
     flops = flop_counts(lm, ids)
     tmp = tempfile.TemporaryDirectory(prefix="readout_bench_")
-    model_dir = None
-    if "tlens" in methods and not args.model:
-        from tokenizers import Tokenizer, models, pre_tokenizers
-        from transformers import PreTrainedTokenizerFast
-        model_dir = os.path.join(tmp.name, "model")
-        lm.model.save_pretrained(model_dir)
-        tk = Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>"))
-        tk.pre_tokenizer = pre_tokenizers.Whitespace()
-        PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<unk>", eos_token="<unk>",
-                                pad_token="<unk>").save_pretrained(model_dir)
+    model_dir = _save_for_tlens(lm, tmp.name) if "tlens" in methods and not args.model else None
     del lm
 
     print(f"model {flops['n_layers']} layers, d={flops['d_model']}, V={flops['vocab']}, "
@@ -306,6 +290,51 @@ def main(argv=None):
           f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
     if args.paired:
         return paired_main(args, base_args, flops)
+    runs, stats_files = _run_rounds(args, methods, base_args, model_dir, tmp.name)
+    summary = _summarise(runs, flops)
+    _print_summary(runs, summary, flops)
+    targets = _targets(summary, flops)
+    check = _check_statistics(stats_files)
+    if args.out:
+        Path(args.out).write_text(json.dumps({
+            "args": {k: v for k, v in vars(args).items() if k not in ("worker", "model_dir", "stats_out")},
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                        "torch": torch.__version__, "loadavg_end": os.getloadavg()},
+            "flops": flops, "runs": runs, "summary": summary, "targets": targets, "check": check,
+        }, indent=1, default=float))
+        print(f"wrote {args.out}")
+    tmp.cleanup()
+
+
+def _base_args(args) -> list[str]:
+    """The model and readout arguments every child process gets (so each builds the same model)."""
+    base_args = ["--tokens", str(args.tokens), "--doc-len", str(args.doc_len), "--vocab", str(args.vocab),
+                 "--layers", str(args.layers), "--d-model", str(args.d_model), "--arch", args.arch,
+                 "--threads", str(args.threads), "--chunk", str(args.chunk), "--k", str(args.k),
+                 "--naive-max-gib", str(args.naive_max_gib)]
+    if args.model:
+        base_args += ["--model", args.model]
+    return base_args
+
+
+def _save_for_tlens(lm, tmp_dir: str) -> str:
+    """The random-init model saved as a folder with a stand-in tokenizer (TransformerLens loads from one)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    model_dir = os.path.join(tmp_dir, "model")
+    lm.model.save_pretrained(model_dir)
+    tk = Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<unk>", eos_token="<unk>",
+                            pad_token="<unk>").save_pretrained(model_dir)
+    return model_dir
+
+
+def _run_rounds(args, methods, base_args, model_dir, tmp_dir: str) -> tuple[dict, dict]:
+    """Every method (and readout variant) once per round in a fresh process, the order rotated each round:
+    (runs per label, the first round's statistics files)."""
+    once = {m.strip() for m in args.once.split(",") if m.strip()}
+    variants = dict(v.split("=") for v in args.variants.split(",") if v.strip())
     jobs = [(m, m) for m in methods] + [(name, f"variant:{c}") for name, c in variants.items()]
     runs = {label: [] for label, _ in jobs}
     stats_files = {}
@@ -317,7 +346,7 @@ def main(argv=None):
                 extra += ["--model-dir", model_dir]
             sf = None
             if r == 0 and not args.no_check and label not in ("forward", "floor"):
-                sf = stats_files[label] = os.path.join(tmp.name, f"{label}.npz")
+                sf = stats_files[label] = os.path.join(tmp_dir, f"{label}.npz")
             res = _run_child(args, worker_name, extra, sf)
             runs[label].append(res)
             msg = (res.get("skipped") or res.get("error")
@@ -325,7 +354,11 @@ def main(argv=None):
             print(f"  round {r + 1}/{args.repeats}  {label:12s} {msg}", flush=True)
             if "skipped" in res or label in once:  # no point repeating
                 jobs = [j for j in jobs if j[0] != label]
+    return runs, stats_files
 
+
+def _summarise(runs: dict, flops: dict) -> dict:
+    """Per label: median seconds, tokens/s and peak memory of its successful runs (or why there are none)."""
     summary = {}
     for label, rs in runs.items():
         ok = [x for x in rs if "seconds" in x]
@@ -336,6 +369,11 @@ def main(argv=None):
         summary[label] = {"seconds": t, "seconds_all": [x["seconds"] for x in ok],
                           "tokens_per_s": flops["tokens"] / t,
                           "peak_delta": int(np.median([x["peak_delta"] for x in ok]))}
+    return summary
+
+
+def _print_summary(runs: dict, summary: dict, flops: dict) -> None:
+    """The table of medians; adds each label's x_forward and x_bound to `summary`."""
     fwd = summary.get("forward", {}).get("seconds")
     bound_ratio = flops["bound_flops"] / flops["forward_flops"]
     _print_table_head(flops, bound_ratio, f"{'method':12s} {'median s':>9s} {'tok/s':>8s} {'x forward':>9s} "
@@ -351,7 +389,13 @@ def main(argv=None):
         print(f"{label:12s} {s['seconds']:9.2f} {s['tokens_per_s']:8.1f} {xf:9.2f} {xb:8.2f} "
               f"{_fmt_bytes(s['peak_delta']):>10s}  " + ", ".join(f"{x:.1f}" for x in s["seconds_all"]))
     print()
+
+
+def _targets(summary: dict, flops: dict) -> dict:
+    """The ratios the benchmark is judged by (readout vs the FLOP bound, the floor, the naive lens, v0), printed."""
     targets = {}
+    fwd = summary.get("forward", {}).get("seconds")
+    bound_ratio = flops["bound_flops"] / flops["forward_flops"]
     ro, nv = summary.get("readout", {}), summary.get("naive", {})
     if fwd and "seconds" in ro:
         targets["readout_x_bound"] = ro["x_bound"]
@@ -373,7 +417,11 @@ def main(argv=None):
     if "seconds" in ro and "seconds" in summary.get("readout_v0", {}):
         targets["v0_over_readout_time"] = summary["readout_v0"]["seconds"] / ro["seconds"]
         print(f"time readout_v0 / readout = {targets['v0_over_readout_time']:.2f}x")
+    return targets
 
+
+def _check_statistics(stats_files: dict) -> dict:
+    """Each method's statistics against the readout's (first round): the largest difference per statistic."""
     check = {}
     if "readout" in stats_files and os.path.exists(stats_files["readout"]):
         ref = np.load(stats_files["readout"])
@@ -387,15 +435,7 @@ def main(argv=None):
             worst = max((v, n) for n, v in diffs.items() if n not in ("top1", "rank_of_final"))
             print(f"statistics vs readout, {label}: max |diff| {worst[0]:.2e} ({worst[1]}); top1 differs on "
                   f"{diffs['top1']:.2%}, rank_of_final on {diffs['rank_of_final']:.2%} of (token, layer)")
-    if args.out:
-        Path(args.out).write_text(json.dumps({
-            "args": {k: v for k, v in vars(args).items() if k not in ("worker", "model_dir", "stats_out")},
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                        "torch": torch.__version__, "loadavg_end": os.getloadavg()},
-            "flops": flops, "runs": runs, "summary": summary, "targets": targets, "check": check,
-        }, indent=1, default=float))
-        print(f"wrote {args.out}")
-    tmp.cleanup()
+    return check
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ are described in docs/DESIGN.md.
 """
 from ._version import __version__
 from .arch.loading import LoadedModel, ModelLoadError, load_model, quiet, wrap_model
-from .arch.names import list_zoo
+from .core.zoo_store import list_zoo
 from .arch.real import list_real
 from .arch.table import ADAPTERS, AdapterError, ArchSpec, register_adapter
 from .lens.readout import check_last_layer, readout

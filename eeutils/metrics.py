@@ -3,7 +3,7 @@
 The code lives in `eeutils.analysis` (similarity, eas, bootstrap, sensitivity, depth, reported);
 this module re-exports it under its stable name. Nothing inside eeutils imports this facade.
 """
-from .analysis.bootstrap import EASBootstrap, _draw_docs, bootstrap_eas, eas_replicates, layer_curve  # noqa: F401
+from .analysis.bootstrap import EASBootstrap, bootstrap_eas, eas_replicates, layer_curve  # noqa: F401
 from .analysis.depth import (depth_summary, kl_settle_layer, saturated_matrix, saturation_layer,  # noqa: F401
                              saturation_summary, settle_layer)
 from .analysis.eas import (AGGREGATES, DEFAULT_AGGREGATE, DEFAULT_ALPHA, DEFAULT_INCLUDE_EMBEDDING,  # noqa: F401
@@ -11,8 +11,7 @@ from .analysis.eas import (AGGREGATES, DEFAULT_AGGREGATE, DEFAULT_ALPHA, DEFAULT
 from .analysis.reported import reported_eas  # noqa: F401
 from .analysis.sensitivity import (CHOICES, choice_stability, kendall_tau, rank_stability, sensitivity,  # noqa: F401
                                    stability_summary)
-from .analysis.similarity import (DEFAULT_SIMILARITY, SIMILARITY_KINDS, _topk_overlap_from_ids,  # noqa: F401
-                                  similarity)
+from .analysis.similarity import DEFAULT_SIMILARITY, SIMILARITY_KINDS, similarity  # noqa: F401
 
 __all__ = [
     "SIMILARITY_KINDS", "AGGREGATES", "EASResult", "EASBootstrap",

@@ -203,6 +203,28 @@ def test_bad_arguments_fail_before_any_work(tmp_path, kwargs, match):
     assert counter.calls == [] and not out.exists()
 
 
+def test_settings_as_dataclasses_or_keywords(tmp_path):
+    from eeutils.bench import BenchConfig, RunOptions
+
+    counter = Counter()
+    with pytest.raises(TypeError, match="budgte") as info:
+        run_benchmark(MODELS, _workloads(), tmp_path / "bad", compute_cell=counter, budgte=0.1)
+    assert "budget" in str(info.value) and "merge" in str(info.value)  # the known settings are listed
+    with pytest.raises(TypeError, match="BenchConfig"):
+        run_benchmark(MODELS, _workloads(), tmp_path / "bad", config={"budget": 0.1})
+    assert counter.calls == [] and not (tmp_path / "bad").exists()
+    # the two objects, keywords alone, and a keyword over an object: the same cells, the same settings stamp
+    objects = run_benchmark(MODELS, _workloads(), tmp_path / "a", config=BenchConfig(budget=0.1, progress=False),
+                            options=RunOptions(compute_cell=Counter()))
+    words = _run(tmp_path / "b", Counter(), budget=0.1)
+    mixed = run_benchmark(MODELS, _workloads(), tmp_path / "c", config=BenchConfig(budget=0.3, progress=False),
+                          options=RunOptions(compute_cell=counter), budget=0.1)
+    assert len(counter.calls) == 4
+    for other in (words, mixed):
+        pd.testing.assert_frame_equal(_comparable(objects), _comparable(other))
+    assert set(objects["budget"].dropna()) == {0.1}
+
+
 def test_unknown_or_empty_workloads_fail_before_any_work(tmp_path):
     out = tmp_path / "out"
     counter = Counter()
@@ -310,7 +332,8 @@ def test_cli_bench_passes_arguments_through(tmp_path, monkeypatch, capsys):
                  "--out", str(out), "--budget", "0.1", "--n-docs", "7", "--no-progress"])
     assert code == 0
     assert seen["models"] == ["zoo/dense-mid", "zoo/moe-mid"] and seen["workloads"] == ["zoo-prose", "zoo-task"]
-    assert seen["budget"] == 0.1 and seen["n_docs"] == 7 and seen["executor"] == "local"
+    config, options = seen["config"], seen["options"]  # the CLI builds the two settings objects
+    assert config.budget == 0.1 and config.n_docs == 7 and not config.progress and options.executor == "local"
     assert (out / "results.parquet").exists()
     assert "rows ->" in capsys.readouterr().out
 
@@ -449,7 +472,7 @@ def _perturbed_copy(src_name: str, dest):
 
     from safetensors.torch import load_file, save_file
 
-    from eeutils.arch.names import resolve
+    from eeutils.core.zoo_store import resolve
     src = resolve(src_name)
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns("checkpoints"))
     weights = sorted(Path(dest).glob("*.safetensors"))[0]

@@ -3,6 +3,7 @@ import json
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 
 matplotlib.use("Agg")
@@ -100,6 +101,20 @@ def test_plots_are_labelled(tmp_path):
     assert frame.rel_depth.max() == 1.0 and set(frame.model) == {"a", "b"}
 
 
+def test_bar_whiskers_come_from_the_interval_columns():
+    frame = pd.DataFrame({"model": ["a", "b"], "normalised": [0.5, 0.2], "normalised_lo": [0.4, 0.1],
+                          "normalised_hi": [0.7, 0.25], "lo": [0.5, 0.0], "hi": [0.5, 0.3]})
+
+    def whiskers(ax):
+        segments = next(c for c in ax.containers if hasattr(c, "has_yerr")).lines[2][0].get_segments()
+        return [(round(float(s[0][1]), 6), round(float(s[1][1]), 6)) for s in segments]
+
+    ax = plotting.bar_with_ci(frame, x="model", y="normalised", ylabel="EAS / ceiling")
+    assert whiskers(ax) == [(0.4, 0.7), (0.1, 0.25)] and ax.get_ylabel() == "EAS / ceiling"
+    assert whiskers(plotting.bar_with_ci(frame, x="model", y="normalised", ylabel="e", interval=("lo", "hi"))) == \
+        [(0.5, 0.5), (0.0, 0.3)]
+
+
 def test_model_spec_and_labels():
     assert experiments.model_spec("zoo/dense-mid@step-10") == ("zoo/dense-mid", "step-10")
     assert experiments.model_spec(("gpt2", None)) == ("gpt2", None)
@@ -128,7 +143,7 @@ def test_series_parameters_and_presets(tmp_path):
 
 def _partial_zoo(tmp_path, names):
     """A zoo folder holding only some of the shipped models (links), to test claims with missing twins."""
-    from eeutils.arch.names import zoo_root
+    from eeutils.core.zoo_store import zoo_root
 
     src = zoo_root()
     dst = tmp_path / "zoo"

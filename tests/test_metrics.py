@@ -6,6 +6,8 @@ import pandas as pd
 import pytest
 
 from eeutils import metrics as M
+from eeutils.analysis.bootstrap import _draw_docs
+from eeutils.analysis.similarity import _topk_overlap_from_ids
 from readout_factory import empty_readout, identical_readout, make_readout, synthetic_readout
 
 KINDS = ["logit_cos", "hidden_cos", "topk_overlap", "kl", "top1"]
@@ -164,7 +166,7 @@ def test_similarity_topk_overlap_stored_and_recomputed():
     # k = 1: top-1 ids 1, 8 vs 7 -> 0, 0, 1
     assert M.similarity(ro, "topk_overlap", k=1).tolist() == [[0.0, 0.0, 1.0]]
     # k = 3 recomputed equals the stored statistic
-    assert M._topk_overlap_from_ids(topk, 3).tolist() == [[0.0, 2 / 3, 1.0]]
+    assert _topk_overlap_from_ids(topk, 3).tolist() == [[0.0, 2 / 3, 1.0]]
     assert M.eas(ro, similarity="topk_overlap", k=2).params["k"] == 2
     with pytest.raises(ValueError, match="1..3"):
         M.similarity(ro, "topk_overlap", k=4)
@@ -219,7 +221,7 @@ def test_bootstrap_replicates_equal_reselected_documents(aggregate):
     ro = synthetic_readout(n_docs=6, tokens_per_doc=5, n_layers=4, seed=1)
     boot = M.bootstrap_eas(ro, n_boot=5, seed=11, aggregate=aggregate, alpha=0.3, similarity="kl")
     docs = np.unique(ro.doc)
-    for b, draw in enumerate(M._draw_docs(11, len(docs), 5)):
+    for b, draw in enumerate(_draw_docs(11, len(docs), 5)):
         ref = M.eas(ro.select_docs(docs[draw]), aggregate=aggregate, alpha=0.3, similarity="kl").value
         assert boot.samples[b] == pytest.approx(ref, abs=1e-12)
 

@@ -189,6 +189,6 @@ def test_notebook_start_settles_parameters_without_touching_globals(tmp_path):
 
 
 def test_model_metadata_comes_from_the_card():
-    from eeutils.arch.names import card_meta
+    from eeutils.core.zoo_store import card_meta
     assert card_meta("zoo/dense-mid-s1")["seed"] == 1 and card_meta("zoo/dense-mid")["seed"] == 0
     assert card_meta("EleutherAI/pythia-70m") == {}

@@ -23,7 +23,7 @@ def _build(tmp_path, monkeypatch, workers):
     monkeypatch.setenv("EEUTILS_ZOO_BUILD_DIR", str(tmp_path / f"state{workers}"))
     (tmp_path / "tok").mkdir(exist_ok=True)
     factory = partial(SyntheticData, vocab_size=128, context=16, n_train=64, n_val=8, tok_dir=str(tmp_path / "tok"))
-    cards = build(recipes=_micro_plan(), workers=workers, data_factory=factory, progress=False, write_docs=False)
+    cards = build(recipes=_micro_plan(), workers=workers, data_factory=factory, progress=False)
     return root, cards, factory
 
 
@@ -40,14 +40,14 @@ def test_one_and_two_workers_give_identical_weights(tmp_path, monkeypatch):
     assert {c["name"]: c["val_loss"] for c in cards1} == {c["name"]: c["val_loss"] for c in cards2}
     assert next(c for c in cards2 if c["name"] == "m-layerskip")["layerskip"]["p_max"] > 0
     # a finished model is skipped by the next build (resume at model granularity) ...
-    assert build(recipes=_micro_plan(), workers=2, data_factory=factory, progress=False, write_docs=False) == []
+    assert build(recipes=_micro_plan(), workers=2, data_factory=factory, progress=False) == []
     # ... unless its recipe changed since: then only that model is rebuilt
     from eeutils.zoo.build import build_status
 
     plan = _micro_plan()
     plan[2] = replace(plan[2], steps=7)
     assert [build_status(r) for r in plan] == ["current", "current", "stale"]
-    cards = build(recipes=plan, workers=1, data_factory=factory, progress=False, write_docs=False)
+    cards = build(recipes=plan, workers=1, data_factory=factory, progress=False)
     assert [c["name"] for c in cards] == ["m-gpt2"] and cards[0]["steps"] == 7
 
 

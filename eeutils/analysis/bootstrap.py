@@ -11,7 +11,7 @@ import pandas as pd
 from ..core.checks import check_integer, check_real
 from ..lens.result import Readout
 from .eas import (DEFAULT_AGGREGATE, DEFAULT_ALPHA, DEFAULT_INCLUDE_EMBEDDING, DEFAULT_INDEX_BASE, DEFAULT_SIMILARITY,
-                  _eas_from_setup, _setup)
+                  eas_from_setup, eas_setup)
 from .similarity import similarity as _similarity
 
 __all__ = ["EASBootstrap", "bootstrap_eas", "layer_curve", "eas_replicates"]
@@ -67,18 +67,21 @@ def _draw_docs(seed: int, n_docs: int, n_boot: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n_docs, size=(n_boot, n_docs))
 
 
-def _draw_counts(seed: int, n_docs: int, n_boot: int) -> np.ndarray:
+def draw_counts(seed: int, n_docs: int, n_boot: int) -> np.ndarray:
+    """How often each document is drawn in each replicate, [n_boot, n_docs] (weights for sums over documents)."""
     idx = _draw_docs(seed, n_docs, n_boot)
     flat = (idx + np.arange(n_boot)[:, None] * n_docs).reshape(-1)
     return np.bincount(flat, minlength=n_boot * n_docs).reshape(n_boot, n_docs).astype(np.float64)
 
 
-def _check_boot(n_boot, ci, seed=0) -> tuple[int, float, int]:
+def check_boot(n_boot, ci, seed=0) -> tuple[int, float, int]:
+    """(n_boot, ci, seed) checked: n_boot >= 1, ci in (0, 1), seed >= 0 (TypeError / ValueError naming one)."""
     return (check_integer("n_boot", n_boot, 1), check_real("ci", ci, 0, 1, lo_open=True, hi_open=True),
             check_integer("seed", seed, 0))
 
 
-def _quantiles(x: np.ndarray, ci: float, axis=0):
+def percentile_interval(x: np.ndarray, ci: float, axis=0):
+    """The central `ci` percentile interval (lo, hi) of replicates along `axis`, NaNs ignored."""
     q = [(1.0 - ci) / 2.0, 1.0 - (1.0 - ci) / 2.0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -86,18 +89,22 @@ def _quantiles(x: np.ndarray, ci: float, axis=0):
     return lo, hi
 
 
+# pending: analysis/trend.py and analysis/verdicts.py (owned by another change of issue 26) import these two by
+# their old private names; remove the aliases when they import check_boot and percentile_interval
+_check_boot, _quantiles = check_boot, percentile_interval
+
 _EAS_OPTIONS = ("alpha", "similarity", "include_embedding", "index_base", "aggregate", "k")
 
 
-def _eas_setup(readout: Readout, eas_kwargs: dict):
+def _setup_with_defaults(readout: Readout, eas_kwargs: dict):
     unknown = set(eas_kwargs) - set(_EAS_OPTIONS)
     if unknown:
         raise TypeError(f"unknown EAS option(s) {sorted(unknown)}; allowed: {sorted(_EAS_OPTIONS)}")
     opts = dict(alpha=DEFAULT_ALPHA, similarity=DEFAULT_SIMILARITY, include_embedding=DEFAULT_INCLUDE_EMBEDDING,
                 index_base=DEFAULT_INDEX_BASE, aggregate=DEFAULT_AGGREGATE, k=None)
     opts.update(eas_kwargs)
-    return _setup(readout, opts["alpha"], opts["similarity"], opts["include_embedding"], opts["index_base"],
-                  opts["aggregate"], opts["k"])
+    return eas_setup(readout, opts["alpha"], opts["similarity"], opts["include_embedding"], opts["index_base"],
+                     opts["aggregate"], opts["k"])
 
 
 def _replicate_curves(st, counts: np.ndarray, order, starts):
@@ -123,7 +130,7 @@ def eas_replicates(readout: Readout, draws, value: str = "eas", **eas_kwargs) ->
     """
     if value not in ("eas", "normalised"):
         raise ValueError(f"value must be 'eas' or 'normalised', got {value!r}")
-    st = _eas_setup(readout, eas_kwargs)
+    st = _setup_with_defaults(readout, eas_kwargs)
     n_docs, order, starts = _doc_groups(readout)
     draws = np.asarray(draws)
     if draws.ndim != 2 or (draws.size and (draws.min() < 0 or draws.max() >= n_docs)):
@@ -152,22 +159,22 @@ def bootstrap_eas(readout: Readout, n_boot: int = 200, ci: float = 0.95, seed: i
     it (params["widened"] is then True). n_boot, seed: integers; ci: a number in (0, 1).
     eas_kwargs: alpha, similarity, include_embedding, index_base, aggregate, k (as in `eas`).
     """
-    n_boot, ci, seed = _check_boot(n_boot, ci, seed)
-    st = _eas_setup(readout, eas_kwargs)
-    point = _eas_from_setup(st)
+    n_boot, ci, seed = check_boot(n_boot, ci, seed)
+    st = _setup_with_defaults(readout, eas_kwargs)
+    point = eas_from_setup(st)
     n_docs, order, starts = _doc_groups(readout)
     if n_docs < 2:
         warnings.warn("bootstrap over a single document: the interval has zero width", RuntimeWarning, stacklevel=2)
-    counts = _draw_counts(int(seed), n_docs, int(n_boot))
+    counts = draw_counts(int(seed), n_docs, int(n_boot))
     mean_S, A = _replicate_curves(st, counts, order, starts)
     samples = A.mean(axis=1)
-    lo, hi = _quantiles(samples, ci)
+    lo, hi = percentile_interval(samples, ci)
     # the percentile interval can miss the point estimate (few replicates, a small ci, a skewed
     # statistic): widen it to include the estimate, and say so in params
     widened = not (lo <= point.value <= hi)
     lo, hi = min(lo, point.value), max(hi, point.value)
-    S_lo, S_hi = _quantiles(mean_S, ci)
-    A_lo, A_hi = _quantiles(A, ci)
+    S_lo, S_hi = percentile_interval(mean_S, ci)
+    A_lo, A_hi = percentile_interval(A, ci)
     curve = point.curve.copy()
     curve["S_lo"], curve["S_hi"], curve["A_lo"], curve["A_hi"] = S_lo, S_hi, A_lo, A_hi
     c = point.ceiling
@@ -199,13 +206,13 @@ def layer_curve(readout: Readout, similarity: str = DEFAULT_SIMILARITY, n_boot: 
     lo = np.full(L + 1, np.nan)
     hi = np.full(L + 1, np.nan)
     if n_boot:
-        n_boot, ci, seed = _check_boot(n_boot, ci, seed)
+        n_boot, ci, seed = check_boot(n_boot, ci, seed)
         n_docs, order, starts = _doc_groups(readout)
         sums, cnt = _doc_sums(S, order, starts)
-        counts = _draw_counts(int(seed), n_docs, int(n_boot))
+        counts = draw_counts(int(seed), n_docs, int(n_boot))
         with np.errstate(invalid="ignore", divide="ignore"):
             boot = (counts @ sums) / (counts @ cnt)
-        lo, hi = _quantiles(boot, ci)
+        lo, hi = percentile_interval(boot, ci)
     layers = np.arange(L + 1)
     return pd.DataFrame({"model": readout.meta.get("model", ""), "similarity": similarity, "layer": layers,
                          "rel_depth": layers / L, "S": mean, "S_std": std, "n_tokens": n, "S_lo": lo, "S_hi": hi})

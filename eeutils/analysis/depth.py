@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 
 from ..lens.result import Readout
-from .similarity import _check_readout, _stat
+from .similarity import check_readout, readout_stat
 
 __all__ = ["settle_layer", "kl_settle_layer", "saturated_matrix", "saturation_layer", "depth_summary",
            "saturation_summary"]
@@ -36,10 +36,10 @@ def settle_layer(readout: Readout, statistic: str = "kl_to_final", threshold: fl
     The final layer L always counts as settled, so the answer is in min_layer..L. min_layer
     (default 1) leaves out the embedding layer, as EAS and the exit rules do.
     """
-    _check_readout(readout)
+    check_readout(readout)
     L = readout.n_layers
     min_layer = _check_min_layer(min_layer, L)
-    x = _stat(readout, statistic, "settle_layer").astype(np.float64)
+    x = readout_stat(readout, statistic, "settle_layer").astype(np.float64)
     if not per_token:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -79,7 +79,7 @@ def saturation_layer(readout: Readout, min_layer: int = 1) -> np.ndarray:
 
     min_layer default 1: layer 0 (embeddings) is not a place to stop; 0 includes it.
     """
-    _check_readout(readout)
+    check_readout(readout)
     L = readout.n_layers
     min_layer = _check_min_layer(min_layer, L)
     return _first_settled(saturated_matrix(readout.stats["top1"]), min_layer).astype(np.int64)

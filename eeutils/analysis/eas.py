@@ -28,7 +28,7 @@ import pandas as pd
 
 from ..core.checks import check_real
 from ..lens.result import Readout
-from .similarity import DEFAULT_SIMILARITY, SIMILARITY_KINDS, _check_readout, similarity
+from .similarity import DEFAULT_SIMILARITY, SIMILARITY_KINDS, check_readout, similarity
 
 __all__ = ["AGGREGATES", "EASResult", "eas", "eas_ceiling", "DEFAULT_ALPHA", "DEFAULT_SIMILARITY",
            "DEFAULT_AGGREGATE", "DEFAULT_INDEX_BASE", "DEFAULT_INCLUDE_EMBEDDING"]
@@ -111,9 +111,11 @@ def eas_ceiling(n_layers: int, alpha: float = DEFAULT_ALPHA, include_embedding: 
     return float(np.mean(np.power(w, 1.0 - alpha)))
 
 
-def _setup(readout: Readout, alpha, similarity_kind, include_embedding, index_base, aggregate, k,
-           S_full: np.ndarray | None = None) -> _Setup:
-    _check_readout(readout)
+def eas_setup(readout: Readout, alpha, similarity_kind, include_embedding, index_base, aggregate, k,
+              S_full: np.ndarray | None = None) -> _Setup:
+    """The checked inputs of one EAS (the [tokens, layers] similarities and layer weights), which
+    `eas_from_setup` turns into the value; the bootstrap and the sensitivity grid reuse one setup."""
+    check_readout(readout)
     alpha = _check_alpha(alpha)
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
@@ -142,7 +144,8 @@ def _powered(mean_S: np.ndarray, mean_S_alpha: np.ndarray | None, alpha: float, 
     return mean_S_alpha
 
 
-def _eas_from_setup(st: _Setup) -> EASResult:
+def eas_from_setup(st: _Setup) -> EASResult:
+    """The EAS (value, ceiling, per-layer curve) of a setup from `eas_setup`."""
     S = st.S
     mean_S = np.nanmean(S, axis=0)
     mean_S_alpha = np.nanmean(np.power(S, st.alpha), axis=0) if st.aggregate == "mean_of_power" else None
@@ -197,5 +200,5 @@ def eas(readout: Readout, alpha: float = DEFAULT_ALPHA, similarity: str = DEFAUL
     readout (similarity to the final layer needs no target); NaN similarities are skipped in each
     layer's token mean; cosines are clipped to [0, 1] (negative -> 0).
     """
-    st = _setup(readout, alpha, similarity, include_embedding, index_base, aggregate, k)
-    return _eas_from_setup(st)
+    st = eas_setup(readout, alpha, similarity, include_embedding, index_base, aggregate, k)
+    return eas_from_setup(st)

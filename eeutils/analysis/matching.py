@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..arch.names import ZooError, load_card
+from ..core.zoo_store import ZooError, load_card
 from ..core.spec import parse_model_spec
 
 __all__ = ["closest_revision", "final_loss", "revision_losses", "unigram_loss"]

@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from ..lens.result import Readout
-from .bootstrap import _check_boot, _draw_counts, _quantiles
+from .bootstrap import check_boot, draw_counts, percentile_interval
 from .oracle import scored_units
 
 __all__ = ["mcnemar_exact", "doc_correctness", "paired_loss", "PAIRED_INTERVAL_KIND"]
@@ -80,7 +80,7 @@ def paired_loss(readout: Readout, exit_layers, budget: float, ci: float = 0.95, 
     right in full, wrong exited; exact match) / n_better (the reverse), n_paired_docs, accuracy_kind,
     budget_met (loss <= budget), budget_met_ci (loss_hi <= budget).
     """
-    _check_boot(n_boot, ci)
+    check_boot(n_boot, ci)
     full, exited, kind = doc_correctness(readout, exit_layers, reference)
     F, E = float(full.sum()), float(exited.sum())
     loss = (F - E) / F if F > 0 else float("nan")
@@ -92,11 +92,11 @@ def paired_loss(readout: Readout, exit_layers, budget: float, ci: float = 0.95, 
         c = int(((full == 0) & (exited == 1)).sum())
         out.update(mcnemar_p=mcnemar_exact(b, c), n_worse=b, n_better=c)
     if len(full) and F > 0:
-        counts = _draw_counts(seed, len(full), int(n_boot))
+        counts = draw_counts(seed, len(full), int(n_boot))
         Fb, Eb = counts @ full, counts @ exited
         with np.errstate(invalid="ignore", divide="ignore"):
             reps = np.where(Fb > 0, (Fb - Eb) / Fb, np.nan)
-        lo, hi = _quantiles(reps, float(ci))
+        lo, hi = percentile_interval(reps, float(ci))
         out.update(loss_lo=float(lo), loss_hi=float(hi))
     tol = 1e-12
     out["budget_met"] = bool(np.isfinite(loss) and loss <= budget + tol)

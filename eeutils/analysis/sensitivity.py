@@ -16,8 +16,8 @@ import pandas as pd
 
 from ..lens.result import Readout
 from .eas import (DEFAULT_AGGREGATE, DEFAULT_ALPHA, DEFAULT_INCLUDE_EMBEDDING, DEFAULT_INDEX_BASE, DEFAULT_SIMILARITY,
-                  _eas_from_setup, _setup)
-from .similarity import _check_readout, similarity
+                  eas_from_setup, eas_setup)
+from .similarity import check_readout, similarity
 
 __all__ = ["sensitivity", "kendall_tau", "rank_stability", "choice_stability", "stability_summary", "CONFIG_KEYS",
            "CHOICES"]
@@ -58,15 +58,15 @@ def sensitivity(readouts: dict[str, Readout], alphas=(0.25, 0.5, 0.75),
         raise ValueError("include_embedding=True needs index_base=1; no valid (include_embedding, index_base) pair")
     rows = []
     for model, ro in readouts.items():
-        _check_readout(ro)
+        check_readout(ro)
         for sim in similarities:
             for kk in (_as_tuple(k) if sim == "topk_overlap" else (None,)):
                 S_full = similarity(ro, sim, k=kk)
                 for agg in aggregates:
                     for emb, base in layouts:
                         for a in alphas:
-                            st = _setup(ro, a, sim, emb, base, agg, kk, S_full=S_full)
-                            r = _eas_from_setup(st)
+                            st = eas_setup(ro, a, sim, emb, base, agg, kk, S_full=S_full)
+                            r = eas_from_setup(st)
                             rows.append(dict(model=model, alpha=st.alpha, similarity=sim, k=int(st.params["k"] or 0),
                                              aggregate=agg, include_embedding=bool(emb), index_base=int(base),
                                              eas=r.value, ceiling=r.ceiling, normalised=r.normalised,

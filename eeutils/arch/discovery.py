@@ -16,11 +16,35 @@ import itertools
 import torch
 from torch import nn
 
-from .table import (ADAPTERS, AdapterError, ArchSpec, Resolved, _first, _guess_family, apply_logit_ops,
-                    how_to_register, logit_op_values)
+from .params import moe_shape
+from .table import (ADAPTERS, AdapterError, ArchSpec, Resolved, apply_logit_ops, get_path, how_to_register,
+                    logit_op_values)
 
 VERIFY_TOKENS = 8
 _NORM_WORDS = ("norm", "ln_f", "ln_out")
+
+
+def _first(root: nn.Module, paths) -> tuple[str, nn.Module] | tuple[None, None]:
+    """The first of `paths` that exists in `root`: (path, module), or (None, None)."""
+    for p in paths:
+        m = get_path(root, p)
+        if m is not None:
+            return p, m
+    return None, None
+
+
+def _guess_family(model: nn.Module) -> str:
+    """The family of a model without a table row, from its module names and config: hybrid, ssm, moe or dense."""
+    cfg = getattr(model, "config", None)
+    names = {type(m).__name__.lower() for m in model.modules()}
+    has_ssm = any("mamba" in n or "mixer" in n and "ssm" in n for n in names)
+    has_attn = any("attention" in n for n in names)
+    n_experts = moe_shape(cfg) if cfg is not None else None
+    if has_ssm and has_attn:
+        return "hybrid"
+    if has_ssm:
+        return "ssm"
+    return "moe" if n_experts else "dense"
 
 
 def _block_lists(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:

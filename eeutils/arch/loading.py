@@ -15,7 +15,7 @@ from .table import ArchSpec, Resolved, make_logit_fn
 from .discovery import resolve
 from .folder import folder_problem, weights_problem
 from ..core.spec import local_folder_problem, looks_like_path
-from .names import is_zoo_name, resolve as resolve_zoo
+from ..core.zoo_store import is_zoo_name, resolve as resolve_zoo
 from .real import RealModelError, is_real_name, resolve_real
 from .params import count_params, hidden_size
 
@@ -245,7 +245,7 @@ def _weights(source: str, name: str, asked_revision, local: bool, config, progre
 
 def load_model(name_or_path: str, revision: str | None = None, *, dtype="float32", device=None,
                device_map=None, trust_remote_code: bool = False, tokenizer=True,
-               use_safetensors: bool | None = None, progress: bool = False) -> LoadedModel:
+               progress: bool = False) -> LoadedModel:
     """Load a causal LM by hub id, local folder, zoo name ("zoo/dense-mid") or real model ("real/gemma-3-270m",
     converted once from the GGUF its pip package ships; see eeutils.arch.real).
 
@@ -271,7 +271,6 @@ def load_model(name_or_path: str, revision: str | None = None, *, dtype="float32
         problem = folder_problem(source, trust_remote_code)
         if problem:
             raise ModelLoadError(problem)
-        use_safetensors = True
     kwargs = dict(revision=revision_for_hf, trust_remote_code=trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
@@ -283,7 +282,7 @@ def load_model(name_or_path: str, revision: str | None = None, *, dtype="float32
             "encoder with bidirectional attention (is_decoder=False), whose layers see later tokens. The kit reads "
             "out decoder-only LMs (GPT-2, Llama, Pythia, Mamba, ...).")
     model = _weights(source, name, revision, local, config, progress, dtype=torch_dtype, device_map=device_map,
-                     use_safetensors=use_safetensors, **kwargs)
+                     use_safetensors=True if local else None, **kwargs)
     if device is not None:
         model.to(device)
     tok = None

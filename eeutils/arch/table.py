@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .params import moe_shape
 
 FAMILIES = ("dense", "moe", "ssm", "hybrid")
 DRIVERS = ("attention", "ssm", "hybrid")  # how the early-exit decoder runs a family's blocks (see eeutils.decoding)
@@ -151,14 +150,6 @@ def get_path(root: nn.Module, dotted: str):
     return obj
 
 
-def _first(root: nn.Module, paths) -> tuple[str, nn.Module] | tuple[None, None]:
-    for p in paths:
-        m = get_path(root, p)
-        if m is not None:
-            return p, m
-    return None, None
-
-
 @dataclass
 class Resolved:
     """An adapter applied to one model instance."""
@@ -179,19 +170,6 @@ def how_to_register(model_type: str) -> str:
         "        blocks=('model.layers',), final_norm=('model.norm',), head=('lm_head',)))\n"
         "with the dotted paths of its repeated blocks, the norm applied before the head, and the head."
     )
-
-
-def _guess_family(model: nn.Module) -> str:
-    cfg = getattr(model, "config", None)
-    names = {type(m).__name__.lower() for m in model.modules()}
-    has_ssm = any("mamba" in n or "mixer" in n and "ssm" in n for n in names)
-    has_attn = any("attention" in n for n in names)
-    n_experts = moe_shape(cfg) if cfg is not None else None
-    if has_ssm and has_attn:
-        return "hybrid"
-    if has_ssm:
-        return "ssm"
-    return "moe" if n_experts else "dense"
 
 
 def apply_logit_ops(logits: torch.Tensor, ops, inplace: bool = False) -> torch.Tensor:

@@ -8,6 +8,10 @@ cell: readout -> rows; its atomic file), `runner` (run_benchmark, merge), `ray_e
 
 or from a shell: ``eeutils bench --models zoo/dense-mid zoo/moe-mid --workloads zoo-prose zoo-task --out runs/bench``.
 
+The settings are two frozen dataclasses: `BenchConfig` (what the cells compute; its fingerprint stamps every
+cell) and `RunOptions` (how the run executes: executor, merge, compute_cell, ...). Pass them, or any of
+their fields as keywords: ``run_benchmark(models, workloads, out, config=BenchConfig(budget=0.1), merge=False)``.
+
 What one cell does (the default `compute_cell`)
 -----------------------------------------------
 1. Load the model (one model stays cached across its workloads; cells run model by model).
@@ -84,12 +88,12 @@ which finds every cell finished and only merges::
 Every job must use the same settings (they are part of each cell's ``bench_config`` digest).
 """
 from .config import DEFAULT_SIMILARITIES, EXECUTORS, META_COLUMNS, BenchConfig, BenchmarkError, Cell, CellFailed, \
-    kit_version, parse_model, safe_name
+    RunOptions, kit_version, parse_model, safe_name
 from .pipeline import cell_path, cell_readout, cell_rows, default_compute_cell, readout_path, release_models, run_cell
 from .runner import load_results, merge_cells, run_benchmark
 from .validation import check_model
 
 __all__ = ["BenchConfig", "BenchmarkError", "Cell", "CellFailed", "DEFAULT_SIMILARITIES", "EXECUTORS", "META_COLUMNS",
-           "cell_path", "cell_readout", "cell_rows", "check_model", "default_compute_cell", "kit_version",
+           "RunOptions", "cell_path", "cell_readout", "cell_rows", "check_model", "default_compute_cell", "kit_version",
            "load_results", "merge_cells", "parse_model", "readout_path", "release_models", "run_benchmark", "run_cell",
            "safe_name"]

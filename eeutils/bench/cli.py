@@ -16,10 +16,10 @@ import sys
 import pandas as pd
 
 from ..arch.loading import ModelLoadError
-from ..arch.names import zoo_table
+from ..core.zoo_store import zoo_table
 from ..workloads.registry import list_workloads
 from ..workloads.types import WorkloadUnavailable
-from .config import BenchmarkError, CellFailed
+from .config import BenchConfig, BenchmarkError, CellFailed, RunOptions
 from .runner import run_benchmark
 
 
@@ -78,21 +78,26 @@ def _print_frame(frame) -> None:
         print(frame.to_string(index=False))
 
 
-def _cmd_bench(args) -> int:
-    kwargs = {}
-    if args.similarities:
-        kwargs["similarities"] = tuple(args.similarities)
+def _settings(args) -> tuple[BenchConfig, RunOptions]:
+    """The run's settings from the command line: what the cells compute, and how the run executes."""
+    sims = {"similarities": tuple(args.similarities)} if args.similarities else {}
+    config = BenchConfig(budget=args.budget, alpha=args.alpha, n_docs=args.n_docs, max_chars=args.max_chars,
+                         max_tokens=args.max_tokens, n_boot=args.n_boot, seed=args.seed, k=args.k,
+                         batch_size=args.batch_size, dtype=args.dtype, device=args.device,
+                         progress=not args.no_progress, **sims)
     ray_options = None
     if args.executor == "ray":
         ray_options = {"num_cpus": args.ray_cpus}
         if args.ray_gpus:
             ray_options["num_gpus"] = args.ray_gpus
-    frame = run_benchmark(
-        args.models, args.workloads, args.out, budget=args.budget, alpha=args.alpha, n_docs=args.n_docs,
-        max_chars=args.max_chars, max_tokens=args.max_tokens, n_boot=args.n_boot, seed=args.seed, k=args.k,
-        batch_size=args.batch_size, dtype=args.dtype, device=args.device, executor=args.executor,
-        progress=not args.no_progress, merge=not args.no_merge, ray_address=args.ray_address,
-        ray_options=ray_options, **kwargs)
+    options = RunOptions(executor=args.executor, merge=not args.no_merge, ray_address=args.ray_address,
+                         ray_options=ray_options)
+    return config, options
+
+
+def _cmd_bench(args) -> int:
+    config, options = _settings(args)
+    frame = run_benchmark(args.models, args.workloads, args.out, config=config, options=options)
     where = f"{args.out}/results.parquet" if not args.no_merge else f"{args.out}/cells/"
     print(f"{len(frame)} rows -> {where}")
     if "row_type" in frame.columns and not args.no_merge:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields, replace
+from typing import Any, Callable
 
 from .. import _version
 from ..core.spec import ModelSpecError, parse_model_spec
@@ -38,7 +38,16 @@ def kit_version() -> str:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """Settings shared by every cell. `fingerprint()` digests those that change results."""
+    """Settings shared by every cell. `fingerprint()` digests those that change results.
+
+    budget: relative accuracy loss allowed for the max-skip rows, in [0, 1). alpha: EAS weight in [0, 1].
+    similarities: EAS similarity kinds, one EAS row each. rules: exit rules for `exits.tradeoff` (None: its
+    defaults). n_docs / max_chars / seed: deterministic workload subset (`get_workload`), the same for every
+    model. max_tokens: tokens per document (truncated; capped at the model's context). n_boot: bootstrap
+    replicates for the EAS interval (0: none). k, batch_size, dtype, device: readout and loading options.
+    out_dir: the run's folder (`run_benchmark` sets it). progress: progress bars. save_readouts: keep each
+    cell's readout in out_dir/readouts.
+    """
 
     budget: float = 0.05
     alpha: float = 0.5
@@ -75,6 +84,47 @@ class BenchConfig:
     def fingerprint(self) -> str:
         blob = json.dumps(self.describe(), sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run executes, apart from what its cells compute (none of these enter the fingerprint).
+
+    executor: "local" or "ray". merge: write results.parquet/csv and manifest.json at the end (False for one
+    job of many sharing a folder). compute_cell(cell, workload, config) -> DataFrame replaces the readout +
+    metrics pipeline (tests, custom metrics). check_models: validate model names up front (None: only with
+    the default pipeline). ray_address, ray_options: the Ray cluster and the options of each cell task.
+    """
+
+    executor: str = "local"
+    merge: bool = True
+    compute_cell: Callable | None = None
+    check_models: bool | None = None
+    ray_address: str | None = None
+    ray_options: dict | None = None
+
+    @property
+    def default_pipeline(self) -> bool:
+        return self.compute_cell is None
+
+
+def split_settings(config: BenchConfig | None, options: RunOptions | None,
+                   settings: dict) -> tuple[BenchConfig, RunOptions]:
+    """`config` and `options` (None: defaults) with the keyword `settings` put in their fields, each to the
+    dataclass that has it; a keyword neither has is a TypeError naming it (and the settings there are)."""
+    for value, kind in ((config, BenchConfig), (options, RunOptions)):
+        if value is not None and not isinstance(value, kind):
+            raise TypeError(f"expected a {kind.__name__} or None, got {type(value).__name__}")
+    config_keys = {f.name for f in fields(BenchConfig)} - {"out_dir"}
+    option_keys = {f.name for f in fields(RunOptions)}
+    unknown = sorted(set(settings) - config_keys - option_keys)
+    if unknown:
+        raise TypeError(f"run_benchmark() got unknown setting(s) {', '.join(unknown)}; the settings are "
+                        f"BenchConfig's {', '.join(sorted(config_keys))} and RunOptions' "
+                        f"{', '.join(sorted(option_keys))}")
+    config = replace(config or BenchConfig(), **{k: v for k, v in settings.items() if k in config_keys})
+    options = replace(options or RunOptions(), **{k: v for k, v in settings.items() if k in option_keys})
+    return config, options
 
 
 def _stable_repr(obj) -> str:

@@ -15,7 +15,7 @@ from ..analysis.exits import max_skip_under_budget, tradeoff
 from ..analysis.rule_parse import parse_rules
 from ..analysis.rules import ExitRule
 from ..arch.loading import ModelLoadError, load_model
-from ..arch.names import ZooError
+from ..core.zoo_store import ZooError
 from ..arch.table import AdapterError
 from ..core.io import write_parquet_atomic
 from ..lens.cache import model_weights_digest, readout_key

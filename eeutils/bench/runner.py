@@ -10,7 +10,6 @@ import warnings
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -18,20 +17,19 @@ from ..core.io import LockHeld, clean_stale_tmp, file_lock, parquet_safe, write_
     write_parquet_atomic
 from ..workloads.registry import get_workload
 from ..workloads.types import Workload, WorkloadUnavailable
-from .config import DEFAULT_SIMILARITIES, EXECUTORS, BenchConfig, BenchmarkError, Cell, CellFailed, kit_version, \
-    parse_model, safe_name
+from .config import BenchConfig, BenchmarkError, Cell, CellFailed, RunOptions, kit_version, parse_model, safe_name, \
+    split_settings
 from ..lens.cache import model_weights_digest
 from .pipeline import cell_path, cell_stamp, failure_hint, progress_bar, release_models, resume_hint, run_cell
-from .ray_executor import import_ray, run_ray
-from .validation import _as_list, _check_fraction, _check_int, _check_similarities, check_model, check_out_dir, \
-    check_settings
+from .ray_executor import run_ray
+from .validation import as_list, check_model, check_out_dir, check_run, check_settings
 
 LOCK_FILE = ".eeutils-bench.lock"  # held by a run for its whole length: exclusive, shared by --no-merge jobs
 
 
 def _resolve_workloads(workloads, n_docs, max_chars, seed) -> dict[str, Workload]:
     out: dict[str, Workload] = {}
-    for w in _as_list(workloads, "workloads"):
+    for w in as_list(workloads, "workloads"):
         if not isinstance(w, (str, Workload)):
             raise BenchmarkError(f"a workload must be a registered name or a Workload, got {type(w).__name__}")
         try:
@@ -54,7 +52,7 @@ def _resolve_workloads(workloads, n_docs, max_chars, seed) -> dict[str, Workload
 def _model_specs(models, check: bool) -> list[tuple[str, str, str | None]]:
     """(spec as given, name, revision) per distinct model; with `check`, every unloadable one in one error."""
     model_specs = []
-    for m in _as_list(models, "models"):
+    for m in as_list(models, "models"):
         name, rev = parse_model(m) if isinstance(m, str) else parse_model(str(m))
         spec = m.strip() if isinstance(m, str) else str(m)
         if spec not in [s for s, _, _ in model_specs]:
@@ -100,82 +98,43 @@ def _versions(executor: str) -> dict:
     return out
 
 
-def run_benchmark(models, workloads, out_dir, *, budget: float = 0.05, alpha: float = 0.5,
-                  similarities=DEFAULT_SIMILARITIES, rules=None, n_docs: int | None = None,
-                  max_tokens: int | None = 512, max_chars: int | None = None, n_boot: int = 200, seed: int = 0,
-                  k: int = 5, batch_size: int = 8, dtype: str | None = "float32", device: str | None = None,
-                  executor: str = "local", progress: bool = True, compute_cell: Callable | None = None,
-                  check_models: bool | None = None, merge: bool = True, save_readouts: bool = True,
-                  ray_address: str | None = None, ray_options: dict | None = None) -> pd.DataFrame:
+def run_benchmark(models, workloads, out_dir, *, config: BenchConfig | None = None,
+                  options: RunOptions | None = None, **settings) -> pd.DataFrame:
     """Run every (model, workload) cell into `out_dir`, resuming finished cells; return the merged frame.
 
     models: hub ids ("EleutherAI/pythia-70m", with "@revision" for a checkpoint), local folders or
     zoo names ("zoo/dense-mid"). workloads: registered names (see `eeutils.workloads.list_workloads`)
-    or `Workload` objects. budget: relative accuracy loss allowed for the max-skip rows, in [0, 1).
-    alpha: EAS weight in [0, 1]. similarities: EAS similarity kinds, one EAS row each. rules: exit
-    rules for `exits.tradeoff` (None: its defaults). n_docs / max_chars / seed: deterministic workload
-    subset (`get_workload`), the same for every model. max_tokens: tokens per document (truncated; capped
-    at the model's context). n_boot: bootstrap replicates for the EAS interval (0: none). k, batch_size,
-    dtype, device: readout and loading options. executor: "local" or "ray" (see the module docstring).
-    compute_cell(cell, workload, config) -> DataFrame replaces the readout + metrics pipeline (tests,
-    custom metrics); the runner adds the metadata columns. check_models: validate model names up front
-    (default: True with the default pipeline, False with a custom compute_cell). merge: write
-    results.parquet/csv and manifest.json at the end (False for one job of many sharing a folder).
+    or `Workload` objects. config: what the cells compute (`BenchConfig`: budget, alpha, similarities,
+    rules, n_docs, max_tokens, ...; its out_dir is this `out_dir`); options: how the run executes
+    (`RunOptions`: executor, merge, compute_cell, check_models, ray_address, ray_options). Any field of
+    either can be given as a keyword instead and overrides it: ``run_benchmark(models, workloads, out,
+    budget=0.1, merge=False)``; an unknown keyword is a TypeError naming it. The two classes' docstrings
+    say what each setting means.
 
-    Every argument is checked, and every workload loaded, before the first cell runs.
+    Every setting is checked, and every workload loaded, before the first cell runs.
     """
-    # ---- validate everything up front ------------------------------------------------------------
-    _check_fraction("budget", budget, hi_open=True)
-    _check_fraction("alpha", alpha, hi_open=False)
-    _check_int("n_docs", n_docs, 1)
-    _check_int("max_tokens", max_tokens, 1)
-    _check_int("max_chars", max_chars, 1)
-    _check_int("n_boot", n_boot, 0, allow_none=False)
-    _check_int("seed", seed, 0, allow_none=False)
-    _check_int("k", k, 2, allow_none=False)
-    _check_int("batch_size", batch_size, 1, allow_none=False)
-    if executor not in EXECUTORS:
-        raise BenchmarkError(f"executor must be one of {EXECUTORS}, got {executor!r}")
-    if executor == "ray":
-        import_ray()
-        if ray_options is not None and not isinstance(ray_options, dict):
-            raise BenchmarkError(f"ray_options must be a dict of Ray task options, got {ray_options!r}")
-    if compute_cell is not None and not callable(compute_cell):
-        raise BenchmarkError("compute_cell must be a callable (cell, workload, config) -> DataFrame")
-    if out_dir is None or not str(out_dir).strip():
-        raise BenchmarkError("out_dir must be a folder path")
-    out_dir = Path(out_dir).expanduser()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BenchmarkError(f"out_dir {out_dir} exists and is a file, not a folder; pick another --out")
-    default_pipeline = compute_cell is None
-    sims = _check_similarities(similarities)
-    if check_models is None:
-        check_models = default_pipeline
-
-    model_specs = _model_specs(models, check_models)
-    wls = _resolve_workloads(workloads, n_docs, max_chars, seed)
-
+    config, options = split_settings(config, options, settings)
+    config, options, out_dir = check_run(config, options, out_dir)
+    model_specs = _model_specs(models, options.check_models)
+    wls = _resolve_workloads(workloads, config.n_docs, config.max_chars, config.seed)
     cells = _grid(model_specs, wls)
-
-    config = BenchConfig(budget=float(budget), alpha=float(alpha), similarities=sims, rules=rules, n_docs=n_docs,
-                         max_chars=max_chars, max_tokens=max_tokens, n_boot=int(n_boot), seed=int(seed), k=int(k),
-                         batch_size=int(batch_size), dtype=dtype, device=device, out_dir=str(out_dir),
-                         progress=bool(progress), save_readouts=bool(save_readouts))
-
     check_out_dir(out_dir)
+    with _lock_folder(out_dir, shared=not options.merge):
+        check_settings(out_dir, config)
+        return _execute(cells, wls, model_specs, config, options)
+
+
+def _lock_folder(out_dir: Path, shared: bool) -> ExitStack:
+    """The folder's lock, held by the returned stack: exclusive, or shared by the --no-merge jobs of one grid."""
     lock = ExitStack()
     try:
-        lock.enter_context(file_lock(out_dir / LOCK_FILE, shared=not merge))
+        lock.enter_context(file_lock(out_dir / LOCK_FILE, shared=shared))
     except LockHeld as err:
         raise BenchmarkError(
             f"{out_dir} is in use by another eeutils bench run ({err}): two runs in one --out would mix their "
             "results. Wait for it to finish, or use another --out (jobs of one grid share a folder with "
             "--no-merge; a killed run's lock is released by the system, its leftover file is harmless)") from None
-    with lock:
-        check_settings(out_dir, config)
-        run = dict(executor=executor, merge=merge, progress=progress, ray_address=ray_address,
-                   ray_options=ray_options, default_pipeline=default_pipeline)
-        return _execute(cells, wls, config, compute_cell, model_specs, **run)
+    return lock
 
 
 def _classify(cells, out_dir: Path, fp: str, digests: dict):
@@ -207,24 +166,28 @@ def _classify(cells, out_dir: Path, fp: str, digests: dict):
     return done, reweighed, corrupt
 
 
-def _manifest(cells, wls, config, compute_cell, model_specs, reweighed, corrupt, executor, default_pipeline):
+def _manifest(cells, wls, model_specs, config, options: RunOptions, reweighed, corrupt) -> dict:
+    """The run's record: arguments, settings, versions, workloads and cells (status "running")."""
+    readouts = options.default_pipeline and config.save_readouts
     return dict(
-        kit_version=kit_version(), started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        status="running", out_dir=config.out_dir, executor=executor,
+        kit_version=kit_version(), started=_now(), status="running", out_dir=config.out_dir,
+        executor=options.executor,
         args=dict(models=[s for s, _, _ in model_specs], workloads=list(wls), **config.describe(),
                   batch_size=config.batch_size, device=config.device,
-                  compute_cell=getattr(compute_cell, "__qualname__", "default")),
-        bench_config=config.fingerprint(), versions=_versions(executor),
+                  compute_cell=getattr(options.compute_cell, "__qualname__", "default")),
+        bench_config=config.fingerprint(), versions=_versions(options.executor),
         workloads={n: dict(kind=w.kind, source=w.source, n_docs=len(w),
                            n_available=w.meta.get("n_available", len(w))) for n, w in wls.items()},
         cells=[dict(model=c.model, workload=c.workload, file=f"cells/{c.key}.parquet",
-                    readout=f"readouts/{c.key}.npz" if default_pipeline and config.save_readouts else None)
-               for c in cells],
+                    readout=f"readouts/{c.key}.npz" if readouts else None) for c in cells],
         weights_changed=[c.label for c in reweighed], damaged_cells_recomputed=[c.label for c in corrupt])
 
 
-def _execute(cells, wls, config, compute_cell, model_specs, *, executor, merge, progress, ray_address, ray_options,
-             default_pipeline) -> pd.DataFrame:
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _execute(cells, wls, model_specs, config: BenchConfig, options: RunOptions) -> pd.DataFrame:
     """Run the pending cells of the grid (under the folder's lock), then merge; see `run_benchmark`."""
     out_dir, fp, t_start = Path(config.out_dir), config.fingerprint(), time.time()
     tmp_folders = [out_dir, out_dir / "cells", out_dir / "readouts"]
@@ -232,32 +195,33 @@ def _execute(cells, wls, config, compute_cell, model_specs, *, executor, merge, 
     digests = {spec: model_weights_digest(name, rev) for spec, name, rev in model_specs}
     done, reweighed, corrupt = _classify(cells, out_dir, fp, digests)
     pending = [c for c in cells if c not in done]
-    manifest = _manifest(cells, wls, config, compute_cell, model_specs, reweighed, corrupt, executor,
-                         default_pipeline)
-    if merge:
+    manifest = _manifest(cells, wls, model_specs, config, options, reweighed, corrupt)
+    if options.merge:
         write_json_atomic(manifest, out_dir / "manifest.json")
     try:
         if pending:
-            run = run_ray if executor == "ray" else _run_local
-            extra = dict(address=ray_address, options=ray_options) if executor == "ray" else {}
-            run(pending, wls, config, compute_cell, n_done=len(done), n_total=len(cells), progress=progress,
-                out_dir=out_dir, **extra)
+            run = run_ray if options.executor == "ray" else _run_local
+            run(pending, wls, config, options, n_done=len(done), n_total=len(cells))
     except BaseException as exc:  # the manifest must not keep saying "running"
-        if merge:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            manifest.update(status=status, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                            error=f"{type(exc).__name__}: {exc}")
-            try:
-                write_json_atomic(manifest, out_dir / "manifest.json")
-            except OSError:
-                pass
+        if options.merge:
+            _record_failure(manifest, out_dir, exc)
         raise
     finally:
-        if default_pipeline:
+        if options.default_pipeline:
             release_models()
-    if not merge:
+    if not options.merge:
         return pd.concat([pd.read_parquet(cell_path(out_dir, c)) for c in cells], ignore_index=True, sort=False)
     return _merge(out_dir, cells, fp, manifest, len(done), tmp_folders, t_start)
+
+
+def _record_failure(manifest: dict, out_dir: Path, exc: BaseException) -> None:
+    """The manifest says the run failed (or was interrupted) and why; best effort, the run is failing anyway."""
+    status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    manifest.update(status=status, finished=_now(), error=f"{type(exc).__name__}: {exc}")
+    try:
+        write_json_atomic(manifest, out_dir / "manifest.json")
+    except OSError:
+        pass
 
 
 def _merge(out_dir: Path, cells, fp: str, manifest: dict, n_done: int, tmp_folders, t_start) -> pd.DataFrame:
@@ -273,7 +237,7 @@ def _merge(out_dir: Path, cells, fp: str, manifest: dict, n_done: int, tmp_folde
     write_csv_atomic(frame, out_dir / "results.csv")
     manifest["cells"] += [dict(model=str(f["model"].iloc[0]), workload=str(f["workload"].iloc[0]),
                                file=f"cells/{p.name}", readout=_readout_of(p)) for p, f in others]
-    manifest.update(status="complete", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    manifest.update(status="complete", finished=_now(),
                     n_rows=int(len(frame)), n_cells=len(cells) + len(others), n_resumed=n_done,
                     n_kept_from_earlier_runs=len(others), outdated_cells=[f"cells/{p.name}" for p in outdated])
     write_json_atomic(manifest, out_dir / "manifest.json")
@@ -323,14 +287,16 @@ def load_results(out_dir) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def _run_local(pending, wls, config, compute_cell, *, n_done, n_total, progress, out_dir):
-    bar = progress_bar(progress, n_total, n_done)
+def _run_local(pending, wls, config: BenchConfig, options: RunOptions, *, n_done: int, n_total: int) -> None:
+    """The pending cells one after another in this process; the first failure stops the run (CellFailed)."""
+    out_dir = Path(config.out_dir)
+    bar = progress_bar(config.progress, n_total, n_done)
     finished = n_done
     try:
         for cell in pending:
             bar.set_postfix_str(cell.label)
             try:
-                run_cell(cell, wls[cell.workload], config, compute_cell)
+                run_cell(cell, wls[cell.workload], config, options.compute_cell)
             except KeyboardInterrupt:
                 print(f"\ninterrupted in cell {cell.label}; it left no file. {resume_hint(out_dir, finished)}",
                       file=sys.stderr)

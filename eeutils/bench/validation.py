@@ -4,17 +4,19 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from ..analysis.similarity import SIMILARITY_KINDS
-from ..arch.names import is_zoo_name, resolve as resolve_zoo
+from ..core.zoo_store import is_zoo_name, resolve as resolve_zoo
 from ..arch.real import RealModelError, installed_versions, is_real_name, real_spec
 from ..core.checks import check_count, check_real
 from ..core.env import hf_cache_dir, hf_offline
 from ..core.io import write_json_atomic
 from ..core.spec import local_folder_problem, looks_like_path
 from ..workloads.types import Workload
-from .config import BenchConfig, BenchmarkError
+from .config import EXECUTORS, BenchConfig, BenchmarkError, RunOptions
+from .ray_executor import import_ray
 
 SETTINGS_FILE = "settings.json"  # the settings every cell of the folder was computed with (its first run's)
 
@@ -88,6 +90,44 @@ def _check_int(name, value, minimum, allow_none=True):
         raise BenchmarkError(str(err)) from None
 
 
+# (setting, minimum, None allowed) of the integer settings
+_INT_SETTINGS = (("n_docs", 1, True), ("max_tokens", 1, True), ("max_chars", 1, True), ("n_boot", 0, False),
+                 ("seed", 0, False), ("k", 2, False), ("batch_size", 1, False))
+
+
+def check_run(config: BenchConfig, options: RunOptions, out_dir) -> tuple[BenchConfig, RunOptions, Path]:
+    """(config, options, out_dir) checked and normalised (numbers as float/int, similarities as a tuple,
+    out_dir a Path recorded in config, check_models decided), or BenchmarkError naming the first bad one."""
+    _check_fraction("budget", config.budget, hi_open=True)
+    _check_fraction("alpha", config.alpha, hi_open=False)
+    for name, minimum, allow_none in _INT_SETTINGS:
+        _check_int(name, getattr(config, name), minimum, allow_none)
+    _check_options(options)
+    if out_dir is None or not str(out_dir).strip():
+        raise BenchmarkError("out_dir must be a folder path")
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BenchmarkError(f"out_dir {out_dir} exists and is a file, not a folder; pick another --out")
+    config = replace(config, budget=float(config.budget), alpha=float(config.alpha),
+                     similarities=_check_similarities(config.similarities), n_boot=int(config.n_boot),
+                     seed=int(config.seed), k=int(config.k), batch_size=int(config.batch_size),
+                     out_dir=str(out_dir), progress=bool(config.progress), save_readouts=bool(config.save_readouts))
+    if options.check_models is None:
+        options = replace(options, check_models=options.default_pipeline)
+    return config, options, out_dir
+
+
+def _check_options(options: RunOptions) -> None:
+    if options.executor not in EXECUTORS:
+        raise BenchmarkError(f"executor must be one of {EXECUTORS}, got {options.executor!r}")
+    if options.executor == "ray":
+        import_ray()
+        if options.ray_options is not None and not isinstance(options.ray_options, dict):
+            raise BenchmarkError(f"ray_options must be a dict of Ray task options, got {options.ray_options!r}")
+    if options.compute_cell is not None and not callable(options.compute_cell):
+        raise BenchmarkError("compute_cell must be a callable (cell, workload, config) -> DataFrame")
+
+
 def check_out_dir(out_dir: Path) -> None:
     """Create out_dir/cells and prove it writable, or raise BenchmarkError saying why it cannot be used."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -104,7 +144,8 @@ def check_out_dir(out_dir: Path) -> None:
                              "pick a folder you can write to with --out") from err
 
 
-def _as_list(x, what: str) -> list:
+def as_list(x, what: str) -> list:
+    """`x` as a non-empty list (a single name or Workload is a list of one), or BenchmarkError."""
     if isinstance(x, (str, Workload)):
         x = [x]
     try:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..analysis.exits import max_skip_under_budget, tradeoff
 from ..analysis.rules import REALISABLE
-from ..arch.names import load_card
+from ..core.zoo_store import load_card
 
 
 def seed_noise_floor(scores: Mapping[str, Sequence[float]]) -> dict:

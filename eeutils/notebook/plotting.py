@@ -60,12 +60,12 @@ def savefig(fig, name: str, out_dir=None, dpi: int = 120) -> Path | None:
 
 
 def layer_curves(frame: pd.DataFrame, y: str, ylabel: str, hue: str = "model", x: str = "rel_depth",
-                 title: str | None = None, ax=None, band: tuple[str, str] | None = None, style: str | None = None):
+                 title: str | None = None, ax=None, band: tuple[str, str] | None = None):
     """Per-layer curves (one line per `hue`), x = relative depth by default; optional (lo, hi) band columns."""
     set_style()
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 4))
-    sns.lineplot(data=frame, x=x, y=y, hue=hue, style=style, marker="o", ax=ax, errorbar=None)
+    sns.lineplot(data=frame, x=x, y=y, hue=hue, marker="o", ax=ax, errorbar=None)
     if band is not None:
         colors = dict(zip(frame[hue].unique(), sns.color_palette(PALETTE)))
         for key, g in frame.groupby(hue, sort=False):
@@ -122,9 +122,11 @@ def tradeoff_plot(frame: pd.DataFrame, y: str = "accuracy", hue: str = "rule", a
     return ax
 
 
-def bar_with_ci(frame: pd.DataFrame, x: str, y: str, lo: str, hi: str, ylabel: str, ax=None,
-                title: str | None = None, color_by: str | None = None):
-    """One bar per row with its interval as whiskers (bootstrap or seed spread)."""
+def bar_with_ci(frame: pd.DataFrame, x: str, y: str, ylabel: str, ax=None, title: str | None = None,
+                color_by: str | None = None, interval: tuple[str, str] | None = None):
+    """One bar per row with its interval as whiskers (bootstrap or seed spread): the (lo, hi) columns
+    `interval`, by default `<y>_lo` and `<y>_hi` (as the EAS tables name them)."""
+    lo, hi = interval or (f"{y}_lo", f"{y}_hi")
     set_style()
     if ax is None:
         _, ax = plt.subplots(figsize=(max(5, 0.9 * len(frame) + 2), 4))

@@ -1,18 +1,19 @@
 """The embedded zoo: tiny models of real transformers architectures, trained here on the
 project's own corpus and shipped in ``data/zoo/`` so every notebook runs offline.
 
-``resolve(name, revision)`` -> folder (a normal Hugging Face model folder), ``list_zoo()``,
-``load_card(name)`` (from `eeutils.arch.names`), ``zoo_table()``. Rebuild with ``python -m eeutils.zoo build``.
+``resolve(name, revision)`` -> folder (a normal Hugging Face model folder), ``list_zoo()``, ``load_card(name)``,
+``card_meta(name)``, ``zoo_table()`` (from `eeutils.core.zoo_store`, which every layer can read). Rebuild with
+``python -m eeutils.zoo build``.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..arch.names import (TOKENIZER_DIRNAME, ZooError, _dir_size, list_revisions, list_zoo, load_card,  # noqa: F401
-                          resolve, zoo_root, zoo_table)
 from ..core.resources import repo_root
+from ..core.zoo_store import (TOKENIZER_DIRNAME, ZooError, card_meta, folder_size, list_revisions,  # noqa: F401
+                              list_zoo, load_card, resolve, zoo_root, zoo_table)
 
-__all__ = ["ZooError", "list_zoo", "resolve", "load_card", "list_revisions", "zoo_table",
+__all__ = ["ZooError", "list_zoo", "resolve", "load_card", "card_meta", "list_revisions", "zoo_table",
            "zoo_markdown", "write_zoo_markdown", "zoo_root"]
 
 
@@ -26,7 +27,7 @@ def zoo_markdown() -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in df.iterrows():
         lines.append("| " + " | ".join(fmt.get(c, "{}").format(r[c]) for c in cols) + " |")
-    total = _dir_size(zoo_root()) / 1e6
+    total = folder_size(zoo_root()) / 1e6
     lines.append("")
     lines.append(f"Total size of `data/zoo/` (checkpoints and tokenizer copies included): {total:.1f} MB.")
     return "\n".join(lines) + "\n"

@@ -30,6 +30,7 @@ def main(argv=None) -> None:
     if a.cmd == "build":
         build(only=a.only, force=a.force, threads=a.threads, workers=a.workers, progress=not a.no_progress,
               retrain_tokenizer=a.retrain_tokenizer)
+        write_zoo_markdown()
     elif a.cmd == "plan":
         plan_main(steps=a.steps, workers=a.workers, json_path=a.json)
     elif a.cmd == "list":

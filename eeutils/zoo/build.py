@@ -19,7 +19,7 @@ from eeutils.arch.names import TOKENIZER_DIRNAME, list_zoo, resolve, zoo_root
 from eeutils.core.env import eeutils_cache_dir
 from eeutils.core.resources import repo_root
 from eeutils.workloads import corpus as C
-from eeutils.zoo import parallel, write_zoo_markdown
+from eeutils.zoo import parallel
 from eeutils.zoo import tokenizer as T
 from eeutils.zoo import train as TR
 from eeutils.zoo.layerskip import LayerSkipConfig
@@ -232,44 +232,17 @@ def finetune(recipe: Recipe, data: Data, progress: bool = True):
 
 # ------------------------------------------------------------------ one model
 def build_one(recipe: Recipe, data: Data, force: bool = False, progress: bool = True) -> dict | None:
-    folder = zoo_root() / recipe.name
-    if (folder / "card.json").is_file() and not force:
-        print(f"[zoo] {recipe.name}: already built, skipping", flush=True)
+    """Train (or fine-tune) one recipe into its zoo folder and write its card; None when already built."""
+    folders = _fresh_folders(recipe, data, force)
+    if folders is None:
         return None
-    tok = str(data.manifest.get("tokenizer", {}).get("tokenizer_json_sha256", ""))[:8]
-    state_dir = build_dir() / f"{recipe.name}-{recipe_digest(recipe)}-{tok}"  # never resume another recipe's state
-    if force:
-        shutil.rmtree(state_dir, ignore_errors=True)
-    if folder.exists():
-        shutil.rmtree(folder)
-    print(f"[zoo] {recipe.name}: training {recipe.class_name} d={recipe.d} L={recipe.layers} steps={recipe.steps}", flush=True)
+    folder, state_dir = folders
     ckpts = []
-
-    def save_ckpt(step, model):
-        t = time.time()
-        TR.save_hf(model, folder / "checkpoints" / f"step-{step}", data.tok_dir)
-        val = TR.evaluate(TR.half_copy(model).float(), data.val_wins)
-        ckpts.append({"revision": f"step-{step}", "step": step, "tokens_seen": step * recipe.batch * CONTEXT,
-                      "val_loss": val})
-        print(f"[zoo] {recipe.name}: checkpoint step-{step} val_loss={val:.3f} ({time.time() - t:.1f}s)", flush=True)
-
-    extra = {}
-    if recipe.finetune_of:
-        res, extra = finetune(recipe, data, progress=progress)
-        base_card = json.loads((zoo_root() / recipe.finetune_of / "card.json").read_text())
-        tokens_seen = base_card["tokens_seen"] + res.tokens
-    else:
-        res = TR.train(recipe, data.train_wins, data.val_wins, data.vocab_size, state_dir=state_dir,
-                       checkpoint_cb=save_ckpt if recipe.checkpoints else None, progress=progress)
-        tokens_seen = res.tokens
+    save_ckpt = _checkpoint_saver(recipe, data, folder, ckpts)
+    res, tokens_seen, extra = _train_or_finetune(recipe, data, state_dir, save_ckpt, progress)
     model = res.model
     TR.save_hf(model, folder, data.tok_dir)
-    shipped = TR.half_copy(model).float()  # score the weights that ship (fp16), read back in fp32
-    val = TR.evaluate(shipped, data.val_wins)
-    per_source = {}
-    for s in ("prose", "technical", "task"):
-        w = TR.val_subset(TR.windows(data.per_source[(s, "validation")]), 64)
-        per_source[s] = TR.evaluate(shipped, w)
+    val, per_source = _shipped_losses(model, data)
     total, active = TR.count_params(model)
     cfg = model.config
     card = {
@@ -307,6 +280,59 @@ def build_one(recipe: Recipe, data: Data, force: bool = False, progress: bool = 
     print(f"[zoo] {recipe.name}: done in {res.seconds / 60:.1f} min, val_loss={val:.3f} "
           f"(unigram {data.unigram:.3f})", flush=True)
     return card
+
+
+def _fresh_folders(recipe: Recipe, data: Data, force: bool) -> tuple[Path, Path] | None:
+    """(model folder, training-state folder) emptied for a new build; None when the model is built (no force)."""
+    folder = zoo_root() / recipe.name
+    if (folder / "card.json").is_file() and not force:
+        print(f"[zoo] {recipe.name}: already built, skipping", flush=True)
+        return None
+    tok = str(data.manifest.get("tokenizer", {}).get("tokenizer_json_sha256", ""))[:8]
+    state_dir = build_dir() / f"{recipe.name}-{recipe_digest(recipe)}-{tok}"  # never resume another recipe's state
+    if force:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    if folder.exists():
+        shutil.rmtree(folder)
+    print(f"[zoo] {recipe.name}: training {recipe.class_name} d={recipe.d} L={recipe.layers} steps={recipe.steps}", flush=True)
+    return folder, state_dir
+
+
+def _checkpoint_saver(recipe: Recipe, data: Data, folder: Path, ckpts: list):
+    """The training callback that saves and scores a checkpoint revision, recording it in `ckpts`."""
+    def save_ckpt(step, model):
+        t = time.time()
+        TR.save_hf(model, folder / "checkpoints" / f"step-{step}", data.tok_dir)
+        val = TR.evaluate(TR.half_copy(model).float(), data.val_wins)
+        ckpts.append({"revision": f"step-{step}", "step": step, "tokens_seen": step * recipe.batch * CONTEXT,
+                      "val_loss": val})
+        print(f"[zoo] {recipe.name}: checkpoint step-{step} val_loss={val:.3f} ({time.time() - t:.1f}s)", flush=True)
+    return save_ckpt
+
+
+def _train_or_finetune(recipe: Recipe, data: Data, state_dir: Path, save_ckpt, progress: bool):
+    """(TrainResult, tokens seen in all, card fields of a fine-tune): pre-training, or fine-tuning its base."""
+    extra = {}
+    if recipe.finetune_of:
+        res, extra = finetune(recipe, data, progress=progress)
+        base_card = json.loads((zoo_root() / recipe.finetune_of / "card.json").read_text())
+        tokens_seen = base_card["tokens_seen"] + res.tokens
+    else:
+        res = TR.train(recipe, data.train_wins, data.val_wins, data.vocab_size, state_dir=state_dir,
+                       checkpoint_cb=save_ckpt if recipe.checkpoints else None, progress=progress)
+        tokens_seen = res.tokens
+    return res, tokens_seen, extra
+
+
+def _shipped_losses(model, data: Data) -> tuple[float, dict]:
+    """Validation loss of the weights that ship (fp16, read back in fp32): overall and per source."""
+    shipped = TR.half_copy(model).float()
+    val = TR.evaluate(shipped, data.val_wins)
+    per_source = {}
+    for s in ("prose", "technical", "task"):
+        w = TR.val_subset(TR.windows(data.per_source[(s, "validation")]), 64)
+        per_source[s] = TR.evaluate(shipped, w)
+    return val, per_source
 
 
 def _layerskip_card(recipe: Recipe) -> dict | None:
@@ -364,12 +390,13 @@ def card_markdown(c: dict) -> str:
 
 
 def build(only: list[str] | None = None, force: bool = False, threads: int = 1, progress: bool = True,
-          workers: int = 1, recipes: list[Recipe] | None = None, data_factory=None, write_docs: bool = True,
+          workers: int = 1, recipes: list[Recipe] | None = None, data_factory=None,
           retrain_tokenizer: bool = False) -> list[dict]:
     """Build the zoo (or ``only`` some recipes). ``workers`` > 1 trains models in that many processes with
     ``threads`` torch threads each; the weights do not depend on the worker count. ``retrain_tokenizer``
     retrains the tokenizer on the current corpus first (deterministic; every model built with another
-    tokenizer is then stale). ``recipes`` and ``data_factory`` replace the plan and the corpus data (tests)."""
+    tokenizer is then stale). ``recipes`` and ``data_factory`` replace the plan and the corpus data (tests).
+    The zoo table in docs/ZOO.md is regenerated by ``python -m eeutils.zoo build`` (`write_zoo_markdown`)."""
     torch.set_num_threads(threads)
     plan = list(recipes or ZOO)
     known = {r.name for r in plan}
@@ -383,10 +410,22 @@ def build(only: list[str] | None = None, force: bool = False, threads: int = 1, 
     if hasattr(data, "streams"):
         print(f"[zoo] data ready in {time.time() - t0:.0f}s: vocab {data.vocab_size}, train tokens "
               f"{len(data.streams['train']):,}, unigram val loss {data.unigram:.3f}", flush=True)
+    todo, redo = _to_build([r for r in plan if r.name in names], tok_sha, force)
+    print(f"[zoo] building {len(todo)} model(s) with {workers} worker(s) x {threads} thread(s)", flush=True)
+    if workers <= 1:
+        cards = [c for r in todo if (c := build_one(r, data, force=r.name in redo, progress=progress))]
+    else:
+        del data
+        cards = parallel.run(todo, workers, data_factory=data_factory or worker_data, build_fn=build_one,
+                             force=redo, threads=threads, progress=progress)
+    print(f"[zoo] all done in {(time.time() - t0) / 60:.1f} min", flush=True)
+    return cards
+
+
+def _to_build(plan: list[Recipe], tok_sha, force: bool) -> tuple[list[Recipe], set[str]]:
+    """(recipes to build, names of those to rebuild from scratch): current models are skipped unless `force`."""
     todo, redo = [], set()
     for r in plan:
-        if r.name not in names:
-            continue
         status = build_status(r, tok_sha)
         if status == "current" and not force:
             print(f"[zoo] {r.name}: already built, skipping", flush=True)
@@ -397,14 +436,4 @@ def build(only: list[str] | None = None, force: bool = False, threads: int = 1, 
                   flush=True)
             redo.add(r.name)
         todo.append(r)
-    print(f"[zoo] building {len(todo)} model(s) with {workers} worker(s) x {threads} thread(s)", flush=True)
-    if workers <= 1:
-        cards = [c for r in todo if (c := build_one(r, data, force=r.name in redo, progress=progress))]
-    else:
-        del data
-        cards = parallel.run(todo, workers, data_factory=data_factory or worker_data, build_fn=build_one,
-                             force=redo, threads=threads, progress=progress)
-    if write_docs:
-        write_zoo_markdown()
-    print(f"[zoo] all done in {(time.time() - t0) / 60:.1f} min", flush=True)
-    return cards
+    return todo, redo

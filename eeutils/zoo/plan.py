@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from eeutils.arch.names import TOKENIZER_DIRNAME, zoo_root
+from eeutils.core.zoo_store import TOKENIZER_DIRNAME, zoo_root
 from eeutils.zoo import train as TR
 from eeutils.zoo.parallel import simulate
 from eeutils.zoo.recipes import CONTEXT, ZOO

@@ -193,9 +193,8 @@ class TrainResult:
 
 
 def train(recipe: Recipe, train_wins: torch.Tensor, val_wins: torch.Tensor, vocab_size: int,
-          state_dir: Path | None = None, checkpoint_cb=None, model=None, batches=None,
-          progress: bool = True) -> TrainResult:
-    """Train ``recipe`` (or continue ``model``) for ``recipe.steps`` steps.
+          state_dir: Path | None = None, checkpoint_cb=None, batches=None, progress: bool = True) -> TrainResult:
+    """Train ``recipe`` from its initialisation for ``recipe.steps`` steps.
 
     ``state_dir``: where a resumable state (model, optimiser, step, history) is kept every
     ``STATE_EVERY`` steps; a run restarted with the same arguments continues from it.
@@ -203,8 +202,7 @@ def train(recipe: Recipe, train_wins: torch.Tensor, val_wins: torch.Tensor, voca
     """
     from tqdm.auto import tqdm
 
-    if model is None:
-        model = build_model(recipe, vocab_size)
+    model = build_model(recipe, vocab_size)
     model.train()
     opt = make_optimizer(model, recipe)
     batches = batches or Batches(train_wins, recipe.batch, seed=DATA_SEED + recipe.data_seed)
@@ -238,16 +236,21 @@ def train(recipe: Recipe, train_wins: torch.Tensor, val_wins: torch.Tensor, voca
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr_at(step, recipe):.1e}")
         if state_file and (step + 1) % STATE_EVERY == 0 and step + 1 < recipe.steps:
-            state_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = state_file.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1,
-                        "history": history, "elapsed": time.time() - t0}, tmp)
-            os.replace(tmp, state_file)
+            _save_state(state_file, model, opt, step + 1, history, time.time() - t0)
     if checkpoint_cb and recipe.steps in recipe.checkpoints:
         checkpoint_cb(recipe.steps, model)
     objective.close()
     seconds = time.time() - t0
     return TrainResult(model, history, seconds, recipe.steps * recipe.batch * train_wins.shape[1])
+
+
+def _save_state(state_file: Path, model, opt, step: int, history: list, elapsed: float) -> None:
+    """The resumable training state (model, optimiser, next step, history, seconds so far), written atomically."""
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = state_file.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                "history": history, "elapsed": elapsed}, tmp)
+    os.replace(tmp, state_file)
 
 
 def micro_run(recipe: Recipe, steps: int = 8, vocab_size: int = 256, seed: int = 0) -> list[float]:
