@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from eeutils import metrics as M
-from eeutils.analysis.bootstrap import _draw_docs
+from eeutils.analysis.bootstrap import draw_docs
 from eeutils.analysis.similarity import _topk_overlap_from_ids
 from readout_factory import empty_readout, identical_readout, make_readout, synthetic_readout
 
@@ -221,7 +221,7 @@ def test_bootstrap_replicates_equal_reselected_documents(aggregate):
     ro = synthetic_readout(n_docs=6, tokens_per_doc=5, n_layers=4, seed=1)
     boot = M.bootstrap_eas(ro, n_boot=5, seed=11, aggregate=aggregate, alpha=0.3, similarity="kl")
     docs = np.unique(ro.doc)
-    for b, draw in enumerate(_draw_docs(11, len(docs), 5)):
+    for b, draw in enumerate(draw_docs(11, len(docs), 5)):
         ref = M.eas(ro.select_docs(docs[draw]), aggregate=aggregate, alpha=0.3, similarity="kl").value
         assert boot.samples[b] == pytest.approx(ref, abs=1e-12)
 

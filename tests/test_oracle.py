@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from eeutils import exits as X
-from eeutils.analysis.bootstrap import _draw_docs
+from eeutils.analysis.bootstrap import draw_docs
 from eeutils.analysis.oracle import required_units
 from readout_factory import make_readout
 
@@ -201,7 +201,7 @@ def test_paired_bootstrap_matches_a_loop_over_the_same_draws():
     full_ok = top1[:, -1] == ro.target
     exit_ok = top1[np.arange(40), e] == ro.target
     reps = []
-    for draw in _draw_docs(7, 8, 300):
+    for draw in draw_docs(7, 8, 300):
         rows = np.concatenate([np.flatnonzero(ro.doc == d) for d in draw])
         F, E = full_ok[rows].sum(), exit_ok[rows].sum()
         reps.append((F - E) / F if F else np.nan)

@@ -18,15 +18,6 @@ SCANNED = ("eeutils", "benchmarks")
 # (importing module, private name as "module._name") still allowed. Every entry is in a file that another
 # change of issue 26 is rewriting now (the importer, or the module that would have to make the name public).
 ALLOWED: frozenset[tuple[str, str]] = frozenset({
-    # pending: owned by another change (analysis/exits.py, trend.py, verdicts.py import the names that
-    # analysis/similarity.py and bootstrap.py now make public; they keep old private aliases until then)
-    ("eeutils.analysis.exits", "eeutils.analysis.similarity._check_readout"),
-    ("eeutils.analysis.trend", "eeutils.analysis.bootstrap._check_boot"),
-    ("eeutils.analysis.trend", "eeutils.analysis.bootstrap._quantiles"),
-    ("eeutils.analysis.verdicts", "eeutils.analysis.bootstrap._check_boot"),
-    ("eeutils.analysis.verdicts", "eeutils.analysis.bootstrap._quantiles"),
-    # pending: owned by another change (analysis/rules.py)
-    ("eeutils.analysis.rule_parse", "eeutils.analysis.rules._as_int"),
     # pending: owned by another change (lens/, decoding/)
     ("eeutils.decoding.checks", "eeutils.lens.kernel._cos"),
     ("eeutils.decoding.decoder", "eeutils.decoding.drivers._Driver"),

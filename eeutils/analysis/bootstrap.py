@@ -62,14 +62,14 @@ def _doc_sums(X: np.ndarray, order: np.ndarray, starts: np.ndarray):
     return np.add.reduceat(Xs, starts, axis=0), np.add.reduceat(finite[order].astype(np.float64), starts, axis=0)
 
 
-def _draw_docs(seed: int, n_docs: int, n_boot: int) -> np.ndarray:
+def draw_docs(seed: int, n_docs: int, n_boot: int) -> np.ndarray:
     """Bootstrap draws of document positions, [n_boot, n_docs] (the same draws select_docs would use)."""
     return np.random.default_rng(seed).integers(0, n_docs, size=(n_boot, n_docs))
 
 
 def draw_counts(seed: int, n_docs: int, n_boot: int) -> np.ndarray:
     """How often each document is drawn in each replicate, [n_boot, n_docs] (weights for sums over documents)."""
-    idx = _draw_docs(seed, n_docs, n_boot)
+    idx = draw_docs(seed, n_docs, n_boot)
     flat = (idx + np.arange(n_boot)[:, None] * n_docs).reshape(-1)
     return np.bincount(flat, minlength=n_boot * n_docs).reshape(n_boot, n_docs).astype(np.float64)
 
@@ -91,7 +91,6 @@ def percentile_interval(x: np.ndarray, ci: float, axis=0):
 
 # pending: analysis/trend.py and analysis/verdicts.py (owned by another change of issue 26) import these two by
 # their old private names; remove the aliases when they import check_boot and percentile_interval
-_check_boot, _quantiles = check_boot, percentile_interval
 
 _EAS_OPTIONS = ("alpha", "similarity", "include_embedding", "index_base", "aggregate", "k")
 

@@ -16,7 +16,7 @@ from ..lens.result import Readout
 from .depth import saturated_matrix
 from .oracle import budget_oracle_exits
 from .paired import paired_loss
-from .similarity import _check_readout
+from .similarity import check_readout
 from .rule_parse import as_rule, default_rules  # noqa: F401
 from .rules import (DEFAULT_THRESHOLDS, EXIT_KINDS, ExitRule, rule_fires,  # noqa: F401
                     subset_streak, top1_streak, update_streak)
@@ -61,7 +61,7 @@ def simulate(readout: Readout, rule: ExitRule, _cache: dict | None = None) -> np
     earlier tokens had been produced by the full model (the readout's hidden states come from a
     full forward; a real decoder's later tokens would see early-exited states).
     """
-    _check_readout(readout, "simulate")
+    check_readout(readout, "simulate")
     if not isinstance(rule, ExitRule):
         raise TypeError(f"expected an ExitRule, got {type(rule).__name__}")
     L = readout.n_layers
@@ -106,7 +106,7 @@ def evaluate(readout: Readout, exit_layers) -> dict:
     (accuracy_kind says which); rel_acc_loss = (full - accuracy) / full (NaN when full is 0 or
     undefined; negative = the exit improves accuracy: the loss is net of newly right items).
     """
-    _check_readout(readout, "simulate")
+    check_readout(readout, "simulate")
     L = readout.n_layers
     e = np.asarray(exit_layers)
     if e.shape != (readout.n_tokens,):
@@ -166,7 +166,7 @@ def tradeoff(readout: Readout, rules=None, budget: float | None = None) -> pd.Da
     rules: iterable of ExitRule (or (kind, threshold) tuples, or dicts of ExitRule fields);
     None = `default_rules(L, budget)` (budget: a loss budget added to the budget oracles' grid).
     """
-    _check_readout(readout, "simulate")
+    check_readout(readout, "simulate")
     rules = default_rules(readout.n_layers, budget) if rules is None else [as_rule(r) for r in rules]
     cache: dict = {}
     rows = []
@@ -216,7 +216,7 @@ def max_skip_under_budget(tradeoff_frame: pd.DataFrame, budget: float = 0.05, me
         raise ValueError(f"the trade-off frame lacks column(s) {missing}")
     groups = [c for c in (("model", "workload") if by is None else by) if c in tradeoff_frame] + ["rule"]
     if readout is not None:
-        _check_readout(readout, "simulate")
+        check_readout(readout, "simulate")
         many = [c for c in groups[:-1] if tradeoff_frame[c].nunique(dropna=False) > 1]
         if many:
             raise ValueError(f"a readout belongs to one trade-off; this frame has several {many}: pass "

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..lens.result import Readout
-from .bootstrap import _check_boot, _draw_counts, _draw_docs, _quantiles
+from .bootstrap import check_boot, draw_counts, draw_docs, percentile_interval
 from .exits import max_skip_under_budget, simulate, skip_tokens, tradeoff
 from .oracle import budget_oracle_exits
 from .paired import doc_correctness, mcnemar_exact
@@ -97,38 +97,38 @@ def _ratio(num, den):
 
 def paired_bootstrap(out: dict, n_boot: int, ci: float, seed: int, alpha: float) -> dict:
     """Skip ratio (sum skip / sum tokens) and relative loss (F - E) / F of `item_outcomes` with percentile
-    intervals at level ci from one item draw per replicate (the draws of `bootstrap._draw_counts`), the
+    intervals at level ci from one item draw per replicate (the draws of `bootstrap.draw_counts`), the
     one-sided (1 - alpha) upper bound of the loss, and McNemar's exact p on the discordant items."""
-    _check_boot(n_boot, ci, seed)
+    check_boot(n_boot, ci, seed)
     skip, tokens, full, exited = (np.asarray(out[k], dtype=np.float64) for k in ("skip", "tokens", "full", "exited"))
-    counts = _draw_counts(int(seed), len(full), int(n_boot))
+    counts = draw_counts(int(seed), len(full), int(n_boot))
     skip_reps = _ratio(counts @ skip, counts @ tokens)
     F, Fb = full.sum(), counts @ full
     loss_reps = _ratio(Fb - counts @ exited, Fb)
-    s_lo, s_hi = _quantiles(skip_reps, ci)
-    l_lo, l_hi = _quantiles(loss_reps, ci)
+    s_lo, s_hi = percentile_interval(skip_reps, ci)
+    l_lo, l_hi = percentile_interval(loss_reps, ci)
     worse, better = int(((full == 1) & (exited == 0)).sum()), int(((full == 0) & (exited == 1)).sum())
     return dict(skip=float(_ratio(skip.sum(), tokens.sum())), skip_lo=float(s_lo), skip_hi=float(s_hi),
                 loss=float(_ratio(F - exited.sum(), F)), loss_lo=float(l_lo), loss_hi=float(l_hi),
-                loss_upper=float(_quantiles(loss_reps, 1.0 - 2.0 * alpha)[1]), mcnemar_p=mcnemar_exact(worse, better),
+                loss_upper=float(percentile_interval(loss_reps, 1.0 - 2.0 * alpha)[1]), mcnemar_p=mcnemar_exact(worse, better),
                 n_worse=worse, n_better=better, n_items=int(len(full)), full_right=int(F))
 
 
 def oracle_bootstrap(held: Readout, budget: float, n_boot: int, ci: float, seed: int, alpha: float) -> dict:
     """The budget oracle re-solved on every item bootstrap replicate of `held` (the draws of
-    `bootstrap._draw_docs`, the same as `paired_bootstrap`'s): percentile intervals of its skip ratio and
+    `bootstrap.draw_docs`, the same as `paired_bootstrap`'s): percentile intervals of its skip ratio and
     relative loss (skip_lo, skip_hi, loss_lo, loss_hi) and the one-sided (1 - alpha) upper bound loss_upper."""
     docs = np.unique(np.asarray(held.doc))
-    draws = _draw_docs(int(seed), len(docs), int(n_boot))
+    draws = draw_docs(int(seed), len(docs), int(n_boot))
     skip, loss = np.empty(len(draws)), np.empty(len(draws))
     for b, idx in enumerate(draws):
         sub = held.select_docs(docs[idx])
         o = item_outcomes(sub, budget_oracle_exits(sub, budget))
         skip[b] = _ratio(o["skip"].sum(), o["tokens"].sum())
         loss[b] = _ratio(o["full"].sum() - o["exited"].sum(), o["full"].sum())
-    (s_lo, s_hi), (l_lo, l_hi) = _quantiles(skip, ci), _quantiles(loss, ci)
+    (s_lo, s_hi), (l_lo, l_hi) = percentile_interval(skip, ci), percentile_interval(loss, ci)
     return dict(skip_lo=float(s_lo), skip_hi=float(s_hi), loss_lo=float(l_lo), loss_hi=float(l_hi),
-                loss_upper=float(_quantiles(loss, 1.0 - 2.0 * alpha)[1]))
+                loss_upper=float(percentile_interval(loss, 1.0 - 2.0 * alpha)[1]))
 
 
 def score_heldout(held: Readout, rule: str, threshold: float, settings: dict) -> dict:

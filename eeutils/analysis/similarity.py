@@ -38,9 +38,6 @@ def readout_stat(readout: Readout, name: str, for_what: str) -> np.ndarray:
     return np.asarray(readout.stats[name])
 
 
-# pending: analysis/exits.py (owned by another change of issue 26) imports the old private name; remove the
-# alias when it imports check_readout
-_check_readout = check_readout
 
 
 def _topk_overlap_from_ids(topk: np.ndarray, k: int) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..lens.result import Readout
-from .bootstrap import _check_boot, _quantiles, eas_replicates
+from .bootstrap import check_boot, percentile_interval, eas_replicates
 from .eas import eas_ceiling
 from .verdicts import NO_TWIN, Effect, Rule, combine_interval, few_seeds, side_spread, verdict
 
@@ -65,7 +65,7 @@ def checkpoint_scores(curves: dict[str, dict[int, Readout]], *, similarity: str,
 
     curves: {run: {step: Readout}}; every readout must cover the same documents (one draw is shared).
     Returns (frame with run, step, score, lo, hi; {(run, step): replicates [n_boot]})."""
-    _check_boot(n_boot, ci)
+    check_boot(n_boot, ci)
     readouts = [r for steps in curves.values() for r in steps.values()]
     if not readouts:
         raise ValueError("no checkpoints to score")
@@ -79,7 +79,7 @@ def checkpoint_scores(curves: dict[str, dict[int, Readout]], *, similarity: str,
         for step, r in sorted(steps.items()):
             rep = eas_replicates(r, draws, value=value, **kw)
             point = eas_replicates(r, np.arange(len(docs))[None, :], value=value, **kw)[0]
-            lo, hi = _quantiles(rep, ci)
+            lo, hi = percentile_interval(rep, ci)
             reps[(run, step)] = rep
             rows.append({"run": run, "step": int(step), "score": float(point), "lo": float(lo), "hi": float(hi)})
     return pd.DataFrame(rows), reps
@@ -111,7 +111,7 @@ def trend_effect(curves: dict[str, dict[int, Readout]], *, similarity: str, valu
     mean_curve = np.mean([[pts[(r, s)] for s in common] for r in runs], axis=0)
     effect = float(-slope(x, mean_curve))
     boot = -slope(x, np.mean([np.stack([reps[(r, s)] for s in common], axis=1) for r in runs], axis=0))
-    b_lo, b_hi = _quantiles(boot, rule.ci)
+    b_lo, b_hi = percentile_interval(boot, rule.ci)
     var, floor = side_spread(list(per_run.values()))
     kind, reason, df = rule.interval, "", math.inf
     if var is None:

@@ -15,7 +15,7 @@ from statistics import NormalDist
 import numpy as np
 
 from ..lens.result import Readout
-from .bootstrap import _check_boot, _quantiles, eas_replicates
+from .bootstrap import check_boot, percentile_interval, eas_replicates
 from .eas import eas
 
 __all__ = [
@@ -88,7 +88,7 @@ def combine_interval(effect: float, boot: np.ndarray, seed_var: float, ci: float
     d_lo = effect - q_lo, d_hi = q_hi - effect (each at least 0) combined in quadrature with q x the between-seed
     standard error se = sqrt(seed_var), q = `seed_quantile(ci, df)` (t with df, or z). seed_var = 0 gives the
     bootstrap interval; no bootstrap spread gives effect +/- q se."""
-    q_lo, q_hi = _quantiles(np.asarray(boot, dtype=float), ci)
+    q_lo, q_hi = percentile_interval(np.asarray(boot, dtype=float), ci)
     s = seed_quantile(ci, df) * math.sqrt(max(float(seed_var), 0.0)) if seed_var > 0 else 0.0
     return (float(effect - math.hypot(max(effect - q_lo, 0.0), s)),
             float(effect + math.hypot(max(q_hi - effect, 0.0), s)))
@@ -126,7 +126,7 @@ class Rule:
     eas_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        _check_boot(self.n_boot, self.ci)
+        check_boot(self.n_boot, self.ci)
         if self.interval not in ("doc-bootstrap+seed-t", "doc-bootstrap+seed-se"):
             raise ValueError(f"interval must be 'doc-bootstrap+seed-t' or 'doc-bootstrap+seed-se', got {self.interval!r}")
         if not isinstance(self.min_seeds, int) or self.min_seeds < 1:
@@ -237,7 +237,7 @@ def compare(readouts: dict[str, Readout], a, b, *, similarity: str, value: str =
     reps = {m: eas_replicates(readouts[m], draws, value=value, **kw) for m in a + b}
     effect = float(np.mean([point[m] for m in a]) - np.mean([point[m] for m in b]))
     boot = np.mean([reps[m] for m in a], axis=0) - np.mean([reps[m] for m in b], axis=0)
-    b_lo, b_hi = _quantiles(boot, rule.ci)
+    b_lo, b_hi = percentile_interval(boot, rule.ci)
     seed_var, df, floor, pairs, kind, reason = _seed_part(a, b, point, borrow, rule)
     lo, hi = combine_interval(effect, boot, seed_var, rule.ci, df)
     scale = float(np.mean([ceilings[m] for m in a + b])) if value == "eas" else 1.0

@@ -14,6 +14,7 @@ import pandas as pd
 from ..core.io import write_csv_atomic, write_text_atomic
 from ..core.resources import data_path
 from .findings import INTERVAL_DESCRIPTIONS, gather_findings
+from .plotting import savefig
 
 __all__ = ["findings_markdown", "paper_claims", "readings", "summary_frame", "summary_figure", "summary_markdown",
            "unexplained_conflicts", "write_findings_table"]
@@ -186,8 +187,6 @@ def _header(frame: pd.DataFrame) -> str:
 
 def write_findings_table(out_dir) -> tuple[Path, Path]:
     """findings.md, findings.csv, findings_summary.md/.csv and figures/findings_summary.png in out_dir."""
-    from .plotting import savefig
-
     out_dir = Path(out_dir)
     frame = gather_findings(out_dir)
     csv, md = out_dir / "findings.csv", out_dir / "findings.md"
