@@ -19,8 +19,20 @@ def test_shipped_protocol_loads_with_primary_first():
     assert p.primary == {"similarity": "top1", "value": "normalised", "alpha": 0.5}
     variants = p.variants()
     assert variants[0] == p.primary and len(variants) == 18 and len({tuple(v.values()) for v in variants}) == 18
-    assert {c.notebook for c in p.claims.values()} == {"04", "05", "06", "07", "08", "09"}
+    assert {c.notebook for c in p.claims.values()} == {"04", "05", "06", "07", "08", "09", "12"}
     assert p.claim("training_dynamics").segment == {"min_step": 1}
+    # version 2: t intervals, three seeds, the tuned lens as the declared secondary analysis
+    assert p.version == 2 and p.defaults["interval"] == "doc-bootstrap+seed-t" and p.defaults["min_seeds"] == 3
+    assert p.lenses == ["logit", "tuned"]
+    for c in p.claims.values():  # every side that can reach a verdict lists three seeds
+        if c.kind in ("difference", "matched_loss") and not c.borrow_seed_spread and c.key != "scale_large_vs_mid_matched_loss":
+            assert len(c.a) == 3 and len(c.b) == 3, c.key
+    # one headline comparison per paper claim (or a single comparison)
+    by_claim = {}
+    for c in p.claims.values():
+        by_claim.setdefault(c.claim, []).append(c)
+    for claim, cs in by_claim.items():
+        assert len(cs) == 1 or sum(bool(c.headline) for c in cs) == 1, claim
 
 
 def test_every_protocol_model_is_in_the_zoo_plan():
