@@ -45,7 +45,7 @@ class EASBootstrap:
         return float(self.value)
 
 
-def _doc_groups(readout: Readout):
+def doc_groups(readout: Readout):
     """(n_docs, order, starts): tokens sorted by document, start row of each document."""
     _, inv = np.unique(readout.doc, return_inverse=True)
     inv = inv.reshape(-1)
@@ -55,7 +55,7 @@ def _doc_groups(readout: Readout):
     return n_docs, order, starts
 
 
-def _doc_sums(X: np.ndarray, order: np.ndarray, starts: np.ndarray):
+def doc_sums(X: np.ndarray, order: np.ndarray, starts: np.ndarray):
     """Per-document sums of the finite entries of X [n, m] and their counts: ([d, m], [d, m])."""
     finite = np.isfinite(X)
     Xs = np.where(finite, X, 0.0)[order]
@@ -108,12 +108,12 @@ def _setup_with_defaults(readout: Readout, eas_kwargs: dict):
 
 def _replicate_curves(st, counts: np.ndarray, order, starts):
     """Per-replicate token-mean S and A terms ([n_boot, m] each) for document multiplicities `counts`."""
-    sum_S, cnt = _doc_sums(st.S, order, starts)
+    sum_S, cnt = doc_sums(st.S, order, starts)
     den = counts @ cnt
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_S = (counts @ sum_S) / den
         if st.aggregate == "mean_of_power":
-            sum_Sa, _ = _doc_sums(np.power(st.S, st.alpha), order, starts)
+            sum_Sa, _ = doc_sums(np.power(st.S, st.alpha), order, starts)
             P = (counts @ sum_Sa) / den
         else:
             P = np.power(mean_S, st.alpha)
@@ -130,7 +130,7 @@ def eas_replicates(readout: Readout, draws, value: str = "eas", **eas_kwargs) ->
     if value not in ("eas", "normalised"):
         raise ValueError(f"value must be 'eas' or 'normalised', got {value!r}")
     st = _setup_with_defaults(readout, eas_kwargs)
-    n_docs, order, starts = _doc_groups(readout)
+    n_docs, order, starts = doc_groups(readout)
     draws = np.asarray(draws)
     if draws.ndim != 2 or (draws.size and (draws.min() < 0 or draws.max() >= n_docs)):
         raise ValueError(f"draws must be [n_boot, n_docs] document positions in 0..{n_docs - 1}")
@@ -161,7 +161,7 @@ def bootstrap_eas(readout: Readout, n_boot: int = 200, ci: float = 0.95, seed: i
     n_boot, ci, seed = check_boot(n_boot, ci, seed)
     st = _setup_with_defaults(readout, eas_kwargs)
     point = eas_from_setup(st)
-    n_docs, order, starts = _doc_groups(readout)
+    n_docs, order, starts = doc_groups(readout)
     if n_docs < 2:
         warnings.warn("bootstrap over a single document: the interval has zero width", RuntimeWarning, stacklevel=2)
     counts = draw_counts(int(seed), n_docs, int(n_boot))
@@ -206,8 +206,8 @@ def layer_curve(readout: Readout, similarity: str = DEFAULT_SIMILARITY, n_boot: 
     hi = np.full(L + 1, np.nan)
     if n_boot:
         n_boot, ci, seed = check_boot(n_boot, ci, seed)
-        n_docs, order, starts = _doc_groups(readout)
-        sums, cnt = _doc_sums(S, order, starts)
+        n_docs, order, starts = doc_groups(readout)
+        sums, cnt = doc_sums(S, order, starts)
         counts = draw_counts(int(seed), n_docs, int(n_boot))
         with np.errstate(invalid="ignore", divide="ignore"):
             boot = (counts @ sums) / (counts @ cnt)

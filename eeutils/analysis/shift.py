@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..lens.result import Readout
-from .bootstrap import _check_boot, _doc_groups, _doc_sums, _draw_counts, _draw_docs, _quantiles, eas_replicates
+from .bootstrap import check_boot, doc_groups, doc_sums, draw_counts, draw_docs, percentile_interval, eas_replicates
 from .eas import eas
 from .paired import PAIRED_INTERVAL_KIND
 from .similarity import similarity as _similarity
@@ -40,13 +40,13 @@ def eas_shift(base: Readout, other: Readout, *, value: str = "normalised", n_boo
     Returns base, other, shift, lo, hi, ci, n_boot, boot_seed, n_docs, interval_kind."""
     if value not in ("normalised", "eas"):
         raise ValueError(f"value must be 'normalised' or 'eas', got {value!r}")
-    n_boot, ci, seed = _check_boot(n_boot, ci, seed)
+    n_boot, ci, seed = check_boot(n_boot, ci, seed)
     n_docs = check_same_tokens(base, other)
     points = [getattr(eas(r, **eas_kwargs), "normalised" if value == "normalised" else "value") for r in (base, other)]
-    draws = _draw_docs(seed, n_docs, n_boot)
+    draws = draw_docs(seed, n_docs, n_boot)
     reps = eas_replicates(other, draws, value=value, **eas_kwargs) - eas_replicates(base, draws, value=value,
                                                                                      **eas_kwargs)
-    lo, hi = _quantiles(reps, ci)
+    lo, hi = percentile_interval(reps, ci)
     shift = float(points[1] - points[0])
     return dict(base=float(points[0]), other=float(points[1]), shift=shift, lo=float(min(lo, shift)),
                 hi=float(max(hi, shift)), ci=ci, n_boot=n_boot, boot_seed=seed, n_docs=n_docs,
@@ -57,17 +57,17 @@ def layer_shift(base: Readout, other: Readout, *, similarity: str = "top1", n_bo
                 seed: int = 0) -> pd.DataFrame:
     """Per layer 0..L: token-mean similarity to the final layer of `base` and `other` (S_base, S_other), the
     shift S_other - S_base and its paired document-bootstrap percentile interval (lo, hi)."""
-    n_boot, ci, seed = _check_boot(n_boot, ci, seed)
+    n_boot, ci, seed = check_boot(n_boot, ci, seed)
     check_same_tokens(base, other)
-    n_docs, order, starts = _doc_groups(base)
-    counts = _draw_counts(seed, n_docs, n_boot)
+    n_docs, order, starts = doc_groups(base)
+    counts = draw_counts(seed, n_docs, n_boot)
     means, reps = [], []
     for r in (base, other):
-        sums, cnt = _doc_sums(_similarity(r, similarity), order, starts)
+        sums, cnt = doc_sums(_similarity(r, similarity), order, starts)
         with np.errstate(invalid="ignore", divide="ignore"):
             means.append(sums.sum(0) / cnt.sum(0))
             reps.append((counts @ sums) / (counts @ cnt))
-    lo, hi = _quantiles(reps[1] - reps[0], ci)
+    lo, hi = percentile_interval(reps[1] - reps[0], ci)
     layers = np.arange(base.n_layers + 1)
     return pd.DataFrame({"layer": layers, "rel_depth": layers / base.n_layers, "similarity": similarity,
                          "S_base": means[0], "S_other": means[1], "shift": means[1] - means[0], "lo": lo, "hi": hi})
