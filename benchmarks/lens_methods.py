@@ -14,11 +14,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eeutils.lens.statistics import SPECS  # noqa: E402
+from eeutils.lens.statistics import REGISTRY  # noqa: E402
 
-STAT_NAMES = tuple(s.name for s in SPECS)
+STAT_NAMES = tuple(REGISTRY)
 # the statistics that depend on the logits alone (the naive, TransformerLens and nnsight lenses compute these)
-LOGIT_STATS = tuple(s.name for s in SPECS if s.kernel_pass != "hidden cosine")
+LOGIT_STATS = tuple(s.name for s in REGISTRY.values() if s.kernel_pass != "hidden cosine")
 
 
 # ------------------------------------------------------------------------------------- memory probes

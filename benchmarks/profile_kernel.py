@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eeutils.lens import fused  # noqa: E402
-from eeutils.lens.kernel import _E, _PF, _ZF, _Z, ChunkReducer, _exp_sum  # noqa: E402
+from eeutils.lens.kernel import PF, SCRATCH, ZF, Z, ChunkReducer, exp_sum  # noqa: E402
 
 
 def main(argv=None):
@@ -42,47 +42,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     if args.chunks:
         return compare_chunks(args, [int(c) for c in args.chunks.split(",")])
-    V, C, k = args.vocab, args.chunk, args.k
-    g = torch.Generator().manual_seed(0)
-    W = torch.randn(V, args.d_model, generator=g) * 0.05
-    xs = [torch.randn(C, args.d_model, generator=g) for _ in range(2)]
-    target = torch.randint(0, V, (C,), generator=g)
-    r = ChunkReducer(C, V, k, 1)
-    torch.mm(xs[0], W.t(), out=r.slot(C, final=True))
-    r.final(target)
-    buf = r.buf[:C, :, :V]
-    whole = r.buf[:C]  # rows with their padding, as the fused pass reads them
-    z, e = buf[:, _Z], buf[:, _E]
-    t = z.gather(1, r.ref.top1[:, None])
-    b5 = torch.ones(C, 5, V)  # [pf, zf, z, e, 1]: z.[...] and e.[...] in one product (sum e = e . 1)
-    rf = ChunkReducer(C, V, k, 1, fused=True)  # the fused kernel, z_f read in the pass
-    rg = ChunkReducer(C, V, k, 1, fused=True, gram=fused.lens_gram(W, None, 1.0))  # ... z . z_f from the Gram matrix
-    for red in (rf, rg):
-        torch.mm(xs[0], W.t(), out=red.slot(C, final=True))
-        red.final(target, xs[0])
-        torch.mm(xs[1], W.t(), out=red.slot(C))
-        red.layer(0, xs[1])  # compiles (not timed)
-    thr = z.gather(1, rf.ref.top1[:, None])
-    passes = {
-        "matmul (floor)": lambda x: torch.mm(x, W.t(), out=r.slot(C)),
-        "topk whole rows": lambda x: torch.topk(z, k, dim=-1),
-        "blocked top-k": lambda x: r._topk(C, _Z),
-        "rank: gt + sum": lambda x: torch.gt(z, t, out=e).sum(-1),
-        "rank: bool sum": lambda x: (z > t).sum(-1),
-        "rank: count_nonzero": lambda x: torch.count_nonzero(z > t, -1),
-        "exp + sum": lambda x: _exp_sum(z, z.amax(-1), e),
-        "exp only": lambda x: torch.exp(z, out=e),
-        "sum only": lambda x: e.sum(-1),
-        "dots z.[pf,zf,z,e]": lambda x: torch.bmm(z.unsqueeze(1), buf[:, _PF:].transpose(1, 2)),
-        "dots + sum (5 rows)": lambda x: torch.bmm(b5[:, 2:4], b5.transpose(1, 2)),
-        "layer() total": lambda x: r.layer(0, x),
-        "final() eager": lambda x: r.final(target),
-        "fused pass (z_f read)": lambda x: fused.block_reduce(whole[:, _Z], whole[:, _PF], whole[:, _ZF], thr, V),
-        "fused pass (Gram)": lambda x: fused.block_reduce(whole[:, _Z], whole[:, _PF], None, thr, V),
-        "layer() fused": lambda x: rf.layer(0, x),
-        "layer() fused+Gram": lambda x: rg.layer(0, x),
-        "final() fused": lambda x: rg.final(target, xs[0]),
-    }
+    passes, xs = _passes(args)
     times = {name: [] for name in passes}
     for rep in range(args.repeats):
         x = xs[rep % 2]
@@ -96,11 +56,59 @@ def main(argv=None):
             passes[name](x)
             times[name].append(time.process_time() - t0)
     mm = statistics.median(times["matmul (floor)"])
-    print(f"vocab {V}, chunk {C}, d {args.d_model}, {args.threads} threads; medians of {args.repeats}")
+    print(f"vocab {args.vocab}, chunk {args.chunk}, d {args.d_model}, {args.threads} threads; "
+          f"medians of {args.repeats}")
     for name, ts in times.items():
         med = statistics.median(ts)
         print(f"  {name:20s} {med * 1e3:9.1f} ms  {med / mm:6.3f} x matmul   "
               + " ".join(f"{t * 1e3:.0f}" for t in ts))
+
+
+def _passes(args):
+    """({pass name: a function of the lens input x}, the two lens inputs), on random head weights and states;
+    the fused reducers are compiled here (not timed)."""
+    V, C, k = args.vocab, args.chunk, args.k
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(V, args.d_model, generator=g) * 0.05
+    xs = [torch.randn(C, args.d_model, generator=g) for _ in range(2)]
+    target = torch.randint(0, V, (C,), generator=g)
+    r = ChunkReducer(C, V, k, 1)
+    torch.mm(xs[0], W.t(), out=r.slot(C, final=True))
+    r.final(target)
+    buf = r.buf[:C, :, :V]
+    whole = r.buf[:C]  # rows with their padding, as the fused pass reads them
+    z, e = buf[:, Z], buf[:, SCRATCH]
+    t = z.gather(1, r.ref.top1[:, None])
+    b5 = torch.ones(C, 5, V)  # [pf, zf, z, e, 1]: z.[...] and e.[...] in one product (sum e = e . 1)
+    rf = ChunkReducer(C, V, k, 1, fused=True)  # the fused kernel, z_f read in the pass
+    rg = ChunkReducer(C, V, k, 1, fused=True, gram=fused.lens_gram(W, None, 1.0))  # ... z . z_f from the Gram matrix
+    for red in (rf, rg):
+        torch.mm(xs[0], W.t(), out=red.slot(C, final=True))
+        red.final(target, xs[0])
+        torch.mm(xs[1], W.t(), out=red.slot(C))
+        red.layer(0, xs[1])  # compiles (not timed)
+    thr = z.gather(1, rf.ref.top1[:, None])
+    passes = {
+        "matmul (floor)": lambda x: torch.mm(x, W.t(), out=r.slot(C)),
+        "topk whole rows": lambda x: torch.topk(z, k, dim=-1),
+        "blocked top-k": lambda x: r.blocked_topk(C, Z),
+        "rank: gt + sum": lambda x: torch.gt(z, t, out=e).sum(-1),
+        "rank: bool sum": lambda x: (z > t).sum(-1),
+        "rank: count_nonzero": lambda x: torch.count_nonzero(z > t, -1),
+        "exp + sum": lambda x: exp_sum(z, z.amax(-1), e),
+        "exp only": lambda x: torch.exp(z, out=e),
+        "sum only": lambda x: e.sum(-1),
+        "dots z.[pf,zf,z,e]": lambda x: torch.bmm(z.unsqueeze(1), buf[:, PF:].transpose(1, 2)),
+        "dots + sum (5 rows)": lambda x: torch.bmm(b5[:, 2:4], b5.transpose(1, 2)),
+        "layer() total": lambda x: r.layer(0, x),
+        "final() eager": lambda x: r.final(target),
+        "fused pass (z_f read)": lambda x: fused.block_reduce(whole[:, Z], whole[:, PF], whole[:, ZF], thr, V),
+        "fused pass (Gram)": lambda x: fused.block_reduce(whole[:, Z], whole[:, PF], None, thr, V),
+        "layer() fused": lambda x: rf.layer(0, x),
+        "layer() fused+Gram": lambda x: rg.layer(0, x),
+        "final() fused": lambda x: rg.final(target, xs[0]),
+    }
+    return passes, xs
 
 
 def compare_chunks(args, chunks):

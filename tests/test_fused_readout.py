@@ -11,13 +11,13 @@ import torch
 import eeutils
 from eeutils.lens import fused
 from eeutils.lens.readout import _linear_gram
+from eeutils.lens.statistics import REGISTRY
 
 import tiny_models as tm
 
 VOCAB = 3 * 256 + 37  # three whole blocks and a tail
-EXACT = ("top1", "rank_of_final")
-FLOATS = ("max_prob", "margin", "entropy", "kl_to_final", "ce", "logit_cos", "hidden_cos", "hidden_cos_prev",
-          "topk_overlap")
+EXACT = tuple(name for name, spec in REGISTRY.items() if spec.column == "int")
+FLOATS = tuple(name for name, spec in REGISTRY.items() if spec.column == "float")
 
 
 def _model(model_type, bias=False):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from eeutils.lens.kernel import FLOAT_STATS, ChunkReducer, hidden_cosines
+from eeutils.lens.kernel import ChunkReducer, hidden_cosines
+from eeutils.lens.statistics import REGISTRY
 
 K = 5
 
@@ -35,17 +36,19 @@ def reference(z, zf, h, h_prev, hf, target):
     }
 
 
+FLOATS = tuple(name for name, spec in REGISTRY.items() if spec.column == "float")
+
+
 def run_kernel(reducer, z, zf, h, h_prev, hf, target):
-    """Final layer zf, layers 0 and 1 both z (states h_prev, h): returns (floats, ints) of layers 2 and 1, and
-    of layer 0."""
+    """Final layer zf, layers 0 and 1 both z (states h_prev, h): the statistics by name of layers 2, 1 and 0."""
     n = z.shape[0]
     reducer.slot(n, final=True).copy_(zf)
     reducer.final(target)
     for layer in range(2):
         reducer.slot(n).copy_(z)
         reducer.layer(layer)
-    f, i = reducer.finish(hidden_cosines([h_prev, h, hf]))
-    return f[:, 2], i[:, 2], f[:, 1], i[:, 1], f[:, 0], i[:, 0]
+    st = reducer.finish(hidden_cosines([h_prev, h, hf]))
+    return tuple({name: v[:, layer] for name, v in st.items()} for layer in (2, 1, 0))
 
 
 def logits(n, vocab, gen, scale=3.0, offset=0.0, ties=False):
@@ -79,26 +82,26 @@ def test_kernel_matches_float64_reference(vocab, rows, n, scale, offset, ties, f
     target = torch.randint(0, vocab, (n,), generator=gen)
     target[-1] = -1
     reducer = ChunkReducer(rows, vocab, K, 2, fused=fused)
-    f_final, i_final, f, i, f0, i0 = run_kernel(reducer, z, zf, h, h_prev, hf, target)
+    fin, st, st0 = run_kernel(reducer, z, zf, h, h_prev, hf, target)
     assert reducer.fused == fused  # the compiled kernel ran (no silent fallback)
     ref = reference(z, zf, h, h_prev, hf, target)
 
-    ids = i[:, 2:]
+    ids = st["topk"].long()
     # top-k: the k largest values in order, distinct ids pointing at them
     assert torch.equal(z.gather(1, ids), ref["topk_values"])
     assert all(len(set(r.tolist())) == K for r in ids)
-    assert torch.equal(i[:, 0], ids[:, 0])
+    assert torch.equal(st["top1"].long(), ids[:, 0])
     if not ties:
         assert torch.equal(ids[:, 0], torch.argmax(z, -1))
-        assert torch.equal(i_final[:, 0], torch.argmax(zf, -1))
+        assert torch.equal(fin["top1"].long(), torch.argmax(zf, -1))
     # rank of the final top-1 (whichever tied id the kernel picked: the count is the same)
-    assert torch.equal(zf.gather(1, i_final[:, :1].long()), zf.max(-1, keepdim=True).values)
-    t = z.gather(1, i_final[:, :1].long())
-    assert torch.equal(i[:, 1].long(), (z > t).sum(-1))
-    assert torch.equal(i_final[:, 1], torch.zeros_like(i_final[:, 1]))
+    assert torch.equal(zf.gather(1, fin["top1"][:, None].long()), zf.max(-1, keepdim=True).values)
+    t = z.gather(1, fin["top1"][:, None].long())
+    assert torch.equal(st["rank_of_final"].long(), (z > t).sum(-1))
+    assert torch.equal(fin["rank_of_final"], torch.zeros_like(fin["rank_of_final"]))
 
-    for col, name in enumerate(FLOAT_STATS):
-        got, want = f[:, col].double(), ref[name]
+    for name in FLOATS:
+        got, want = st[name].double(), ref[name]
         if name == "topk_overlap" and ties:
             continue  # which of the tied ids are in the set is implementation-defined
         nan = torch.isnan(want)
@@ -109,14 +112,31 @@ def test_kernel_matches_float64_reference(vocab, rows, n, scale, offset, ties, f
         err = (got - want).abs()[~nan]
         assert bool((err <= tol[~nan] if torch.is_tensor(tol) else err <= tol).all()), (name, float(err.max()))
     # layer 0 read the same logits as layer 1: the same record, and the convention for hidden_cos_prev
-    hp, hid = FLOAT_STATS.index("hidden_cos_prev"), FLOAT_STATS.index("hidden_cos")
-    assert torch.equal(i0, i)
-    logit_cols = [c for c in range(len(FLOAT_STATS)) if c not in (hp, hid)]
-    assert torch.allclose(f0[:, logit_cols], f[:, logit_cols], rtol=0, atol=0, equal_nan=True)
-    assert torch.equal(f0[:, hp], torch.ones(n))
+    for name in set(st) - {"hidden_cos", "hidden_cos_prev"}:
+        assert torch.allclose(st0[name].double(), st[name].double(), rtol=0, atol=0, equal_nan=True), name
+    assert torch.equal(st0["hidden_cos_prev"], torch.ones(n))
     # the final layer against itself
-    assert np.allclose(f_final[:, FLOAT_STATS.index("kl_to_final")].numpy(), 0.0, atol=1e-5)
-    assert np.allclose(f_final[:, FLOAT_STATS.index("logit_cos")].numpy(), 1.0, atol=1e-6)
+    assert np.allclose(fin["kl_to_final"].numpy(), 0.0, atol=1e-5)
+    assert np.allclose(fin["logit_cos"].numpy(), 1.0, atol=1e-6)
+
+
+def test_to_host_gives_every_statistic_by_name_either_way():
+    """The stacked copy (one per dtype and shape, used off the CPU) gives the same arrays as per-name views."""
+    from eeutils.lens.kernel import to_host
+    gen = torch.Generator().manual_seed(9)
+    n, vocab, layers = 5, 600, 2
+    r = ChunkReducer(n, vocab, K, layers)
+    r.slot(n, final=True).copy_(logits(n, vocab, gen))
+    r.final(torch.randint(0, vocab, (n,), generator=gen))
+    for layer in range(layers):
+        r.slot(n).copy_(logits(n, vocab, gen))
+        r.layer(layer)
+    st = r.finish(hidden_cosines([torch.randn(n, 4, generator=gen) for _ in range(layers + 1)]))
+    views, stacked = to_host(st), to_host(st, stacked=True)
+    assert list(views) == list(stacked) == [*REGISTRY, "topk"]
+    for name, a in views.items():
+        assert a.dtype == stacked[name].dtype and np.array_equal(a, stacked[name], equal_nan=True), name
+        assert a.shape == ((n, layers + 1, K) if name == "topk" else (n, layers + 1))
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
@@ -124,7 +144,7 @@ def test_no_subnormal_numbers_from_wide_logits(fused):
     """Logits spanning thousands of nats (a real model's first layers) make no subnormal exp: p_f, which every layer
     multiplies, holds none, and the eager kernel's exp scratch none either (each would cost a microcode assist)."""
     from eeutils.lens.fused import EXP_FLOOR
-    from eeutils.lens.kernel import _exp_sum
+    from eeutils.lens.kernel import exp_sum
     gen = torch.Generator().manual_seed(3)
     n, vocab = 4, 3001
     zf, z = torch.randn(n, vocab, generator=gen) * 400, torch.randn(n, vocab, generator=gen) * 400
@@ -137,7 +157,7 @@ def test_no_subnormal_numbers_from_wide_logits(fused):
     out = torch.empty_like(z)
     for top in (z.amax(-1), torch.full((n,), -5.0)):  # maxima far out (the shifted path), and in range (unshifted)
         logits = z - z.amax(-1, keepdim=True) + top[:, None]
-        _exp_sum(logits, top, out)
+        exp_sum(logits, top, out)
         assert bool((out >= tiny).all()) and float(out.min()) == pytest.approx(math.exp(EXP_FLOOR), rel=1e-5)
 
 
@@ -184,9 +204,13 @@ def test_fused_linear_lens_matches_eager(vocab):
             r.layer(layer, xs[layer])
         assert r.fused == fused
         out.append(r.finish(hidden_cosines(h)))
-    (fe, ie), (ff, i_f) = out
-    assert torch.equal(ie, i_f)
-    assert torch.allclose(ff, fe, rtol=1e-4, atol=1e-4)
+    eager, fast = out
+    assert list(eager) == list(fast) == [*REGISTRY, "topk"]
+    for name, a in eager.items():
+        if a.is_floating_point():
+            assert torch.allclose(fast[name], a, rtol=1e-4, atol=1e-4), name
+        else:
+            assert torch.equal(fast[name], a), name
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
@@ -202,10 +226,10 @@ def test_max_at_block_boundaries_and_in_padding_tail(fused):
     reducer.final(torch.full((n,), -1))
     reducer.slot(n).copy_(z)
     reducer.layer(0)
-    ints = reducer.finish(hidden_cosines([h, h]))[1][:, 0]
-    assert ints[:, 0].tolist() == [255, 256, vocab - 1, 0]
-    assert ints[:, 3].tolist() == [511] * n
-    assert ints[:, 1].tolist() == [0] * n
+    st = reducer.finish(hidden_cosines([h, h]))
+    assert st["top1"][:, 0].tolist() == [255, 256, vocab - 1, 0]
+    assert st["topk"][:, 0, 1].tolist() == [511] * n
+    assert st["rank_of_final"][:, 0].tolist() == [0] * n
 
 
 def test_auto_chunk_tokens_keeps_the_workspace_in_budget():

@@ -15,38 +15,103 @@ from eeutils.lens import statistics as S
 
 
 # ---- statistics -------------------------------------------------------------------------------------
+DECODABLE = tuple(n for n, s in S.REGISTRY.items() if s.decodable)
+
+
 def test_statistic_registry_matches_the_kernel_and_the_readout():
     from eeutils.lens.kernel import FinalRef, chunk_statistics
     g = torch.Generator().manual_seed(0)
     zf, z = torch.randn(4, 11, generator=g), torch.randn(4, 11, generator=g)
     h, hl = torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g)
     st = chunk_statistics(z, h, None, FinalRef.build(zf, hl, 3), torch.tensor([1, 2, -1, 0]), 3)
-    assert set(st) - {"topk"} == set(S.REGISTRY)
-    # column order: each float column holds its own statistic (max_prob is the largest probability)
+    assert list(st) == [*S.REGISTRY, "topk"]
+    # each name holds its own statistic (max_prob is the largest probability)
     p = torch.softmax(z, -1)
     assert torch.allclose(st["max_prob"], p.max(-1).values, atol=1e-6)
     assert torch.allclose(st["entropy"], -(p * p.log()).sum(-1), atol=1e-5)
-    assert S.FLOAT_STATS + S.INT_STATS == tuple(n for n in S.STATISTICS if n in S.FLOAT_STATS) + S.INT_STATS
-    assert all(S.REGISTRY[n].dtype == np.int32 for n in S.INT_STATS)
+    assert all(st[n].dtype == spec.torch_dtype for n, spec in S.REGISTRY.items())
 
 
 def test_readout_columns_and_dtypes_come_from_the_registry():
     import eeutils
     lm = eeutils.load_model("zoo/dense-small")
     r = eeutils.readout(lm, ["In the beginning God created"], progress=False, k=3)
-    assert list(r.stats) == list(S.STATISTICS)
-    assert all(r.stats[s.name].dtype == s.dtype for s in S.SPECS)
+    assert list(r.stats) == list(S.STATISTICS) == list(S.REGISTRY)
+    assert all(r.stats[s.name].dtype == s.dtype for s in S.REGISTRY.values())
 
 
 def test_decoder_token_statistics_agree_with_the_kernel():
     from eeutils.lens.kernel import FinalRef, chunk_statistics
     z = torch.randn(1, 13, generator=torch.Generator().manual_seed(1))
     st = chunk_statistics(z, torch.ones(1, 2), None, FinalRef.build(z, torch.ones(1, 2), 2), torch.tensor([-1]), 2)
-    tok = S.token_statistics(z, S.DECODABLE)
+    tok = S.token_statistics(z, DECODABLE)
     for name in ("max_prob", "margin", "entropy"):
         assert tok[name] == pytest.approx(float(st[name][0]), abs=1e-5)
     assert tok["top1"] == int(st["top1"][0])
-    assert set(S.DECODABLE) >= {"max_prob", "margin", "entropy", "top1", "hidden_cos_prev"}
+    assert set(DECODABLE) >= {"max_prob", "margin", "entropy", "top1", "hidden_cos_prev"}
+    h, prev = torch.randn(1, 6), torch.randn(1, 6)
+    assert S.token_statistics(None, ("hidden_cos_prev",), hidden=(h, prev)) == {
+        "hidden_cos_prev": pytest.approx(float(torch.nn.functional.cosine_similarity(h, prev)[0]), abs=1e-6)}
+    # what a request needs decides what is computed: margin's terms give max_prob too, entropy's do not
+    assert set(S.token_statistics(z, ("margin",))) == {"top1", "max_prob", "margin"}
+    assert set(S.token_statistics(z, ("entropy", "top1_streak"))) == {"top1", "entropy"}
+
+
+def test_every_statistic_reads_only_the_terms_it_declares():
+    """compute() run on exactly its declared terms: reading any other raises KeyError here."""
+    g = torch.Generator().manual_seed(2)
+    n, k = 6, 3
+    fake = {name: torch.rand(n, generator=g) + 0.5 for name in S.TERMS}
+    fake.update(ids=torch.randint(0, 9, (n, k), generator=g), final_topk=torch.randint(0, 9, (n, k), generator=g),
+                target=torch.tensor([1, -1, 2, 3, -1, 0]), k=k)
+    for spec in S.REGISTRY.values():
+        value = spec.compute({t: fake[t] for t in spec.reads})
+        assert value.shape == (n,), spec.name
+
+
+def test_registry_refuses_bad_entries():
+    with pytest.raises(ValueError, match="unknown terms"):
+        S.Statistic("bad", "?", lambda t: t["nope"], ("nope",))
+    with pytest.raises(ValueError, match="decodable"):  # the decoder has no final layer for a generated token
+        S.Statistic("bad", "?", lambda t: t["zpf"], ("zpf",), decodable=True)
+    with pytest.raises(ValueError, match="already registered"):
+        S.register_statistic(S.REGISTRY["entropy"])
+
+
+# A toy statistic: the second-largest probability, from terms every kernel path already records
+SECOND = S.Statistic("p_second", "p_l[top2]", lambda t: torch.exp(t["v2"] - t["lse"]), ("v2", "lse"), "float",
+                     "top-k + exp-sum", decodable=True, bounds=(0, 1))
+
+
+@pytest.mark.parametrize("kernel", ["eager", "fused"])
+def test_a_new_statistic_is_one_entry(kernel, tmp_path):
+    """Registered in one place, the statistic reaches the readout (both kernel paths), the saved file, the layer
+    means, the decoder's per-token statistics and the docs table; afterwards the registry is as it was."""
+    import eeutils
+    import tiny_models as tm
+    from eeutils.lens import Readout
+    lm = eeutils.wrap_model(tm.make_model("llama"))
+    ids = torch.randint(1, tm.VOCAB, (2, 11), generator=torch.Generator().manual_seed(4)).tolist()
+    before = list(S.REGISTRY)
+    with S.temporary_statistic(SECOND):
+        r = eeutils.readout(lm, ids, k=3, kernel=kernel, progress=False, chunk_tokens=8)
+        assert r.meta["kernel"] == kernel and list(r.stats) == before + ["p_second"]
+        assert r["p_second"].dtype == np.float32 and r["p_second"].shape == r["max_prob"].shape
+        np.testing.assert_allclose(r["p_second"], r["max_prob"] - r["margin"], atol=1e-6)
+        assert "p_second" in r.layer_means().columns
+        np.testing.assert_array_equal(Readout.load(r.save(tmp_path / "r")).stats["p_second"], r["p_second"])
+        z = torch.randn(1, tm.VOCAB, generator=torch.Generator().manual_seed(5))
+        tok = S.token_statistics(z, ("p_second",))
+        assert tok["p_second"] == pytest.approx(float(torch.softmax(z, -1).topk(2).values[0, 1]), abs=1e-6)
+        assert "| `p_second` | p_l[top2] |" in S.markdown_table() and "p_second" in eeutils.STATISTICS
+    assert list(S.REGISTRY) == list(S.STATISTICS) == before
+    assert "p_second" not in eeutils.readout(lm, ids, k=3, progress=False).stats
+
+
+def test_docs_statistics_table_is_the_registry():
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "docs" / "DESIGN.md").read_text()
+    assert S.markdown_table() in text, "regenerate docs/DESIGN.md's table: eeutils.lens.statistics.markdown_table()"
 
 
 # ---- exit rules ---------------------------------------------------------------------------------------

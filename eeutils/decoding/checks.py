@@ -32,7 +32,6 @@ import torch.nn.functional as F
 
 from ..analysis.rules import CHECK_KINDS, ExitRule, rule_fires, update_streak
 from ..arch.loading import LoadedModel
-from ..lens.kernel import _cos
 from ..lens.statistics import token_statistics
 
 __all__ = ["CheckCosts", "CHECKS", "LENS_EXTRA_MACS", "make_check"]
@@ -107,7 +106,7 @@ class _StateCheck(_Check):
     def at(self, j, h, prev):
         self.costs.add("state")
         self.costs.host_syncs += 1
-        stats = {"hidden_cos_prev": float(_cos(h.float(), prev.float())[0])}
+        stats = token_statistics(None, self.rule.required_stats, hidden=(h, prev))
         return self.fires(stats, j), None, stats
 
 

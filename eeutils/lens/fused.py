@@ -39,7 +39,7 @@ ENV = "EEUTILS_FUSED_KERNEL"  # "auto" (default), "1" (always, where compile wor
 EXP_FLOOR = -69.0  # every exp in the statistics is of max(x, EXP_FLOOR): exp(-69) ~ 1e-30 is a normal fp32 number,
 #   so no exp yields a denormal and no product with one becomes one (each costs a microcode assist on x86: on the
 #   real Gemma-3-270M, whose layer-0 logits span 1,150 nats, the pass took 4.6x longer at layers 0-1). Wherever it
-#   applies, x is relative to a max that contributes exp(0) = 1 (or, in `kernel._exp_sum`'s unshifted path, e^-15
+#   applies, x is relative to a max that contributes exp(0) = 1 (or, in `kernel.exp_sum`'s unshifted path, e^-15
 #   or more), so the floor adds < V e^-69 / 1 to a sum: below fp32 resolution; the outputs were bitwise unchanged
 #   on those layers
 
@@ -72,6 +72,8 @@ def _reduce_blocks_zf(z, pf, zf, thr, block: int = BLOCK):
             (zb * pf.unflatten(1, (-1, block))).sum(-1), (zb * zb).sum(-1), (zb * zf.unflatten(1, (-1, block))).sum(-1))
 
 
+# the names of the per-block reductions `_reduce_blocks` / `_reduce_blocks_zf` return, in their order
+BLOCK_TERMS = ("block_max", "s", "ze", "rank", "zpf", "zz", "zzf")
 _compiled: dict = {}  # the compiled functions see `block` as the constant BLOCK
 INDUCTOR_CACHE = "TORCHINDUCTOR_CACHE_DIR"
 
@@ -115,9 +117,9 @@ def wanted(vocab: int, kernel: str = "auto") -> bool:
 PAD = torch.finfo(torch.float32).min  # what the logit rows hold past the vocabulary (`block_reduce`)
 
 
-def block_reduce(z, pf, zf, thr, vocab: int):
+def block_reduce(z, pf, zf, thr, vocab: int) -> dict:
     """`_reduce_blocks_zf` (`_reduce_blocks` when zf is None) over every block of z, compiled, the last partial block
-    included; returns seven (six) [C, n_blocks] tensors.
+    included; returns the [C, n_blocks] reductions by name (BLOCK_TERMS; "zzf" only with zf).
 
     z, pf, zf: [C, n_blocks x BLOCK] rows whose columns from `vocab` on are padding: PAD in z (and zf), 0 in pf
     (or PAD where pf is a logit row itself). PAD = -FLT_MAX is no larger than any logit and finite, so the block
@@ -132,7 +134,7 @@ def block_reduce(z, pf, zf, thr, vocab: int):
     fn = _reduce_blocks if zf is None else _reduce_blocks_zf
     rows = (z, pf) if zf is None else (z, pf, zf)
     try:
-        parts = _full(fn)(*rows, thr)
+        parts = dict(zip(BLOCK_TERMS, _full(fn)(*rows, thr)))
     except Exception as exc:  # noqa: BLE001  (any compile failure: the eager kernel gives the same numbers)
         _broken = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         warnings.warn(f"the fused readout kernel is unavailable here ({_broken}); using the eager kernel "
@@ -141,23 +143,26 @@ def block_reduce(z, pf, zf, thr, vocab: int):
     last = (z.shape[1] - 1) // BLOCK * BLOCK
     if vocab < z.shape[1]:  # the last block's sums, without the padding
         zt = z[:, last:vocab]
-        e = torch.sub(zt, parts[0][:, -1:]).clamp_min_(EXP_FLOOR).exp_()
-        parts[1][:, -1] = e.sum(-1)
-        for i, other in ((2, e), (4, pf[:, last:vocab]), (5, zt)) + (((6, zf[:, last:vocab]),) if zf is not None else ()):
-            parts[i][:, -1] = torch.linalg.vecdot(zt, other)
+        e = torch.sub(zt, parts["block_max"][:, -1:]).clamp_min_(EXP_FLOOR).exp_()
+        parts["s"][:, -1] = e.sum(-1)
+        others = (("ze", e), ("zpf", pf[:, last:vocab]), ("zz", zt))
+        for name, other in others + ((("zzf", zf[:, last:vocab]),) if zf is not None else ()):
+            parts[name][:, -1] = torch.linalg.vecdot(zt, other)
     return parts
 
 
-def combine(parts):
-    """Merge the block reductions into per-row (block maxima [C, n], s, lse, z . e, z . p_f, rank, z . z, z . z_f)
-    with e = exp(max(z - M, EXP_FLOOR)), s = sum e, lse = logsumexp(z), rank = count(z > thr) (a float, exact); z . z_f is None
-    when `parts` come from `_reduce_blocks` (a linear lens: it comes from the Gram matrix)."""
-    bm, sb, zeb, cnt, zpf, zz = parts[:6]
+def combine(parts: dict) -> dict:
+    """Merge the block reductions into per-row terms by name: block_max [C, n] (kept for the top-k), s, lse, ze,
+    zpf, rank, zz and, when `parts` come from `_reduce_blocks_zf`, zzf (a linear lens gets z . z_f from the Gram
+    matrix instead), with e = exp(max(z - M, EXP_FLOOR)), s = sum e, lse = logsumexp(z), rank = count(z > thr)
+    (a float, exact)."""
+    bm = parts["block_max"]
     m = bm.amax(-1)
     w = torch.exp((bm - m[:, None]).clamp_min(EXP_FLOOR))
-    s = torch.linalg.vecdot(sb, w)
-    zzf = parts[6].sum(-1) if len(parts) > 6 else None
-    return bm, s, m + s.log(), torch.linalg.vecdot(zeb, w), zpf.sum(-1), cnt.sum(-1), zz.sum(-1), zzf
+    s = torch.linalg.vecdot(parts["s"], w)
+    out = {"block_max": bm, "s": s, "lse": m + s.log(), "ze": torch.linalg.vecdot(parts["ze"], w)}
+    out.update((name, parts[name].sum(-1)) for name in ("zpf", "rank", "zz", "zzf") if name in parts)
+    return out
 
 
 def lens_gram(weight: torch.Tensor, bias: torch.Tensor | None, scale: float) -> torch.Tensor:

@@ -4,16 +4,18 @@ Everything here is fp32. The work splits in two so that the per-layer part touch
 possible and everything of size [chunk] is done once per chunk for all layers together:
 
 per layer (`ChunkReducer.final` / `.layer`): the passes over [chunk x vocab] and nothing else. They leave, per
-    token, a handful of reductions in a [layers + 1, _NREC, chunk] record: logsumexp, S = sum exp(z - shift),
-    z . exp(z - shift), z . p_f, z . z, z . z_f, z at the target, the top two values, the rank count, and the k
-    top-k ids. Two ways to get them, same numbers up to fp32 summation order:
+    token, a handful of named reductions (`RECORD`, terms of `eeutils.lens.statistics.TERMS`) in a
+    [layers + 1, len(RECORD), chunk] record: logsumexp, S = sum exp(z - shift), z . exp(z - shift), z . p_f, z . z,
+    z . z_f, z at the target, the top two values, the rank count; and the k top-k ids. Two ways to get them, same
+    numbers up to fp32 summation order:
       fused (`eeutils.lens.fused`): one compiled pass per block of 256 columns, plus the exact top-k from the
         block maxima (the k largest values lie in the k blocks with the largest maxima);
       eager: block maxima / top-k, z > z[final top-1] counted, exp into a scratch row and summed, and one
         batched product z . [p_f, z_f, z, e].
-per chunk (`ChunkReducer.finish`): every statistic of every layer from the record, vectorised over layers:
-    KL = sum_v p_f log p_f - sum_v p_f z_l + logsumexp(z_l), H(p_l) = logsumexp(z_l) - (z . e) / S, and the
-    hidden-state cosines (`hidden_cosines`, once per batch of documents).
+per chunk (`ChunkReducer.finish`): every registered statistic of every layer from the record, by name, vectorised
+    over layers (`statistics.compute_statistics`: e.g. KL = sum_v p_f log p_f - sum_v p_f z_l + logsumexp(z_l),
+    H(p_l) = logsumexp(z_l) - (z . e) / S), with the hidden-state cosines (`hidden_cosines`, once per batch of
+    documents).
 
 No logsumexp pass and no normalised probabilities of the layers: logsumexp(z) = (shift +) log S.
 
@@ -26,16 +28,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .fused import BLOCK as _BLOCK  # columns per block (block maxima, then the top-k in the k best blocks)
 from .fused import EXP_FLOOR, PAD, FusedUnavailable, block_reduce, combine, gram_dot, gram_ref
-from .statistics import FLOAT_STATS, INT_STATS  # noqa: F401  (INT_STATS is followed by the k top-k ids)
+from .statistics import cosine, compute_statistics
 
-_PF, _ZF, _Z, _E = 0, 1, 2, 3  # rows of the ChunkReducer buffer
-# rows of the per-layer record
-_LSE, _S, _ZE, _ZPF, _ZZ, _ZZF, _ZT, _V1, _V2, _RANK = range(10)
-_NREC = 10
+PF, ZF, Z, SCRATCH = range(4)  # rows of the ChunkReducer buffer: p_f, z_f, the current layer's z, scratch
+# the per-layer record: these terms (eeutils.lens.statistics.TERMS) of every layer, one row each
+RECORD = ("lse", "s", "ze", "zpf", "zz", "zzf", "z_t", "v1", "v2", "rank")
 WORKSPACE_BYTES = 256 * 2**20  # target size of the ChunkReducer workspace (see `auto_chunk_tokens`)
 _CHUNK_ROWS = (128, 256)  # fewest rows (the head matmul stays efficient), most rows (more buys no speed)
 _EXP_SAFE = (-15.0, 60.0)  # exp(z) without a shift when every row max is within these: no overflow (V * e^60 <<
@@ -57,7 +59,7 @@ def workspace_bytes(rows: int, vocab: int) -> int:
     return rows * 4 * (-(-vocab // _BLOCK) * _BLOCK) * 4
 
 
-def _exp_sum(z: torch.Tensor, m: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def exp_sum(z: torch.Tensor, m: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """out = exp(max(z - shift, EXP_FLOOR)) with shift 0 when the row maxima m allow it (one pass fewer).
 
     Returns (sum of out per row, logsumexp of z per row)."""
@@ -74,13 +76,6 @@ def _exp_sum(z: torch.Tensor, m: torch.Tensor, out: torch.Tensor) -> tuple[torch
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """sum_v a[c, v] * b[c, v] without allocating the product (a batched matmul)."""
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
-
-
-def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise cosine of [..., d] tensors (an elementwise product and a sum: for rows of a few thousand numbers
-    this is several times faster than a batched matmul of 1 x d by d x 1)."""
-    dot = torch.linalg.vecdot(a, b)
-    return dot / (torch.linalg.vecdot(a, a) * torch.linalg.vecdot(b, b)).sqrt().clamp_min(1e-30)
 
 
 def hidden_cosines(states, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,61 +121,63 @@ class FinalRef:
         probs.div_(s[:, None])
         return cls(logits, probs, neg_entropy, _rowdot(logits, logits).sqrt(), ids[:, 0], ids, hidden.float())
 
+    def terms(self, target: torch.Tensor, k: int) -> dict:
+        """The chunk-wide terms (eeutils.lens.statistics.TERMS) every layer's statistics read."""
+        return {"final_neg_entropy": self.neg_entropy, "final_norm": self.norm, "final_topk": self.topk,
+                "target": target, "k": k}
+
 
 class NonFiniteLogits(FloatingPointError):
     """NaN or inf in a layer's logits; args: (row,) or (layer, row) of the first one."""
 
 
-def _floats(rec: torch.Tensor, ids: torch.Tensor, ref: FinalRef, target: torch.Tensor, k: int) -> torch.Tensor:
-    """The float statistics (FLOAT_STATS order, hidden cosines left 0) from records [..., _NREC, C] and top-k ids
-    [..., C, k]; returns [..., C, len(FLOAT_STATS)]."""
-    lse, s, ze, zpf, zz, zzf, z_t, v1, v2 = rec[..., :_RANK, :].unbind(-2)
-    p1, p2 = torch.exp(v1 - lse), torch.exp(v2 - lse)
-    entropy = (lse - ze / s).clamp_min(0.0)
-    kl = (ref.neg_entropy - zpf + lse).clamp_min(0.0)
-    ce = torch.where(target >= 0, lse - z_t, torch.full_like(lse, float("nan")))
-    logit_cos = zzf / (zz.sqrt() * ref.norm).clamp_min(1e-30)
-    overlap = (ids[..., :, None] == ref.topk[:, None, :]).any(-1).sum(-1).float() / k
-    zero = torch.zeros_like(lse)
-    return torch.stack([p1, p1 - p2, entropy, kl, ce, logit_cos, zero, zero, overlap], dim=-1)
-
-
-_HID, _HPREV = FLOAT_STATS.index("hidden_cos"), FLOAT_STATS.index("hidden_cos_prev")
-
-
 def chunk_statistics(z: torch.Tensor, h: torch.Tensor, h_prev: torch.Tensor | None, ref: FinalRef,
                      target: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
-    """All statistics of one layer for one chunk (the reference arithmetic on ordinary tensors).
+    """All registered statistics of one layer for one chunk (the reference arithmetic on ordinary tensors).
 
     z: [C, V] fp32 logits of this layer (after the model's logit transforms); h, h_prev: [C, d] residual
     stream at this and the previous layer (None at layer 0), compared with ref.hidden; target: [C] next-token ids, -1 where
-    there is none. Returns tensors of shape [C] plus "topk" [C, k].
+    there is none. Returns tensors of shape [C] by name plus "topk" [C, k].
     """
     z = z.float()
     vals, ids = torch.topk(z, k, dim=-1)
-    rank = (z > z.gather(1, ref.top1[:, None])).sum(-1)
     e = torch.empty_like(z)
-    s, lse = _exp_sum(z, vals[:, 0], e)
-    z_t = z.gather(1, target.clamp_min(0)[:, None]).squeeze(1)
-    rec = torch.stack([lse, s, _rowdot(z, e), _rowdot(z, ref.probs), _rowdot(z, z), _rowdot(z, ref.logits), z_t,
-                       vals[:, 0], vals[:, 1]])
-    floats = _floats(rec, ids, ref, target, k)
-    floats[:, _HID] = _cos(h.float(), ref.hidden)
-    floats[:, _HPREV] = 1.0 if h_prev is None else _cos(h.float(), h_prev.float())
+    s, lse = exp_sum(z, vals[:, 0], e)
     bad = ~torch.isfinite(lse)
     if bool(bad.any()):
         raise NonFiniteLogits(int(bad.nonzero()[0, 0]))
-    st = {name: floats[:, i] for i, name in enumerate(FLOAT_STATS)}
-    st.update(top1=ids[:, 0], rank_of_final=rank, topk=ids)
-    return st
+    hf = h.float()
+    terms = {"lse": lse, "s": s, "ze": _rowdot(z, e), "zpf": _rowdot(z, ref.probs), "zz": _rowdot(z, z),
+             "zzf": _rowdot(z, ref.logits), "z_t": z.gather(1, target.clamp_min(0)[:, None]).squeeze(1),
+             "v1": vals[:, 0], "v2": vals[:, 1], "rank": (z > z.gather(1, ref.top1[:, None])).sum(-1), "ids": ids,
+             "hidden_cos": cosine(hf, ref.hidden),
+             "hidden_cos_prev": torch.ones_like(lse) if h_prev is None else cosine(hf, h_prev.float()),
+             **ref.terms(target, k)}
+    return dict(compute_statistics(terms), topk=ids)
+
+
+def to_host(stats: dict[str, torch.Tensor], stacked: bool | None = None) -> dict[str, np.ndarray]:
+    """`ChunkReducer.finish`'s tensors as NumPy arrays, by name: views on the CPU, else (or with stacked=True) one
+    device-to-host copy per dtype and shape, not one per statistic."""
+    if stacked is None:
+        stacked = any(v.device.type != "cpu" for v in stats.values())
+    if not stacked:
+        return {name: v.numpy() for name, v in stats.items()}
+    groups: dict = {}
+    for name, v in stats.items():
+        groups.setdefault((v.dtype, v.shape), []).append(name)
+    out = {}
+    for names in groups.values():
+        out.update(zip(names, torch.stack([stats[n] for n in names]).cpu().numpy()))
+    return {name: out[name] for name in stats}
 
 
 class ChunkReducer:
     """A reusable fp32 workspace reducing every layer of one chunk of tokens to statistics.
 
     Per chunk: write the final layer's logits into `slot(n, final=True)` and call `final(target)`; for each other
-    layer i write its logits into `slot(n)` and call `layer(i)`; then `finish(hidden)` returns
-    (floats [n, layers + 1, len(FLOAT_STATS)], ints [n, layers + 1, 2 + k]: top1, rank_of_final, top-k ids).
+    layer i write its logits into `slot(n)` and call `layer(i)`; then `finish(hidden)` returns every registered
+    statistic by name ([n, layers + 1] each) and "topk" ([n, layers + 1, k] ids).
     Memory: 4 x rows x vocab fp32 (vocab rounded up to a multiple of _BLOCK) plus the small per-layer record.
     fused: reduce each layer in one compiled pass (`eeutils.lens.fused`) instead of the eager passes; falls back
     to the eager passes (for good, with a warning) if compilation fails. gram: the lens' Gram matrix
@@ -197,40 +194,41 @@ class ChunkReducer:
         self.buf = torch.empty((rows, 4, padded), dtype=torch.float32, device=device)
         if padded > vocab:  # see `fused.block_reduce`: the fused pass runs over whole blocks, padding included
             self.buf[:, :, vocab:] = PAD
-            self.buf[:, _PF, vocab:] = 0.0
-        self.rec = torch.empty((layers + 1, _NREC, rows), dtype=torch.float32, device=device)
+            self.buf[:, PF, vocab:] = 0.0
+        self.rec = torch.empty((layers + 1, len(RECORD), rows), dtype=torch.float32, device=device)
         self.ids = torch.empty((layers + 1, rows, k), dtype=torch.int64, device=device)
         self.ref: FinalRef | None = None
         self.target = None
 
     def slot(self, n: int, final: bool = False) -> torch.Tensor:
         """The [n, vocab] buffer (rows contiguous, row stride 4 x padded vocab) where a layer's logits go."""
-        return self.buf[:n, _ZF if final else _Z, :self.vocab]
+        return self.buf[:n, ZF if final else Z, :self.vocab]
 
     def final(self, target: torch.Tensor, x: torch.Tensor | None = None) -> None:
         """Build the chunk's FinalRef from the logits in slot(final=True) and record the final layer.
         x: the lens input (normed state, fp32) that produced the logits; used with `gram`.
         Raises NonFiniteLogits(row) if some token's final logits are not all finite."""
-        n, k = target.shape[0], self.k
+        n = target.shape[0]
         self.target = target
         self.u_ref = gram_ref(self.gram, x) if self.gram is not None and x is not None else None
         buf = self.buf[:n, :, :self.vocab]
-        z, e = buf[:, _ZF], buf[:, _PF]
+        z, e = buf[:, ZF], buf[:, PF]
         if self.fused:  # the fused pass with z itself in p_f's place (its "z . p_f" is z . z) and no count
             try:
-                zp = self.buf[:n, _ZF]
-                parts = block_reduce(zp, zp, None, torch.full_like(z[:, :1], float("inf")), self.vocab)
+                zp = self.buf[:n, ZF]
+                red = combine(block_reduce(zp, zp, None, torch.full_like(z[:, :1], float("inf")), self.vocab))
             except FusedUnavailable:
                 self.fused = False
             else:
-                bm, s, lse, ze, zz = combine(parts)[:5]
-                vals, ids = self._topk(n, _ZF, bm)
+                red["zz"] = red["zpf"]
+                vals, ids = self.blocked_topk(n, ZF, red["block_max"])
                 exp_in_e = False
         if not self.fused:
-            vals, ids = self._topk(n, _ZF)
-            s, lse = _exp_sum(z, vals[:, 0], e)
+            vals, ids = self.blocked_topk(n, ZF)
+            s, lse = exp_sum(z, vals[:, 0], e)
             ze, zz = torch.bmm(z.unsqueeze(1), buf[:, :2].transpose(1, 2)).view(n, 2).unbind(1)  # z . e, z . z
-            exp_in_e = True
+            red, exp_in_e = {"s": s, "lse": lse, "ze": ze, "zz": zz}, True
+        s, lse, ze, zz = red["s"], red["lse"], red["ze"], red["zz"]
         bad = ~(torch.isfinite(lse) & torch.isfinite(zz))  # ||z_f|| is finite iff every logit is
         if bool(bad.any()):
             raise NonFiniteLogits(int(bad.nonzero()[0, 0]))
@@ -240,65 +238,63 @@ class ChunkReducer:
             torch.sub(z, lse[:, None], out=e).clamp_(min=EXP_FLOOR).exp_()  # p_f, never denormal
         self.ref = FinalRef(z, e, ze / s - lse, zz.sqrt(), ids[:, 0], ids)
         # this layer against itself: z . p_f = ze / s, z . z_f = z . z, rank 0
-        self._record(self.layers, n, lse, s, ze, ze / s, zz, zz, vals, ids, torch.zeros_like(lse))
+        self._record(self.layers, {"lse": lse, "s": s, "ze": ze, "zpf": ze / s, "zz": zz, "zzf": zz,
+                                   "rank": torch.zeros_like(lse)}, vals, ids)
 
     def layer(self, i: int, x: torch.Tensor | None = None) -> None:
         """Record layer i (< layers), whose logits are in slot(n), against the chunk's FinalRef.
         x: the lens input that produced the logits (used with `gram`)."""
         n, ref = self.target.shape[0], self.ref
         buf = self.buf[:n, :, :self.vocab]
-        z, e = buf[:, _Z], buf[:, _E]
+        z, e = buf[:, Z], buf[:, SCRATCH]
         thr = z.gather(1, ref.top1[:, None])
         if self.fused:
             linear = self.u_ref is not None and x is not None
             try:
                 whole = self.buf[:n]
-                parts = block_reduce(whole[:, _Z], whole[:, _PF], None if linear else whole[:, _ZF], thr, self.vocab)
+                parts = block_reduce(whole[:, Z], whole[:, PF], None if linear else whole[:, ZF], thr, self.vocab)
             except FusedUnavailable:
                 self.fused = False
             else:
-                bm, s, lse, ze, zpf, rank, zz, zzf = combine(parts)
+                red = combine(parts)
                 if linear:
-                    zzf = gram_dot(x, self.u_ref)
-                vals, ids = self._topk(n, _Z, bm)
-                self._record(i, n, lse, s, ze, zpf, zz, zzf, vals, ids, rank)
+                    red["zzf"] = gram_dot(x, self.u_ref)
+                self._record(i, red, *self.blocked_topk(n, Z, red["block_max"]))
                 return
-        vals, ids = self._topk(n, _Z)
+        vals, ids = self.blocked_topk(n, Z)
         rank = torch.gt(z, thr, out=e).sum(-1)
-        s, lse = _exp_sum(z, vals[:, 0], e)
+        s, lse = exp_sum(z, vals[:, 0], e)
         zpf, zzf, zz, ze = torch.bmm(z.unsqueeze(1), buf.transpose(1, 2)).view(n, 4).unbind(1)  # z . [p_f, z_f, z, e]
-        self._record(i, n, lse, s, ze, zpf, zz, zzf, vals, ids, rank)
+        self._record(i, {"lse": lse, "s": s, "ze": ze, "zpf": zpf, "zz": zz, "zzf": zzf, "rank": rank}, vals, ids)
 
-    def _record(self, i, n, lse, s, ze, zpf, zz, zzf, vals, ids, rank):
-        z = self.buf[:n, _ZF if i == self.layers else _Z]
-        r = self.rec[i, :, :n]
-        r[:_ZT] = torch.stack([lse, s, ze, zpf, zz, zzf])
-        r[_ZT] = z.gather(1, self.target.clamp_min(0)[:, None]).squeeze(1)
-        r[_V1:_RANK].copy_(vals[:, :2].t())
-        r[_RANK].copy_(rank)
+    def _record(self, i: int, red: dict, vals: torch.Tensor, ids: torch.Tensor) -> None:
+        """Store layer i's reductions `red` (by RECORD name; z_t, v1 and v2 are taken here) and its top-k ids."""
+        n = ids.shape[0]
+        z = self.buf[:n, ZF if i == self.layers else Z]
+        red = dict(red, z_t=z.gather(1, self.target.clamp_min(0)[:, None]).squeeze(1), v1=vals[:, 0], v2=vals[:, 1])
+        self.rec[i, :, :n] = torch.stack([red[name] for name in RECORD])
         self.ids[i, :n] = ids
 
-    def finish(self, hidden: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every statistic of every layer of this chunk from the record. hidden: this chunk's columns of
+    def finish(self, hidden: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every registered statistic of every layer of this chunk from the record, by name: [n, layers + 1] each
+        in its registry dtype, and "topk" [n, layers + 1, k] int32. hidden: this chunk's columns of
         `hidden_cosines` ([layers + 1, n] each). Raises NonFiniteLogits(layer, row) for the
         first layer and token whose logits were not all finite."""
-        n, k, L1 = self.target.shape[0], self.k, self.layers + 1
-        rec, ids = self.rec[:, :, :n], self.ids[:, :n]
+        n = self.target.shape[0]
+        terms = dict(zip(RECORD, self.rec[:, :, :n].unbind(1)))  # each [L + 1, n]
         # lse is finite unless a logit is NaN or +inf; z . z is finite unless one is +-inf or NaN (a -inf logit leaves
         # lse finite, but then no sum with z in it is)
-        bad = ~(torch.isfinite(rec[:, _LSE]) & torch.isfinite(rec[:, _ZZ]))
+        bad = ~(torch.isfinite(terms["lse"]) & torch.isfinite(terms["zz"]))
         if bool(bad.any()):
             layer, row = (int(v) for v in bad.nonzero()[0])
             raise NonFiniteLogits(layer, row)
-        floats = _floats(rec, ids, self.ref, self.target, k)  # [L + 1, n, F]
-        floats[:, :, _HID], floats[:, :, _HPREV] = hidden
-        ints = torch.empty((L1, n, 2 + k), dtype=torch.int32, device=rec.device)
-        ints[:, :, 0] = ids[:, :, 0]
-        ints[:, :, 1] = rec[:, _RANK]
-        ints[:, :, 2:] = ids
-        return floats.transpose(0, 1), ints.transpose(0, 1)
+        ids = self.ids[:, :n]
+        terms.update(self.ref.terms(self.target, self.k), ids=ids, hidden_cos=hidden[0], hidden_cos_prev=hidden[1])
+        stats = {name: v.transpose(0, 1) for name, v in compute_statistics(terms).items()}
+        stats["topk"] = ids.to(torch.int32).transpose(0, 1)
+        return stats
 
-    def _topk(self, n: int, row: int, block_max: torch.Tensor | None = None):
+    def blocked_topk(self, n: int, row: int, block_max: torch.Tensor | None = None):
         """Top-k of the logits in buffer row `row` without sorting or scanning rows element by element:
         the k largest values lie in the k blocks (of _BLOCK columns) with the largest maxima, so one
         vectorised max per block, a top-k over the block maxima and a top-k over those k blocks is exact.

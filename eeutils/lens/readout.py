@@ -32,9 +32,9 @@ from .capture import StateStore, _Capture, capture_forward
 from .inputs import as_documents, check_positive_int, check_token_ids
 from .fused import lens_gram
 from .fused import wanted as _fused_wanted
-from .kernel import ChunkReducer, NonFiniteLogits, auto_chunk_tokens, hidden_cosines, workspace_bytes
+from .kernel import ChunkReducer, NonFiniteLogits, auto_chunk_tokens, hidden_cosines, to_host, workspace_bytes
 from .result import Readout
-from .statistics import FLOAT_STATS, INT_STATS, SPECS
+from .statistics import REGISTRY
 from .tuned import TunedLensSettings, resolve_lens
 
 # least memory one batch's captured residual streams may take (`_states_budget`; more where the statistic workspace is
@@ -244,7 +244,7 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
     lengths = np.array([len(x) for x in ids_list])
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     n_tok = int(offsets[-1])
-    out = {s.name: np.empty((n_tok, L + 1), dtype=s.dtype) for s in SPECS}
+    out = {s.name: np.empty((n_tok, L + 1), dtype=s.dtype) for s in REGISTRY.values()}
     topk_out = np.empty((n_tok, L + 1, k), dtype=np.int32)
     targets = np.full(n_tok, -1, dtype=np.int64)
     for i, ids in enumerate(ids_list):
@@ -306,15 +306,11 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
                     x = decode(translator.translate(layer, h) if translator is not None else h, reducer.slot(n))
                     reducer.layer(layer, x)
                 try:
-                    fl, it = reducer.finish((hid_last[:, sl], hid_prev[:, sl]))
+                    chunk_stats = reducer.finish((hid_last[:, sl], hid_prev[:, sl]))
                 except NonFiniteLogits as e:
                     _raise_nonfinite(e.args[0], dst[e.args[1]], offsets)
-                fl_np, it_np = fl.cpu().numpy(), it.cpu().numpy()
-                for i, name in enumerate(FLOAT_STATS):
-                    out[name][dst] = fl_np[:, :, i]
-                for i, name in enumerate(INT_STATS):
-                    out[name][dst] = it_np[:, :, i]
-                topk_out[dst] = it_np[:, :, len(INT_STATS):]
+                for name, values in to_host(chunk_stats).items():
+                    (topk_out if name == "topk" else out[name])[dst] = values
                 fused = reducer.fused  # False from here on if the compiled kernel failed
                 bar.update(n)
             del states

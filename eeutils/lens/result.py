@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..core.io import atomic_write
 from .files import ReadoutFileError, _fail, check_arrays, read_arrays  # noqa: F401  (ReadoutFileError: re-exported)
-from .statistics import INT_STATISTICS, STATISTICS  # noqa: F401  (the registry: eeutils.lens.statistics)
+from .statistics import REGISTRY, STATISTICS  # noqa: F401  (STATISTICS: re-exported)
 
 
 @dataclass
@@ -126,8 +126,9 @@ class Readout:
         return frame
 
     def layer_means(self, columns=None) -> pd.DataFrame:
-        """Mean of each statistic per layer over tokens (NaN-aware): one row per layer."""
-        cols = [c for c in (columns or self.stats) if c not in ("top1",)]
+        """Mean of each statistic per layer over tokens (NaN-aware): one row per layer. Token ids (registry
+        entries with averaged=False: top1) are left out."""
+        cols = [c for c in (columns or self.stats) if c not in REGISTRY or REGISTRY[c].averaged]
         rows = {c: np.nanmean(self.stats[c].astype(np.float64), axis=0) for c in cols}
         frame = pd.DataFrame(rows)
         frame.insert(0, "layer", self.layers)
