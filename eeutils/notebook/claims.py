@@ -251,19 +251,22 @@ def _trend_specs(run: str, revs: list, explicit: bool) -> list[str]:
     return [_with_rev(run, r) for r in revs[:-1]] + ([_with_rev(run, revs[-1])] if explicit else [run])
 
 
-def claim_specs(key: str) -> list[str]:
-    """Every model spec ("name[@revision]") `run_claim(key, ...)` reads with the protocol's sides: what a notebook
-    needs before running the claim under another lens (e.g. translators for notebook 13). Missing models are
-    left out, as run_claim leaves them out."""
-    claim = load_protocol().claim(key)
+def claim_specs(key: str, lens: str | None = None) -> list[str]:
+    """Every model spec ("name[@revision]") `run_claim(key, ...)` reads with the protocol's sides under `lens`
+    (default: the primary): what a notebook needs before running the claim under another lens (e.g. translators
+    for notebook 13). Missing models are left out, as run_claim leaves them out."""
+    proto = load_protocol()
+    claim = proto.claim(key)
     if claim.kind == "trend":
-        out = []
+        revisions = {}
         for run in claim.runs:
             try:
-                out += _trend_specs(run, list_revisions(run), explicit=False)
+                revisions[run] = list_revisions(run)
             except ZooError:
                 pass
-        return out
+        if (lens or proto.defaults["lens"]) != proto.defaults["lens"]:
+            revisions = _segment_only(revisions, int(claim.segment.get("min_step", 1)))
+        return [s for run, revs in revisions.items() for s in _trend_specs(run, revs, explicit=False)]
     a, b, _, _ = _resolve_sides(claim, {})
     return list(dict.fromkeys(a + b + [p for pair in claim.borrow_seed_spread.values() for p in pair]))
 
@@ -296,14 +299,25 @@ def _finding(claim, proto, e: Effect, rob, readouts, sides, workload, load, devs
         headline=claim.is_headline(workload if claim.workloads else None))
 
 
+def _segment_only(revisions: dict, min_step: int) -> dict:
+    """Each run's revisions cut to the trend's segment: steps >= min_step that every run ships (the final last).
+    A secondary lens reads only these: the verdict uses no other revision, and each one needs translators."""
+    common = set.intersection(*[{step_of(r) for r in revs} for revs in revisions.values()]) if revisions else set()
+    return {run: [r for r in revs if step_of(r) >= min_step and step_of(r) in common]
+            for run, revs in revisions.items()}
+
+
 def _run_trend(claim, proto, out_dir, load, rule: Rule, workload, runs, devs, name, write) -> ClaimRun:
     curves, readouts, missing, labels = {}, {}, [], {}
+    revisions = {}
     for run in runs:
         try:
-            revs = list(runs[run]) if isinstance(runs, dict) else list_revisions(run)
+            revisions[run] = list(runs[run]) if isinstance(runs, dict) else list_revisions(run)
         except ZooError:
             missing.append(run)
-            continue
+    if lens_of(load) != proto.defaults["lens"]:
+        revisions = _segment_only(revisions, int(claim.segment.get("min_step", 1)))
+    for run, revs in revisions.items():
         if len(revs) < 2:
             missing.append(f"{ex.label_of(run)} (no revisions)")
             continue
