@@ -72,9 +72,10 @@ def recompute(record: dict, table: pd.DataFrame) -> dict:
     record's own interval (lo, hi) and protocol settings."""
     d = load_protocol().defaults
     effect, floor, sizes = (_trend if (table.kind == "trend").all() else _difference)(table)
-    smallest = max(floor, d["min_effect"]) if np.isfinite(floor) else float("nan")
+    blocked = bool(table.blocked.any())  # matched loss with no close revision: no smallest effect, no verdict
+    smallest = max(floor, d["min_effect"]) if np.isfinite(floor) and not blocked else float("nan")
     call = verdict(record["lo"], record["hi"], effect, smallest)
-    if bool(table.blocked.any()) or min(sizes.values()) < d["min_seeds"]:
+    if min(sizes.values()) < d["min_seeds"]:
         call = "inconclusive"
     return {"effect": effect, "noise_floor": floor, "smallest_effect": smallest, "verdict": call}
 
