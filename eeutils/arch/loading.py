@@ -11,7 +11,7 @@ from torch import nn
 
 from .. import _version
 from ..core.env import hf_cache_dir, hf_offline, offline_setting
-from .table import ArchSpec, Resolved, make_logit_fn
+from .table import ArchSpec, Resolved, logit_op_values, ops_fn
 from .discovery import resolve
 from .folder import folder_problem, weights_problem
 from ..core.spec import local_folder_problem, looks_like_path
@@ -46,10 +46,14 @@ class LoadedModel:
     revision: str | None
     resolved: Resolved
     logit_fn: object = field(repr=False, default=None)
+    # the family's post-head transforms as data, ((kind, value), ...) from the adapter row (`logit_op_values`);
+    # None when a custom logit_fn was passed (the lenses then apply that function as it is)
+    logit_ops: tuple | None = field(repr=False, default=None, init=False)
 
     def __post_init__(self):
         if self.logit_fn is None:
-            self.logit_fn = make_logit_fn(self.resolved.spec, self.model.config)
+            self.logit_ops = logit_op_values(self.resolved.spec, self.model.config)
+            self.logit_fn = ops_fn(self.logit_ops)
 
     # ---- description -------------------------------------------------------
     @property

@@ -23,6 +23,7 @@ at the last layer reproduces the model's logits; `families()` and `model_types()
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
@@ -200,11 +201,11 @@ def logit_op_values(spec: ArchSpec, config) -> tuple[tuple[str, float], ...]:
 
 
 def make_logit_fn(spec: ArchSpec, config):
-    """A function applying the model's post-head transforms to fp32 logits (`apply_logit_ops`)."""
-    ops = logit_op_values(spec, config)
+    """A function applying the model's post-head transforms to fp32 logits (`apply_logit_ops`). The transforms
+    themselves, as data, are `logit_op_values` (what `LoadedModel.logit_ops` and the lenses hold)."""
+    return ops_fn(logit_op_values(spec, config))
 
-    def apply(logits: torch.Tensor) -> torch.Tensor:
-        return apply_logit_ops(logits, ops)
 
-    apply.ops = ops
-    return apply
+def ops_fn(ops):
+    """The function z -> `apply_logit_ops`(z, ops) for fixed ops ((kind, value), ...)."""
+    return partial(apply_logit_ops, ops=tuple(ops))

@@ -18,10 +18,11 @@ counters of what the checks cost.
 Every check adds its weight multiply-adds to `CheckCosts` (`CHECK_KINDS[kind].macs`); full readouts (checks,
 verifications and predictions) are counted as ``lens_calls``.
 
-Under the tuned lens (`CheckCosts.translator`, an `eeutils.lens.tuned.TunedLens`) the head-reading checks and an
-early prediction decode the layer's translated state (`CheckCosts.lens_state`), one d x d product more per
-checked layer and token (`LENS_EXTRA_MACS`, counted under ``check_macs["translator"]``); hidden-state saturation
-reads the untranslated states, as the readout does.
+Every check reads through the generation's lens (`CheckCosts.lens`, an `eeutils.lens.lenses.Lens`): the
+head-reading checks and an early prediction decode the state the lens transforms (`CheckCosts.lens_state`); under
+the tuned lens that is one d x d product more per checked layer and token (`Lens.transform_macs`,
+`LENS_EXTRA_MACS`, counted under ``check_macs["translator"]``); hidden-state saturation reads the untransformed
+states, as the readout does.
 """
 from __future__ import annotations
 
@@ -33,11 +34,12 @@ import torch.nn.functional as F
 from ..analysis.rules import CHECK_KINDS, ExitRule, rule_fires, update_streak
 from ..arch.loading import LoadedModel
 from ..lens.statistics import token_statistics
+from ..lens.tuned import translator_macs
 
 __all__ = ["CheckCosts", "CHECKS", "LENS_EXTRA_MACS", "make_check"]
 
 # the weight multiply-adds a lens adds to one readout of one token at one layer, over the final norm and head
-LENS_EXTRA_MACS = {"logit": lambda d: 0.0, "tuned": lambda d: float(d * d + d)}
+LENS_EXTRA_MACS = {"logit": lambda d: 0.0, "tuned": translator_macs}
 
 
 @dataclass
@@ -55,22 +57,23 @@ class CheckCosts:
     verify_calls: int = 0
     failed_verifies: int = 0
     host_syncs: int = 0
-    translator: object = None  # a TunedLens: head-reading checks decode translated states
+    lens: object = None  # the generation's `Lens` (set by the decoder): what the head-reading checks decode
 
     def add(self, kind: str, k: int = 0) -> None:
         self.check_macs[kind] = self.check_macs.get(kind, 0) + CHECK_KINDS[kind].macs(self.d, self.vocab, k)
 
     def lens_state(self, j: int, h: torch.Tensor) -> torch.Tensor:
-        """The state the lens decodes at layer j: h itself (logit lens, or the last layer), else layer j's
-        translation of h (its cost counted)."""
-        if self.translator is None or j >= self.translator.n_layers:
-            return h
-        self.check_macs["translator"] = self.check_macs.get("translator", 0) + LENS_EXTRA_MACS["tuned"](self.d)
-        return self.translator.translate(j, h)
+        """The state the lens decodes at layer j (`Lens.transform_hidden`: h itself under the logit lens and at
+        the last layer), the multiply-adds of its transform counted."""
+        macs = self.lens.transform_macs(self.d, j)
+        if macs:
+            self.check_macs["translator"] = self.check_macs.get("translator", 0) + macs
+        return self.lens.transform_hidden(h, j)
 
-    def readout(self, lm: LoadedModel, h: torch.Tensor) -> torch.Tensor:
+    def readout(self, h: torch.Tensor) -> torch.Tensor:
+        """A full readout of a lens state: the model's final norm, head and logit transforms (`Lens.unembed`)."""
         self.lens_calls += 1
-        return lm.layer_logits(h)
+        return self.lens.unembed(h)
 
 
 class _Check:
@@ -125,7 +128,7 @@ class _FullCheck(_Check):
         self.run, self.prev_top1 = None, None
 
     def at(self, j, h, prev):
-        z = self.costs.readout(self.lm, self.costs.lens_state(j, h))
+        z = self.costs.readout(self.costs.lens_state(j, h))
         self.costs.host_syncs += 1
         stats = token_statistics(z, self.rule.required_stats)
         if self.streak:
@@ -154,7 +157,7 @@ class _CandidateCheck(_Check):
         self._refresh(logits)
 
     def _verify(self, j, h):
-        z = self.costs.readout(self.lm, h)
+        z = self.costs.readout(h)
         self.costs.host_syncs += 1
         self.costs.verify_calls += 1
         stats = token_statistics(z, self.rule.required_stats)

@@ -43,6 +43,7 @@ with DecodingUnsupported. See docs/DECODING.md.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -50,8 +51,9 @@ import torch
 from ..analysis.rule_parse import as_rule
 from ..analysis.rules import REALISABLE, ExitRule
 from ..arch.loading import LoadedModel
+from ..core.settings import with_settings
 from ..lens.statistics import token_statistics
-from ..lens.tuned import resolve_lens
+from ..lens.lenses import Lens, as_lens
 from .checks import CheckCosts, make_check
 from .drivers import _Driver, make_driver
 from .inputs import as_loaded, check_lengths, eos_ids, prompt_ids
@@ -75,7 +77,7 @@ def _coerce_rule(rule, n_layers: int, min_layer):
 
 
 class _Decoder:
-    def __init__(self, lm: LoadedModel, driver: _Driver, rule, strategy: str, trace: bool, translator=None):
+    def __init__(self, lm: LoadedModel, driver: _Driver, rule, strategy: str, trace: bool, lens: Lens):
         self.lm, self.drv, self.rule, self.strategy = lm, driver, rule, strategy
         self.L = lm.n_layers
         self.cache = driver.new_cache()
@@ -85,7 +87,7 @@ class _Decoder:
         self.trace = [] if trace else None
         self.layers_run = self.deferred_rows = self.state_rows = self.kv_writes = 0
         self.exits: list[int] = []
-        self.costs = CheckCosts(d=int(lm.head.weight.shape[1]), vocab=lm.vocab_size, translator=translator)
+        self.costs = CheckCosts(d=int(lm.head.weight.shape[1]), vocab=lm.vocab_size, lens=lens)
         self.check = make_check(lm, rule, self.costs)
 
     # one block on the run of positions [cs, end), prepending pending rows the block still owes
@@ -145,7 +147,7 @@ class _Decoder:
             prev = h
             logits = None
         if logits is None:  # static rules, the last layer, or a check without a full readout
-            logits = self.costs.readout(self.lm, self.costs.lens_state(exit_layer, h))
+            logits = self.costs.readout(self.costs.lens_state(exit_layer, h))
             if not bool(torch.isfinite(logits).all()):
                 token_statistics(logits)  # raises with an explanation
         check.end_token(logits)
@@ -198,10 +200,22 @@ class _Decoder:
         return list(self.done[1:])
 
 
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How `generate_early_exit` decodes (see its docstring): new tokens at most, the cache strategy, the lowest
+    exit layer, whether to keep a per-token trace, to complete a deferred cache, to stop after EOS."""
+
+    max_new_tokens: int = 32
+    strategy: str = "propagate"
+    min_layer: int = 1
+    return_trace: bool = True
+    complete_cache: bool = True
+    stop_at_eos: bool = True
+
+
 @torch.inference_mode()
-def generate_early_exit(model, prompt, rule=None, *, max_new_tokens: int = 32, strategy: str = "propagate",
-                        min_layer: int = 1, return_trace: bool = True, complete_cache: bool = True,
-                        stop_at_eos: bool = True, lens="logit", lens_settings=None) -> GenerationResult:
+def generate_early_exit(model, prompt, rule=None, *, lens="logit", lens_settings=None,
+                        config: DecodeConfig | None = None, **settings) -> GenerationResult:
     """Greedy generation with per-token early exit.
 
     model: a LoadedModel (or a name / nn.Module, wrapped). prompt: text (needs a tokenizer) or token ids.
@@ -209,30 +223,37 @@ def generate_early_exit(model, prompt, rule=None, *, max_new_tokens: int = 32, s
     entropy, hidden_saturation, consecutive, with the rule's checked layers (min_layer, every, layers) and
     check (`CHECK_KINDS`: candidates=K scores a carried candidate set and verifies a firing check with the
     full head; see eeutils.decoding.checks). None = never exit early (the full model). Oracle rules
-    are not realisable and are refused. min_layer: no exit before this block (combined with the
-    rule's own min_layer, the larger wins).
-    strategy: "propagate" (copy the exited state up: attention blocks write K/V from it, SSM blocks
+    are not realisable and are refused.
+    config / settings: a `DecodeConfig`, or its fields as keywords (keywords override the config):
+    max_new_tokens=32; min_layer=1: no exit before this block (combined with the rule's own min_layer, the
+    larger wins); strategy: "propagate" (copy the exited state up: attention blocks write K/V from it, SSM blocks
     run their mixer on it) or "defer" (run skipped blocks later for the pending positions, batched
-    with the next token that needs them: exact cache). See the module docstring and docs/DECODING.md.
+    with the next token that needs them: exact cache), see the module docstring and docs/DECODING.md;
     complete_cache (defer): flush pending positions at the end so the returned cache is complete
-    and exact (work reported apart, not timed). stop_at_eos: stop after the model's EOS token, as
-    model.generate does.
-    lens: "logit" (default) or "tuned" (or a TunedLens): under the tuned lens every head-reading check and an early
-    exit's prediction decode the layer's translated state (`eeutils.lens.tuned`; the translators are trained or
-    loaded from the cache with `lens_settings`), each translation counted in check_macs["translator"].
+    and exact (work reported apart, not timed); stop_at_eos: stop after the model's EOS token, as
+    model.generate does; return_trace: keep each token's checked statistics.
+    lens: a lens object (`eeutils.lens.lenses.Lens`) or "logit" (default) / "tuned" with `lens_settings`
+    (`as_lens`): every head-reading check and an early exit's prediction decode the lens' transformed state
+    (`eeutils.lens.tuned` for the translators), each transform's multiply-adds counted in check_macs["translator"].
     Returns a GenerationResult (tokens, text, exit_layers, costs, times, cache, trace).
     """
+    cfg = with_settings(config, settings, DecodeConfig, "generate_early_exit")
     lm = as_loaded(model)
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    rule = _coerce_rule(rule, lm.n_layers, min_layer)
+    if cfg.strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {cfg.strategy!r}")
+    rule = _coerce_rule(rule, lm.n_layers, cfg.min_layer)
     ids = prompt_ids(lm, prompt)
-    n_new = check_lengths(lm, ids, max_new_tokens)
-    translator, lens_meta = resolve_lens(lm, lens, lens_settings)
-    driver = make_driver(lm)
-    dec = _Decoder(lm, driver, rule, strategy, return_trace, translator)
-    eos = eos_ids(lm) if stop_at_eos else set()
+    n_new = check_lengths(lm, ids, cfg.max_new_tokens)
+    chosen = as_lens(lm, lens, lens_settings)
+    dec = _Decoder(lm, make_driver(lm), rule, cfg.strategy, cfg.return_trace, chosen)
+    run = _decode(dec, ids, n_new, eos_ids(lm) if cfg.stop_at_eos else set(),
+                  flush=cfg.strategy == "defer" and cfg.complete_cache)
+    return _result(dec, ids, run)
 
+
+def _decode(dec: _Decoder, ids: list[int], n_new: int, eos: set, flush: bool) -> dict:
+    """Prefill the prompt, decode up to n_new tokens (stopping after one in `eos`), flush a deferred cache if
+    asked: the tokens, the rows still owed before the flush, the rows flushed and the three phases' seconds."""
     t0 = time.perf_counter()
     dec.prefill(ids[:-1])
     t1 = time.perf_counter()
@@ -245,16 +266,24 @@ def generate_early_exit(model, prompt, rule=None, *, max_new_tokens: int = 32, s
             break
     t2 = time.perf_counter()
     owed = dec.owed_rows()
-    flush_rows = dec.flush() if (strategy == "defer" and complete_cache) else 0
+    flush_rows = dec.flush() if flush else 0
     t3 = time.perf_counter()
-    text = lm.tokenizer.decode(tokens) if lm.tokenizer is not None else None
+    return dict(tokens=tokens, owed_rows=owed, flush_rows=flush_rows, prefill_seconds=t1 - t0,
+                decode_seconds=t2 - t1, flush_seconds=t3 - t2)
+
+
+def _result(dec: _Decoder, ids: list[int], run: dict) -> GenerationResult:
+    """The GenerationResult of a finished decode (`_decode`'s record) with the decoder's counters."""
+    lm, costs, lens = dec.lm, dec.costs, dec.costs.lens.record()
+    tokens = run["tokens"]
     return GenerationResult(
         tokens=tokens, prompt_ids=ids, exit_layers=np.asarray(dec.exits, dtype=np.int64), n_layers=lm.n_layers,
-        strategy=strategy, rule=rule, text=text, prefill_seconds=t1 - t0, decode_seconds=t2 - t1,
-        flush_seconds=t3 - t2, layers_run=dec.layers_run, deferred_rows=dec.deferred_rows, state_rows=dec.state_rows,
-        kv_writes=dec.kv_writes, owed_rows=owed, flush_rows=flush_rows, lens_calls=dec.costs.lens_calls,
-        check_macs=dict(dec.costs.check_macs), verify_calls=dec.costs.verify_calls,
-        failed_verifies=dec.costs.failed_verifies, host_syncs=dec.costs.host_syncs, cache=dec.cache,
-        cache_lengths=dec.cache_lengths(), trace=dec.trace, backend="driver",
-        meta=dict(model=lm.name, family=lm.family, model_type=lm.config.model_type, lens=lens_meta["lens"],
-                  lens_digest=lens_meta["lens_digest"]))
+        strategy=dec.strategy, rule=dec.rule, text=lm.tokenizer.decode(tokens) if lm.tokenizer is not None else None,
+        prefill_seconds=run["prefill_seconds"], decode_seconds=run["decode_seconds"],
+        flush_seconds=run["flush_seconds"], layers_run=dec.layers_run, deferred_rows=dec.deferred_rows,
+        state_rows=dec.state_rows, kv_writes=dec.kv_writes, owed_rows=run["owed_rows"],
+        flush_rows=run["flush_rows"], lens_calls=costs.lens_calls, check_macs=dict(costs.check_macs),
+        verify_calls=costs.verify_calls, failed_verifies=costs.failed_verifies, host_syncs=costs.host_syncs,
+        cache=dec.cache, cache_lengths=dec.cache_lengths(), trace=dec.trace, backend="driver",
+        meta=dict(model=lm.name, family=lm.family, model_type=lm.config.model_type, lens=lens["lens"],
+                  lens_digest=lens["lens_digest"]))

@@ -49,7 +49,7 @@ from ..analysis.rules import CHEAP_CHECKS, DECODE_DEFAULTS, ExitRule
 from ..arch.loading import LoadedModel
 from ..core.checks import check_count
 from ..lens.readout import readout
-from ..lens.tuned import resolve_lens
+from ..lens.lenses import as_lens
 from ..workloads.registry import get_workload
 from .baselines import generate_full
 from .costs import DecoderShape, cost_profile, modelled_speedup, shape_cost
@@ -353,9 +353,9 @@ def compare_decoding(model, prompts, rules=None, *, answers=None, settings: Deco
     ids, ans = _prompt_ids(lm, prompts, answers)
     L = lm.n_layers
     rule_list = parse_rules(rules, L, default=DEFAULT_RULES)
-    # translators resolved once (trained or read from the cache), then passed to every run as a TunedLens
-    translator, lens_meta = resolve_lens(lm, s.lens, s.lens_settings)
-    lens = translator if translator is not None else "logit"
+    # the lens resolved once (translators trained or read from the cache), then passed to every run as an object
+    lens = as_lens(lm, s.lens, s.lens_settings)
+    lens_meta = lens.record()
     cells = _warm_up(_cells(lm, rule_list, s, lens), ids[0], min(WARMUP_TOKENS, s.max_new_tokens), warn, lm.name)
     rounds = timed_rounds([c.decode for c in cells], ids, s.repeats)
     hf_i = next((i for i, c in enumerate(cells) if c.strategy == "hf"), None)

@@ -2,10 +2,13 @@
 
 The key digests everything that changes a number in a readout: the model's weights (the sha256 of its
 weight, config and tokenizer files; for a hub id not in the local cache, its name and revision), the
-documents' content, and the readout settings (tokens per document, k, dtype, batch size, chunk size,
-device). A model rebuilt or fine-tuned in place therefore never reuses a stale readout.
+documents' content, the readout settings (`KeySettings`: tokens per document, k, dtype, batch size, chunk
+size, device) and, for any lens but the logit lens, the lens' name and digest. A model rebuilt or fine-tuned in
+place therefore never reuses a stale readout.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from .. import _version
 from ..arch.names import weights_folder
@@ -19,15 +22,31 @@ def model_weights_digest(name: str, revision: str | None = None) -> str:
     return weights_digest(folder) if folder is not None else ""
 
 
-def readout_key(name: str, revision: str | None, workload: Workload, *, max_tokens, k: int, dtype,
-                batch_size: int | None = None, chunk_tokens: int | None = None, device=None, device_map=None,
-                lens: str = "logit", lens_digest: str = "") -> str:
-    """Hex key of a readout of model `name`@`revision` on `workload` with these settings; a tuned-lens readout
-    also keys on its translators' digest (`TunedLens.digest`)."""
+@dataclass(frozen=True)
+class KeySettings:
+    """The readout settings a key digests: tokens per document, k, dtype (required), batch size, chunk size,
+    device and device map (None where not set; batch and chunk sizes are keyed though they change no number)."""
+
+    max_tokens: int | None
+    k: int
+    dtype: object
+    batch_size: int | None = None
+    chunk_tokens: int | None = None
+    device: object = None
+    device_map: object = None
+
+
+def readout_key(name: str, revision: str | None, workload: Workload, *, lens: str = "logit", lens_digest: str = "",
+                **settings) -> str:
+    """Hex key of a readout of model `name`@`revision` on `workload` with these `KeySettings` (keywords); a
+    readout under another lens than "logit" also keys on the lens' name and digest (`Lens.digest`: for the tuned
+    lens, its translators'), which it needs."""
     if lens != "logit" and not lens_digest:
-        raise ValueError(f"a {lens!r}-lens readout key needs the translators' digest (lens_digest)")
+        raise ValueError(f"a {lens!r}-lens readout key needs the lens' digest (lens_digest: the translators' for "
+                         "the tuned lens)")
+    s = KeySettings(**settings)
     lens_part = {} if lens == "logit" else {"lens": lens, "lens_digest": lens_digest}  # logit keys stay as before
     return cache_key(kind="readout", model=name, revision=revision, weights=model_weights_digest(name, revision),
-                     workload=workload.name, docs=docs_digest(workload.docs), max_tokens=max_tokens, k=k,
-                     dtype=str(dtype), batch_size=batch_size, chunk_tokens=chunk_tokens, device=device,
-                     device_map=device_map, readout_version=_version.__version__, **lens_part)
+                     workload=workload.name, docs=docs_digest(workload.docs), max_tokens=s.max_tokens, k=s.k,
+                     dtype=str(s.dtype), batch_size=s.batch_size, chunk_tokens=s.chunk_tokens, device=s.device,
+                     device_map=s.device_map, readout_version=_version.__version__, **lens_part)

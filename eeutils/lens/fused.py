@@ -103,15 +103,33 @@ def mode() -> str:
     return value
 
 
-def wanted(vocab: int, kernel: str = "auto") -> bool:
-    """Whether a readout over this vocabulary uses the fused kernel. kernel: "auto", "fused" or "eager"
-    (the readout's argument); the environment variable overrides "auto"."""
-    if kernel not in ("auto", "fused", "eager"):
+KERNELS = ("auto", "fused", "eager")  # the readout's `kernel` setting
+
+
+def check_kernel(kernel: str) -> str:
+    """`kernel` if it is one of KERNELS, else a ValueError."""
+    if kernel not in KERNELS:
         raise ValueError(f"kernel must be 'auto', 'fused' or 'eager', got {kernel!r}")
-    if kernel != "auto":
-        return kernel == "fused" and _broken is None
+    return kernel
+
+
+def requested(vocab: int, kernel: str = "auto") -> bool:
+    """Whether a readout over this vocabulary asks for the fused kernel, whether or not it compiles here.
+    kernel: "auto", "fused" or "eager" (the readout's setting); the environment variable overrides "auto"."""
+    if check_kernel(kernel) != "auto":
+        return kernel == "fused"
     env = mode()
-    return _broken is None and (env == "1" or (env == "auto" and vocab >= MIN_VOCAB))
+    return env == "1" or (env == "auto" and vocab >= MIN_VOCAB)
+
+
+def wanted(vocab: int, kernel: str = "auto") -> bool:
+    """Whether a readout over this vocabulary uses the fused kernel: `requested` and not `unavailable`."""
+    return requested(vocab, kernel) and _broken is None
+
+
+def unavailable() -> str | None:
+    """Why the fused kernel cannot run in this process (its compile failed: the error), None while it can."""
+    return _broken
 
 
 PAD = torch.finfo(torch.float32).min  # what the logit rows hold past the vocabulary (`block_reduce`)

@@ -19,8 +19,9 @@ but raises ``NotImplementedError: Unknown model type`` for Qwen3-MoE, Mamba2 and
 classes), and its training CLI needs torchdata and wandb; so this module implements the method for every
 family the kit's adapter table knows.
 
-``TunedLens.translate(layer, h)`` maps a layer's hidden state to its translated state, for the readout to
-decode through the final norm and head (one extra d x d product per layer and token).
+``TunedLens.transform_hidden(h, layer)`` maps a layer's hidden state to its translated state, for the readout to
+decode through the final norm and head (one extra d x d product per layer and token); a TunedLens is a `Lens`
+(`eeutils.lens.lenses`), which `readout`, the decoder and the notebooks take as it is.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ from ..workloads import corpus as C
 from .capture import capture_forward
 
 LENS_VERSION = 1  # bump when the training procedure changes a number
-LENSES = ("logit", "tuned")  # what `readout(lens=...)` accepts by name (or a TunedLens object)
+LENSES = ("logit", "tuned")  # what `readout(lens=...)` accepts by name (`lenses.as_lens`; or a Lens object)
 SHIPPED = "lenses"  # data/lenses/<model name>[@revision].safetensors: translators trained once, shipped
 
 
@@ -74,7 +75,11 @@ class TunedLensSettings:
 
 
 class TunedLens(nn.Module):
-    """Per-layer affine translators for layers 0..L-1 (layer L is the identity)."""
+    """The tuned lens: per-layer affine translators for layers 0..L-1 (layer L is the identity), decoded through
+    the model's own unembedding. A `Lens` (`eeutils.lens.lenses`) once bound to a model (`bind`; `as_lens` and
+    `readout(lens=...)` bind it); the translators alone make its state dict and its `digest`."""
+
+    name = "tuned"
 
     def __init__(self, n_layers: int, d_model: int):
         super().__init__()
@@ -83,12 +88,31 @@ class TunedLens(nn.Module):
         for t in self.translators:
             nn.init.zeros_(t.weight)
             nn.init.zeros_(t.bias)
+        self.unembed = None  # the model's `lenses.Unembed` once bound (a plain attribute: not in the state dict)
+        self.lens_settings = None  # asdict(TunedLensSettings) it was trained with, when resolved from "tuned"
+
+    def check_depth(self, model) -> "TunedLens":
+        """Itself, after checking it has one translator per block of ``model`` (a ValueError if not)."""
+        if self.n_layers != model.n_layers:
+            raise ValueError(f"the TunedLens has {self.n_layers} translators, {model.name} has {model.n_layers} blocks")
+        return self
+
+    def bind(self, unembed, lens_settings: dict | None = None) -> "TunedLens":
+        """Decode through `unembed` (a model's `lenses.Unembed`) from now on; record `lens_settings` if given."""
+        self.unembed = unembed
+        if lens_settings is not None:
+            self.lens_settings = lens_settings
+        return self
 
     def digest(self) -> str:
         """sha256 of the translators (what a readout made with them records and is cached under)."""
         return state_dict_digest(self)
 
-    def translate(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+    def record(self) -> dict:
+        """The readout metadata of this lens: {lens, lens_digest, lens_settings}."""
+        return {"lens": self.name, "lens_digest": self.digest(), "lens_settings": self.lens_settings}
+
+    def transform_hidden(self, h: torch.Tensor, layer: int) -> torch.Tensor:
         """The translated residual state of ``layer`` (0..L), to decode with the final norm and head."""
         if not 0 <= layer <= self.n_layers:
             raise IndexError(f"layer must be in 0..{self.n_layers}, got {layer}")
@@ -99,11 +123,30 @@ class TunedLens(nn.Module):
             self.to(h.device)
         return h + t(h.to(t.weight.dtype)).to(h.dtype)
 
+    def translate(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        """`transform_hidden(h, layer)`: the translated residual state of ``layer``."""
+        return self.transform_hidden(h, layer)
+
+    def transform_macs(self, d: int, layer: int) -> float:
+        """Weight multiply-adds of one translation at ``layer`` per token: d x d + d below the last layer."""
+        return translator_macs(d) if layer < self.n_layers else 0.0
+
+    def forward(self, h: torch.Tensor, layer: int) -> torch.Tensor:
+        """fp32 tuned-lens logits of ``layer``'s states h (bound lenses: `bind`)."""
+        if self.unembed is None:
+            raise ValueError("this TunedLens is not bound to a model: use eeutils.lens.as_lens(model, lens)")
+        return self.unembed(self.transform_hidden(h, layer))
+
     def logits(self, model, layer: int, h: torch.Tensor) -> torch.Tensor:
         """Tuned-lens logits of ``layer`` for a LoadedModel: final norm, head and logit transforms, as
         ``model.layer_logits`` computes them but differentiable (layer_logits runs in inference mode)."""
-        z = self.translate(layer, h.to(model.device))
+        z = self.transform_hidden(h.to(model.device), layer)
         return model.logit_fn(model.head(model.final_norm(z.to(model.dtype))).float())
+
+
+def translator_macs(d: int) -> float:
+    """Weight multiply-adds of one affine translator per token: a d x d product and a bias."""
+    return float(d * d + d)
 
 
 SMOKE_LENS = TunedLensSettings(n_windows=32, steps=12, batch=4)
@@ -315,11 +358,11 @@ def tuned_lens(model, settings: TunedLensSettings = TunedLensSettings(), windows
 def resolve_lens(model, lens="logit", settings: TunedLensSettings | None = None,
                  progress: bool = False) -> tuple[TunedLens | None, dict]:
     """(translators or None, the readout metadata recording the lens) for ``lens`` = "logit", "tuned" or a
-    TunedLens. "tuned" loads the model's cached translators or trains them (``settings``, default budget)."""
+    TunedLens: the checks of the string form behind `eeutils.lens.lenses.as_lens`, which turns the pair into a
+    lens object (use that). "tuned" loads the model's cached translators or trains them (``settings``,
+    default budget)."""
     if isinstance(lens, TunedLens):
-        if lens.n_layers != model.n_layers:
-            raise ValueError(f"the TunedLens has {lens.n_layers} translators, {model.name} has {model.n_layers} blocks")
-        return lens.eval(), {"lens": "tuned", "lens_digest": lens.digest(), "lens_settings": None}
+        return lens.check_depth(model).eval(), {"lens": "tuned", "lens_digest": lens.digest(), "lens_settings": None}
     if lens not in LENSES:
         raise ValueError(f"lens must be one of {LENSES} or a TunedLens, got {lens!r}")
     if lens == "logit":

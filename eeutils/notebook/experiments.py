@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,14 @@ from tqdm.auto import tqdm
 from ..analysis.bootstrap import bootstrap_eas, layer_curve
 from ..arch.loading import load_model
 from ..arch.names import card_meta
+from ..core.settings import with_settings
 from ..core.spec import parse_model_spec
 from ..lens.cache import readout_key
 from ..lens.files import ReadoutFileError
+from ..lens.lenses import as_lens
 from ..lens.readout import readout
 from ..lens.result import Readout
-from ..lens.tuned import TunedLensSettings, resolve_lens
+from ..lens.tuned import TunedLensSettings
 from ..workloads.registry import get_workload
 from ..workloads.types import Workload
 
@@ -39,48 +42,79 @@ def _slug(*parts) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "__".join(str(p) for p in parts))[:60]
 
 
-def cached_readout(spec, workload="zoo-prose", *, n_docs: int | None = 32, max_tokens: int | None = None,
-                   k: int = 5, cache_dir=None, dtype="float32", device=None, device_map=None,
-                   progress: bool = False, batch_size: int = 8, lens: str = "logit",
-                   lens_settings: TunedLensSettings | None = None) -> Readout:
+@dataclass(frozen=True)
+class ReadSettings:
+    """What a notebook's cached readout reads and how: documents of the workload (n_docs, None: all), tokens per
+    document (max_tokens, capped by the model's context), the top-k size k, the load options (dtype, device,
+    device_map), the readout's batch size and its progress bar."""
+
+    n_docs: int | None = 32
+    max_tokens: int | None = None
+    k: int = 5
+    dtype: str = "float32"
+    device: object = None
+    device_map: object = None
+    progress: bool = False
+    batch_size: int = 8
+
+
+def cached_readout(spec, workload="zoo-prose", *, lens="logit", lens_settings: TunedLensSettings | None = None,
+                   cache_dir=None, config: ReadSettings | None = None, **settings) -> Readout:
     """Readout of one model on a named workload (or a Workload), saved under cache_dir/readouts for reuse.
 
-    The file name carries `eeutils.lens.cache.readout_key` (weights digest, documents and settings; for
-    lens="tuned" also the translators' digest, so the model is loaded and its translators trained or read from
-    their own cache first), so a changed model or setting never reuses a stale readout."""
+    config / settings: a `ReadSettings`, or its fields as keywords (n_docs=32, max_tokens, k=5, dtype="float32",
+    device, device_map, progress=False, batch_size=8). lens: "logit", "tuned" (with lens_settings) or a lens
+    object, as in `readout`. The file name carries `eeutils.lens.cache.readout_key` (weights digest, documents
+    and settings; for any other lens than "logit" also the lens' digest, so the model is loaded and its lens
+    resolved first: translators trained or read from their own cache), so a changed model or setting never
+    reuses a stale readout."""
+    s = with_settings(config, settings, ReadSettings, "cached_readout")
     name, rev = model_spec(spec)
-    wl = workload if isinstance(workload, Workload) else get_workload(workload, n_docs=n_docs)
-    model = translator = None
-    lens_meta = {"lens": "logit", "lens_digest": ""}
-    if lens != "logit":
-        model = load_model(name, revision=rev, dtype=dtype, device=device, device_map=device_map)
-        translator, lens_meta = resolve_lens(model, lens, lens_settings, progress=progress)
-    path = None
-    if cache_dir is not None:
-        key = readout_key(name, rev, wl, max_tokens=max_tokens, k=k, dtype=dtype, batch_size=batch_size, device=device,
-                          device_map=device_map, lens=lens_meta["lens"], lens_digest=lens_meta["lens_digest"])
-        tag = () if lens_meta["lens"] == "logit" else (lens_meta["lens"],)
-        path = Path(cache_dir) / "readouts" / f"{_slug(name, rev, wl.name, *tag)}-{key[:16]}.npz"
-        if path.exists():
-            try:
-                return Readout.load(path)
-            except ReadoutFileError as err:  # a damaged cache entry: recompute it (and overwrite it)
-                warnings.warn(f"{err} Recomputing it.", stacklevel=2)
-    if model is None:
-        model = load_model(name, revision=rev, dtype=dtype, device=device, device_map=device_map)
-    limit = token_limit(model, max_tokens)
+    wl = workload if isinstance(workload, Workload) else get_workload(workload, n_docs=s.n_docs)
+    model = chosen = None
+    if not (isinstance(lens, str) and lens == "logit"):  # the key needs the lens' digest
+        model = _load(name, rev, s)
+        chosen = as_lens(model, lens, lens_settings, progress=s.progress)
+    path = None if cache_dir is None else _readout_path(cache_dir, name, rev, wl, s, chosen)
+    hit = _load_cached(path)
+    if hit is not None:
+        return hit
+    model = model or _load(name, rev, s)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*truncated.*")
-        r = readout(model, wl, k=k, max_length=limit, progress=progress, batch_size=batch_size,
-                    lens=translator if translator is not None else "logit")
+        r = readout(model, wl, lens=chosen or "logit", k=s.k, max_length=token_limit(model, s.max_tokens),
+                    progress=s.progress, batch_size=s.batch_size)
     r.meta["label"] = label_of(spec)
     r.meta["revision"] = rev
     r.meta.update(card_meta(name))  # seed, recipe, arch from the model card (empty for hub models)
-    if translator is not None:
-        r.meta["lens_settings"] = lens_meta.get("lens_settings")
     if path is not None:
         r.save(path)
     return r
+
+
+def _load(name: str, rev: str | None, s: ReadSettings):
+    return load_model(name, revision=rev, dtype=s.dtype, device=s.device, device_map=s.device_map)
+
+
+def _readout_path(cache_dir, name: str, rev: str | None, wl: Workload, s: ReadSettings, lens) -> Path:
+    """cache_dir/readouts/<model, revision, workload[, lens name]>-<key>.npz for a readout with these settings
+    under `lens` (None: the logit lens)."""
+    rec = lens.record() if lens is not None else {"lens": "logit", "lens_digest": ""}
+    key = readout_key(name, rev, wl, max_tokens=s.max_tokens, k=s.k, dtype=s.dtype, batch_size=s.batch_size,
+                      device=s.device, device_map=s.device_map, lens=rec["lens"], lens_digest=rec["lens_digest"])
+    tag = () if rec["lens"] == "logit" else (rec["lens"],)
+    return Path(cache_dir) / "readouts" / f"{_slug(name, rev, wl.name, *tag)}-{key[:16]}.npz"
+
+
+def _load_cached(path: Path | None) -> Readout | None:
+    """The readout saved at `path`, None when there is none (or it is damaged: it is recomputed, with a warning)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        return Readout.load(path)
+    except ReadoutFileError as err:  # a damaged cache entry: recompute it (and overwrite it)
+        warnings.warn(f"{err} Recomputing it.", stacklevel=3)
+        return None
 
 
 def read_models(specs, workload="zoo-prose", **kwargs) -> dict[str, Readout]:

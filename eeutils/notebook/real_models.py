@@ -90,18 +90,17 @@ def readout_settings(model: str, *, n_docs: int | None, max_tokens: int | None, 
 
 
 def real_readouts(models=REAL_MODELS, workload: str | None = "zoo-prose", *, tokens=None, smoke: bool = False,
-                  cache_dir=None, dtype: str = "float32", device=None, lens: str = "logit",
-                  lens_settings=None) -> dict[str, Readout]:
+                  lens="logit", lens_settings=None, **load) -> dict[str, Readout]:
     """{label: Readout} of the real models on `workload` (None: the analysis protocol's workload) with their
-    shared budget (cached under cache_dir); lens / lens_settings as in `readout`."""
+    shared budget; lens / lens_settings as in `readout`; load: the other `experiments.cached_readout` options
+    (cache_dir, dtype="float32", device, ...)."""
     if workload is None:
         workload = load_protocol().defaults["workload"]
     out = {}
     for m in models:
         b = budget(m, tokens, smoke)
-        out[label_of(m)] = cached_readout(m, workload, n_docs=b["n_docs"], max_tokens=b["max_tokens"],
-                                          cache_dir=cache_dir, dtype=dtype, device=device, lens=lens,
-                                          lens_settings=lens_settings)
+        out[label_of(m)] = cached_readout(m, workload, n_docs=b["n_docs"], max_tokens=b["max_tokens"], lens=lens,
+                                          lens_settings=lens_settings, **load)
     return out
 
 

@@ -7,8 +7,7 @@ from functools import lru_cache
 
 import eeutils
 from eeutils.course import Case
-from eeutils.lens.capture import capture_forward
-from eeutils.lens.tuned import TunedLensSettings, tuned_lens
+from eeutils.lens import TunedLensSettings, capture_forward, tuned_lens
 
 MODEL = "zoo/dense-mid"  # the notebook's DECODE_MODEL; its translators ship with the package (data/lenses)
 PROMPT = "And God said, Let there be light: and there was light."
