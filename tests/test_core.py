@@ -35,7 +35,7 @@ def test_readout_save_and_findings_use_the_atomic_writer(tmp_path, monkeypatch):
     monkeypatch.setattr(result_mod, "atomic_write", io.atomic_write)
     identical_readout().save(tmp_path / "r.npz")
     assert calls and calls[-1].name == "r.npz"
-    f = Finding("nb", "claim", "a > b", "a > b", 0.1, 0.05, 0.2, "m")
+    f = Finding("nb", "claim", "a > b", "a > b", 0.1, 0.05, 0.2, "m", smallest_effect=0.02, interval_kind="doc-bootstrap+seed-t")
     path = write_finding(f, tmp_path)
     assert json.loads(path.read_text())["verdict"] == "agree"
     assert not list(tmp_path.rglob("*.tmp"))
