@@ -190,16 +190,17 @@ def run_readout_v0(lm, ids, args):
     four row dot products, a bool compare, and eleven .cpu().numpy() copies."""
     import torch
     sys.path.insert(0, str(ROOT))
-    from eeutils.lens.readout import _backbone, _Capture
+    from eeutils.lens.capture import Capture
+    from eeutils.lens.readout import backbone_of
 
     L, k = lm.n_layers, args.k
     T = ids.numel()
     out = {n: np.empty((T, L + 1), dtype=np.int32 if n in ("top1", "rank_of_final") else np.float32)
            for n in STAT_NAMES}
     topk_out = np.empty((T, L + 1, k), dtype=np.int32)
-    cap = _Capture(lm.blocks)
+    cap = Capture(lm.blocks)
     try:
-        _backbone(lm.model)(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+        backbone_of(lm.model)(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
         states = [s.reshape(-1, s.shape[-1]) for s in cap.states]
     finally:
         cap.remove()

@@ -303,7 +303,7 @@ def test_hybrid_propagate_runs_only_the_mixer_of_skipped_ssm_layers(monkeypatch)
     a = generate_early_exit(lm, ids, ExitRule("static", 1), **kw)
     monkeypatch.setattr(dec._AttentionDriver, "write_kv",
                         lambda self, i, h, start, cache: (self.run_block(i, h, start, cache) if self.is_ssm[i]
-                                                          else dec._Driver.write_kv(self, i, h, start, cache)))
+                                                          else dec.Driver.write_kv(self, i, h, start, cache)))
     b = generate_early_exit(lm, ids, ExitRule("static", 1), **kw)
     assert a.tokens == b.tokens and a.state_rows == b.state_rows > 0
     for i in range(lm.n_layers):

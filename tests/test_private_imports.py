@@ -18,19 +18,6 @@ SCANNED = ("eeutils", "benchmarks")
 # (importing module, private name as "module._name") still allowed. Every entry is in a file that another
 # change of issue 26 is rewriting now (the importer, or the module that would have to make the name public).
 ALLOWED: frozenset[tuple[str, str]] = frozenset({
-    # pending: owned by another change (lens/, decoding/)
-    ("eeutils.decoding.checks", "eeutils.lens.kernel._cos"),
-    ("eeutils.decoding.decoder", "eeutils.decoding.drivers._Driver"),
-    ("eeutils.lens.readout", "eeutils.lens.capture._Capture"),
-    ("eeutils.lens.result", "eeutils.lens.files._fail"),
-    # pending: owned by another change (the lens/ names these benchmark scripts read)
-    ("benchmarks.lens_methods", "eeutils.lens.readout._Capture"),
-    ("benchmarks.lens_methods", "eeutils.lens.readout._backbone"),
-    ("benchmarks.profile_kernel", "eeutils.lens.kernel._E"),
-    ("benchmarks.profile_kernel", "eeutils.lens.kernel._PF"),
-    ("benchmarks.profile_kernel", "eeutils.lens.kernel._Z"),
-    ("benchmarks.profile_kernel", "eeutils.lens.kernel._ZF"),
-    ("benchmarks.profile_kernel", "eeutils.lens.kernel._exp_sum"),
 })
 
 

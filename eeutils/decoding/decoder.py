@@ -55,7 +55,7 @@ from ..core.settings import with_settings
 from ..lens.statistics import token_statistics
 from ..lens.lenses import Lens, as_lens
 from .checks import CheckCosts, make_check
-from .drivers import _Driver, make_driver
+from .drivers import Driver, make_driver
 from .inputs import as_loaded, check_lengths, eos_ids, prompt_ids
 from .result import STRATEGIES, GenerationResult
 
@@ -77,7 +77,7 @@ def _coerce_rule(rule, n_layers: int, min_layer):
 
 
 class _Decoder:
-    def __init__(self, lm: LoadedModel, driver: _Driver, rule, strategy: str, trace: bool, lens: Lens):
+    def __init__(self, lm: LoadedModel, driver: Driver, rule, strategy: str, trace: bool, lens: Lens):
         self.lm, self.drv, self.rule, self.strategy = lm, driver, rule, strategy
         self.L = lm.n_layers
         self.cache = driver.new_cache()

@@ -38,7 +38,7 @@ def _first_tensor(out):
     return h if isinstance(h, torch.Tensor) else out[0]
 
 
-class _Driver:
+class Driver:
     is_ssm: list[bool]
 
     def __init__(self, lm: LoadedModel):
@@ -83,7 +83,7 @@ class _Driver:
 _LINEAR_TYPES = ("linear_attention", "mamba")
 
 
-class _AttentionDriver(_Driver):
+class _AttentionDriver(Driver):
     """Llama-like (dense and MoE), GPT-2, GPT-NeoX and attention/SSM hybrids (jamba, bamba): embeddings,
     rotary or learned positions, one causal mask per attention layer type (none for SSM layers), blocks
     called the way the model's own forward calls them."""
@@ -175,7 +175,7 @@ class _AttentionDriver(_Driver):
             self.run_block(i, h, start, cache)
 
 
-class _SSMDriver(_Driver):
+class _SSMDriver(Driver):
     """Mamba / Mamba2 / FalconMamba: blocks are norm + mixer; the cache holds conv and recurrent states."""
 
     def __init__(self, lm: LoadedModel):
@@ -204,7 +204,7 @@ class _SSMDriver(_Driver):
 DRIVER_CLASSES = {"attention": _AttentionDriver, "hybrid": _AttentionDriver, "ssm": _SSMDriver}
 
 
-def make_driver(lm: LoadedModel) -> _Driver:
+def make_driver(lm: LoadedModel) -> Driver:
     """The driver of the model's table row (`ArchSpec.driver`); DecodingUnsupported for rows without one."""
     mt = lm.config.model_type
     spec = lm.resolved.spec

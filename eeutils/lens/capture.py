@@ -8,7 +8,7 @@ import torch
 from ..arch.loading import LoadedModel
 
 
-class _Capture:
+class Capture:
     """Hooks that keep each block's residual-stream output for one forward pass.
 
     into: optional (index, state) -> tensor deciding what is kept, e.g. a copy into a reused buffer
@@ -41,7 +41,7 @@ class _Capture:
 
 
 class StateStore:
-    """One reused [layers, tokens x d] buffer that captured states are copied into (`_Capture(into=store.keep)`).
+    """One reused [layers, tokens x d] buffer that captured states are copied into (`Capture(into=store.keep)`).
 
     Otherwise each batch's states are fresh allocations made between the forward's transient ones (and, with
     padding, copied once more). Measured at a 2k vocabulary, 2048 tokens, batches of 344 tokens: peak RSS 42-46 MiB
@@ -74,7 +74,7 @@ def capture_forward(model: LoadedModel, input_ids, **forward_kwargs):
     if ids.dim() == 1:
         ids = ids[None]
     ids = ids.to(model.model.get_input_embeddings().weight.device)
-    capture = _Capture(model.blocks)
+    capture = Capture(model.blocks)
     try:
         out = model.model(input_ids=ids, use_cache=False, **forward_kwargs)
         return out, list(capture.states)

@@ -30,7 +30,7 @@ from .. import _version
 from ..arch.loading import LoadedModel, load_model
 from ..core.settings import with_settings
 from ..workloads.types import Doc, Workload
-from .capture import StateStore, _Capture, capture_forward
+from .capture import StateStore, Capture, capture_forward
 from .fused import check_kernel
 from .fused import requested as fused_requested
 from .fused import unavailable as fused_unavailable
@@ -148,14 +148,14 @@ def _states_budget(model: LoadedModel, workspace_bytes: int) -> tuple[int, int]:
     return floor, max(max(floor, workspace_bytes) // per_token, MIN_BATCH_TOKENS)
 
 
-def _flat_states(capture: _Capture) -> list:
+def _flat_states(capture: Capture) -> list:
     """The captured [docs, T, d] states as [docs x T, d] views (padding included), taken out of `capture`."""
     flat = [s.reshape(-1, s.shape[-1]) for s in capture.states]
     capture.states = [None] * len(flat)
     return flat
 
 
-def _backbone(model):
+def backbone_of(model):
     base = getattr(model, "base_model", None)
     return base if base is not None and base is not model else model
 
@@ -242,7 +242,7 @@ class _Pass:
         self.L = model.n_layers
         self.fused = plan.fused  # False from the first chunk whose compiled kernel failed (the meta says why)
         self.gram = lens.unembed.gram() if plan.fused else None
-        self.backbone = _backbone(model.model)
+        self.backbone = backbone_of(model.model)
         self.first_device = model.model.get_input_embeddings().weight.device
         self.reducer: ChunkReducer | None = None
         self.out = {s.name: np.empty((toks.n, self.L + 1), dtype=s.dtype) for s in REGISTRY.values()}
@@ -253,7 +253,7 @@ class _Pass:
         """Read every batch of documents; returns the seconds it took."""
         toks = self.toks
         order = np.argsort(-toks.lengths, kind="stable")  # longest first: less padding, early OOM
-        capture = _Capture(self.model.blocks, into=StateStore(self.L + 1).keep)
+        capture = Capture(self.model.blocks, into=StateStore(self.L + 1).keep)
         bar = tqdm(total=toks.n, desc=f"readout {self.model.name}", unit="tok", disable=not progress, leave=False)
         t0 = time.perf_counter()
         try:
@@ -264,7 +264,7 @@ class _Pass:
             bar.close()
         return time.perf_counter() - t0
 
-    def forward(self, batch: np.ndarray, capture: _Capture) -> np.ndarray:
+    def forward(self, batch: np.ndarray, capture: Capture) -> np.ndarray:
         """Run the backbone on one padded batch of documents. Keeps its states ([docs x T, d] per layer) and the
         rows of its real tokens in them (`valid`, None when nothing is padded); returns their token indices."""
         lengths, offsets = self.toks.lengths, self.toks.offsets
@@ -282,7 +282,7 @@ class _Pass:
         self.valid = None if bool(mask.all()) else mask.flatten().nonzero().squeeze(1).to(self.model.device)
         return np.concatenate([np.arange(offsets[d], offsets[d + 1]) for d in batch])
 
-    def batch(self, batch: np.ndarray, capture: _Capture, bar) -> None:
+    def batch(self, batch: np.ndarray, capture: Capture, bar) -> None:
         """Forward one batch, then reduce its tokens chunk by chunk."""
         rows = self.forward(batch, capture)
         tgt = torch.from_numpy(self.toks.targets[rows])

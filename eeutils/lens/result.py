@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.io import atomic_write
-from .files import ReadoutFileError, _fail, check_arrays, read_arrays  # noqa: F401  (ReadoutFileError: re-exported)
+from .files import ReadoutFileError, file_error, check_arrays, read_arrays  # noqa: F401  (ReadoutFileError: re-exported)
 from .statistics import REGISTRY, STATISTICS  # noqa: F401  (STATISTICS: re-exported)
 
 
@@ -229,20 +229,20 @@ def arrays_digest(arrays: dict) -> str:
 def verify_checksum(arrays: dict, path: Path) -> None:
     """ReadoutFileError unless the arrays are exactly those `save` wrote (no array removed, added or edited)."""
     if CHECKSUM not in arrays:
-        raise _fail(path, "it has no checksum array (written by another tool or an older eeutils), so "
+        raise file_error(path, "it has no checksum array (written by another tool or an older eeutils), so "
                           "edits since it was saved cannot be ruled out")
     try:
         record = json.loads(arrays[CHECKSUM].tobytes().decode("utf-8"))
         names, digest = list(record["arrays"]), str(record["sha256"])
     except (UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
-        raise _fail(path, f"its checksum record is unreadable ({err})") from err
+        raise file_error(path, f"its checksum record is unreadable ({err})") from err
     missing = sorted(set(names) - set(arrays))
     extra = sorted(set(arrays) - set(names) - {CHECKSUM})
     if missing or extra:
-        raise _fail(path, f"its arrays differ from those saved (missing: {missing or 'none'}, added: "
+        raise file_error(path, f"its arrays differ from those saved (missing: {missing or 'none'}, added: "
                           f"{extra or 'none'})")
     if arrays_digest(arrays) != digest:
-        raise _fail(path, "its arrays do not match the checksum written when it was saved (edited after saving)")
+        raise file_error(path, "its arrays do not match the checksum written when it was saved (edited after saving)")
 
 
 def _doc_ids(docs, doc: np.ndarray) -> np.ndarray:
