@@ -184,6 +184,22 @@ PAIRED_COLUMNS = ["loss_lo", "loss_hi", "ci", "n_boot", "boot_seed", "interval_k
                   "n_better", "n_paired_docs", "budget_met", "budget_met_ci"]
 
 
+def _best_within_budget(row: dict, g: pd.DataFrame):
+    """(the row with the group's largest admissible skip ratio, ties to the smaller loss; the chosen threshold's
+    trade-off row or None when no threshold is admissible: skip 0, run the full model)."""
+    ok = g[g["admissible"]]
+    row["skip_over"] = g["skip_over"].iloc[0] if "skip_over" in g else "all_tokens"
+    if ok.empty:
+        row.update(skip_ratio=0.0, threshold=float("nan"), label="", mean_layers=float("nan"),
+                   loss=float("nan"), n_admissible=0)
+        return row, None
+    best = ok.sort_values(["skip_ratio", "loss"], ascending=[False, True], kind="stable").iloc[0]
+    row.update(skip_ratio=float(best["skip_ratio"]), threshold=float(best["threshold"]),
+               label=best.get("label", ""), mean_layers=float(best.get("mean_layers", float("nan"))),
+               loss=float(best["loss"]), n_admissible=int(len(ok)))
+    return row, best
+
+
 def max_skip_under_budget(tradeoff_frame: pd.DataFrame, budget: float = 0.05, metric: str = "accuracy",
                           by=None, readout: Readout | None = None, ci: float = 0.95, n_boot: int = 1000,
                           seed: int = 0) -> pd.DataFrame:
@@ -226,20 +242,7 @@ def max_skip_under_budget(tradeoff_frame: pd.DataFrame, budget: float = 0.05, me
     f["admissible"] = f["loss"].notna() & (f["loss"] <= b + 1e-12)
     out = []
     for key, g in f.groupby(groups, sort=False, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip(groups, key))
-        ok = g[g["admissible"]]
-        row["skip_over"] = g["skip_over"].iloc[0] if "skip_over" in g else "all_tokens"
-        if ok.empty:
-            row.update(skip_ratio=0.0, threshold=float("nan"), label="", mean_layers=float("nan"),
-                       loss=float("nan"), n_admissible=0)
-            chosen = None
-        else:
-            best = ok.sort_values(["skip_ratio", "loss"], ascending=[False, True], kind="stable").iloc[0]
-            row.update(skip_ratio=float(best["skip_ratio"]), threshold=float(best["threshold"]),
-                       label=best.get("label", ""), mean_layers=float(best.get("mean_layers", float("nan"))),
-                       loss=float(best["loss"]), n_admissible=int(len(ok)))
-            chosen = best
+        row, chosen = _best_within_budget(dict(zip(groups, key if isinstance(key, tuple) else (key,))), g)
         row.update(budget=b, metric=metric)
         if readout is not None:
             row.update(_paired_row(readout, chosen, b, metric, ci, n_boot, seed))

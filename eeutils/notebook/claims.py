@@ -186,6 +186,28 @@ def _seeds(readouts, labels) -> str:
     return ",".join(str(readouts[m].meta.get("seed", "?")) for m in labels if m in readouts)
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What one claim run needs besides its sides: the claim, the protocol and its rule, the readout options,
+    the workload, the deviations so far, and where (and whether) to write the record."""
+
+    claim: Claim
+    proto: object
+    rule: Rule
+    load: dict
+    workload: str
+    devs: list
+    out_dir: object
+    name: str | None
+    write: bool
+
+    def record(self, run: "ClaimRun") -> "ClaimRun":
+        if self.write:
+            write_scores(run, write_finding(run.finding, self.out_dir,
+                                            self.name or _record_name(self.claim, self.workload, run.finding.lens)))
+        return run
+
+
 def lens_of(load: dict) -> str:
     """The lens a claim run reads with: the readout options' `lens` (the protocol's primary when absent)."""
     return load.get("lens") or load_protocol().defaults["lens"]
@@ -208,9 +230,9 @@ def run_claim(key: str, out_dir, load: dict, *, n_boot: int | None = None, workl
     sides = dict(sides or {})
     if sides:
         devs.append("sides set by the notebook")
+    ctx = _Context(claim, proto, rule, load, workload, devs, out_dir, name, write)
     if claim.kind == "trend":
-        return _run_trend(claim, proto, out_dir, load, rule, workload, sides.get("runs") or list(claim.runs), devs,
-                          name, write)
+        return _run_trend(ctx, sides.get("runs") or list(claim.runs))
     a_specs, b_specs, note, blocked = _resolve_sides(claim, sides)
     borrow_specs = [p for pair in claim.borrow_seed_spread.values() for p in pair]
     readouts, missing = _read(list(dict.fromkeys(a_specs + b_specs + borrow_specs)), workload, load)
@@ -230,12 +252,9 @@ def run_claim(key: str, out_dir, load: dict, *, n_boot: int | None = None, workl
     primary, others = effects[0], effects[1:]
     missing_note = ("missing: " + ", ".join(missing)) if missing and la and lb else ""
     reason = "; ".join(x for x in (primary.reason, note if not blocked else "", missing_note) if x)
-    f = _finding(claim, proto, primary, robustness(primary, others), readouts, (la, lb), workload, load, devs, reason)
-    run = ClaimRun(finding=f, primary=primary, variants=effects, readouts=readouts, sides={"a": la, "b": lb},
-                   blocked=blocked)
-    if write:
-        write_scores(run, write_finding(f, out_dir, name or _record_name(claim, workload, f.lens)))
-    return run
+    f = _finding(ctx, primary, robustness(primary, others), readouts, (la, lb), reason)
+    return ctx.record(ClaimRun(finding=f, primary=primary, variants=effects, readouts=readouts,
+                               sides={"a": la, "b": lb}, blocked=blocked))
 
 
 def _resolve_sides(claim: Claim, sides: dict) -> tuple[list, list, str, bool]:
@@ -282,7 +301,8 @@ def _metric(prim: dict) -> str:
     return f"{val}, {prim['similarity']} similarity, alpha {prim['alpha']}"
 
 
-def _finding(claim, proto, e: Effect, rob, readouts, sides, workload, load, devs, reason) -> Finding:
+def _finding(ctx: _Context, e: Effect, rob, readouts, sides, reason) -> Finding:
+    claim, proto, workload, load, devs = ctx.claim, ctx.proto, ctx.workload, ctx.load, ctx.devs
     pos, neg = claim.paper_direction, " > ".join(reversed(claim.paper_direction.split(" > ")))
     la, lb = sides
     lens = lens_of(load)
@@ -307,7 +327,8 @@ def _segment_only(revisions: dict, min_step: int) -> dict:
             for run, revs in revisions.items()}
 
 
-def _run_trend(claim, proto, out_dir, load, rule: Rule, workload, runs, devs, name, write) -> ClaimRun:
+def _run_trend(ctx: _Context, runs) -> ClaimRun:
+    claim, proto, load, rule, workload = ctx.claim, ctx.proto, ctx.load, ctx.rule, ctx.workload
     curves, readouts, missing, labels = {}, {}, [], {}
     revisions = {}
     for run in runs:
@@ -341,18 +362,15 @@ def _run_trend(claim, proto, out_dir, load, rule: Rule, workload, runs, devs, na
     rob = robustness(primary, effects[1:])
     reason = "; ".join(x for x in (primary.reason, ("missing: " + ", ".join(missing)) if missing else "") if x)
     steps = primary.extra.get("steps", [])
-    f = _finding(claim, proto, primary, rob, readouts, (list(curves), []), workload, load, devs, reason)
+    f = _finding(ctx, primary, rob, readouts, (list(curves), []), reason)
     f.models = f"runs: {', '.join(curves)}"
     f.comparison = f"trend over steps {steps} (protocol segment: step >= {min_step}); effect = fall per doubling"
     f.measured_direction = direction_word(primary.effect, "falls with training", "rises with training")
     if "kendall_tau" in primary.extra:
         f.notes = (f"Kendall tau of the seed-averaged curve {primary.extra['kendall_tau']:+.2f} "
                    f"(permutation p {primary.extra['kendall_p']:.3f})")
-    run = ClaimRun(finding=f, primary=primary, variants=effects, readouts=readouts, sides={"runs": list(curves)},
-                   table=table, labels=labels)
-    if write:
-        write_scores(run, write_finding(f, out_dir, name or _record_name(claim, workload, f.lens)))
-    return run
+    return ctx.record(ClaimRun(finding=f, primary=primary, variants=effects, readouts=readouts,
+                               sides={"runs": list(curves)}, table=table, labels=labels))
 
 
 def summary(runs: list[ClaimRun]) -> pd.DataFrame:
