@@ -20,6 +20,20 @@ def test_seed_twins_for_every_claim_model():
         assert (a.arch, a.d, a.layers, a.steps, a.batch, a.lr, a.layerskip) == \
                (b.arch, b.d, b.layers, b.steps, b.batch, b.lr, b.layerskip), name
     assert RECIPES["dense-mid-tuned-s1"].finetune_of == "dense-mid-s1"
+    # the third seeds change initialisation AND data order (protocol version 2); dense-large's side borrows
+    for name in CLAIM_MODELS:
+        if name == "dense-large":
+            continue
+        c = RECIPES[f"{name}-s2"]
+        assert (c.seed, c.data_seed) == (2, 2) and (RECIPES[name].seed, RECIPES[name].data_seed) == (0, 0), name
+        assert (c.arch, c.d, c.layers, c.steps, c.batch, c.lr) == (RECIPES[name].arch, RECIPES[name].d,
+                                                                    RECIPES[name].layers, RECIPES[name].steps,
+                                                                    RECIPES[name].batch, RECIPES[name].lr), name
+    assert RECIPES["dense-mid-tuned-s2"].finetune_of == "dense-mid-s2"
+    # data_seed 0 stays out of the recipe record, so models built before the field existed stay current
+    from eeutils.zoo.build import recipe_record
+
+    assert "data_seed" not in recipe_record(RECIPES["dense-mid"]) and recipe_record(RECIPES["moe-mid-s2"])["data_seed"] == 2
 
 
 def test_training_curve_checkpoints():
