@@ -46,3 +46,17 @@ def smoke_series(tmp_path_factory):
     out = tmp_path_factory.mktemp("series")
     summary = run_series(out, smoke=True, only=list(SERIES_SMOKE_RUN), html=False)
     return out, summary
+
+
+@pytest.fixture
+def broken_fused_compile(monkeypatch):
+    """torch.compile fails as it does without a C++ compiler: the fused readout kernel must fall back to eager."""
+    from eeutils.lens import fused
+
+    def broken(fn, **kw):
+        def call(*a, **k):
+            raise RuntimeError("no C++ compiler")
+        return call
+    monkeypatch.setattr(fused, "_compiled", {})
+    monkeypatch.setattr(fused, "_broken", None)
+    monkeypatch.setattr(fused.torch, "compile", broken)

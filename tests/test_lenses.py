@@ -161,17 +161,10 @@ def test_cache_keys_follow_the_lens_identity():
     assert len(keys) == 4
 
 
-def test_a_fused_kernel_that_cannot_compile_is_recorded_in_the_meta(lm, monkeypatch):
+def test_a_fused_kernel_that_cannot_compile_is_recorded_in_the_meta(lm, broken_fused_compile):
     plain = eeutils.readout(lm, DOCS, progress=False, kernel="eager")
     assert "kernel_fallback" not in plain.meta
 
-    def broken(fn, **kw):
-        def call(*a, **k):
-            raise RuntimeError("no C++ compiler")
-        return call
-    monkeypatch.setattr(fused, "_compiled", {})
-    monkeypatch.setattr(fused, "_broken", None)
-    monkeypatch.setattr(fused.torch, "compile", broken)
     with pytest.warns(UserWarning, match="fused readout kernel is unavailable"):
         first = eeutils.readout(lm, DOCS, kernel="fused", progress=False)
     again = eeutils.readout(lm, DOCS, kernel="fused", progress=False)  # no warning now: the meta still says why
