@@ -24,7 +24,7 @@ from ..lens.cache import model_weights_digest
 from .pipeline import cell_path, cell_stamp, failure_hint, progress_bar, release_models, resume_hint, run_cell
 from .ray_executor import import_ray, run_ray
 from .validation import _as_list, _check_fraction, _check_int, _check_similarities, check_model, check_out_dir, \
-    check_settings
+    check_load_options, check_settings
 
 LOCK_FILE = ".eeutils-bench.lock"  # held by a run for its whole length: exclusive, shared by --no-merge jobs
 
@@ -134,6 +134,7 @@ def run_benchmark(models, workloads, out_dir, *, budget: float = 0.05, alpha: fl
     _check_int("seed", seed, 0, allow_none=False)
     _check_int("k", k, 2, allow_none=False)
     _check_int("batch_size", batch_size, 1, allow_none=False)
+    check_load_options(dtype, device)
     if executor not in EXECUTORS:
         raise BenchmarkError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     if executor == "ray":

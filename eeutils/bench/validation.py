@@ -11,6 +11,8 @@ import numpy as np
 from ..analysis.similarity import SIMILARITY_KINDS
 from ..arch.names import is_zoo_name, resolve as resolve_zoo
 from ..arch.real import RealModelError, installed_versions, is_real_name, real_spec
+from ..arch.loading import parse_dtype
+from ..core.checks import check_device
 from ..core.env import hf_cache_dir, hf_offline
 from ..core.io import write_json_atomic
 from ..core.spec import local_folder_problem, looks_like_path
@@ -89,6 +91,16 @@ def _check_int(name, value, minimum, allow_none=True):
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise BenchmarkError(f"{name} must be an integer >= {minimum}{' or None' if allow_none else ''}, got {value!r}")
+
+
+def check_load_options(dtype, device) -> None:
+    """BenchmarkError, before any cell runs, for a dtype or device the loader would refuse (a device this
+    machine does not have: the message lists those it has)."""
+    try:
+        parse_dtype(dtype)
+        check_device("device", device)
+    except (TypeError, ValueError) as err:
+        raise BenchmarkError(str(err)) from None
 
 
 def check_out_dir(out_dir: Path) -> None:

@@ -50,6 +50,7 @@ import torch
 from ..analysis.rule_parse import as_rule
 from ..analysis.rules import REALISABLE, ExitRule
 from ..arch.loading import LoadedModel
+from ..core.checks import check_bools
 from ..lens.statistics import token_statistics
 from ..lens.tuned import resolve_lens
 from .checks import CheckCosts, make_check
@@ -223,6 +224,7 @@ def generate_early_exit(model, prompt, rule=None, *, max_new_tokens: int = 32, s
     Returns a GenerationResult (tokens, text, exit_layers, costs, times, cache, trace).
     """
     lm = as_loaded(model)
+    check_bools(return_trace=return_trace, complete_cache=complete_cache, stop_at_eos=stop_at_eos)
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     rule = _coerce_rule(rule, lm.n_layers, min_layer)

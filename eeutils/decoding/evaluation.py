@@ -47,6 +47,8 @@ from ..analysis.exits import simulate
 from ..analysis.rule_parse import parse_rules as _parse_rules
 from ..analysis.rules import ExitRule
 from ..arch.loading import LoadedModel
+from ..core.checks import check_bools, check_int_array, check_integer, check_real
+from ..lens.inputs import token_rows
 from ..lens.readout import readout
 from ..lens.tuned import resolve_lens
 from ..workloads.registry import get_workload
@@ -121,6 +123,9 @@ def workload_prompts(model, workload, n_prompts: int | None = 8, prompt_tokens: 
     lm = _as_loaded(model)
     if isinstance(prompt_tokens, bool) or not isinstance(prompt_tokens, int) or prompt_tokens < 1:
         raise ValueError(f"prompt_tokens must be a positive int, got {prompt_tokens!r}")
+    check_integer("max_new_tokens", max_new_tokens, 0, integral_floats=False)
+    if n_prompts is not None:
+        check_integer("n_prompts", n_prompts, 1, integral_floats=False)
     wl = get_workload(workload, n_docs=n_prompts, seed=seed)
     limit = prompt_tokens
     if lm.max_length is not None:
@@ -182,12 +187,16 @@ def simulate_potential(model, prompts: Sequence[Sequence[int]], continuations: S
 # ---------------------------------------------------------------------------------------------------
 # the comparison
 # ---------------------------------------------------------------------------------------------------
-def _as_ids(lm, item, special=True) -> list[int]:
+def _as_ids(lm, item, special=True, what="prompt") -> list[int]:
+    """Token ids of a prompt or answer: text (not empty) or one sequence of integer ids in the vocabulary."""
     if isinstance(item, str):
+        if not item.strip():
+            raise ValueError(f"{what} is empty{' (only whitespace)' if item else ''}: give it some text")
         return encode_text(lm, item, special=special)
-    if isinstance(item, torch.Tensor):
-        return [int(t) for t in item.reshape(-1).tolist()]
-    return [int(t) for t in item]
+    rows = token_rows(item, lm.vocab_size, what)
+    if len(rows) != 1:
+        raise ValueError(f"{what} must be one sequence of token ids, got {len(rows)} rows")
+    return rows[0]
 
 
 def _accuracy(results, answers) -> float:
@@ -226,6 +235,10 @@ def compare_decoding(model, prompts, rules=None, strategies=("propagate", "defer
     Returns one row per (model, rule, strategy); columns `COLUMNS` (see the module docstring).
     """
     lm = _as_loaded(model)
+    check_bools(hf_baseline=hf_baseline, stop_at_eos=stop_at_eos, include_full=include_full)
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Iterable):
+        raise TypeError(f"prompts must be a list of prompts (texts or token-id lists), got {type(prompts).__name__}"
+                        + (": wrap one prompt in a list, [prompt]" if isinstance(prompts, str) else ""))
     warn = warn or (lambda msg: print(f"[decode_eval] {msg}", file=sys.stderr))
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive int, got {repeats!r}")
@@ -233,6 +246,8 @@ def compare_decoding(model, prompts, rules=None, strategies=("propagate", "defer
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
     if isinstance(strategies, str):
         strategies = [strategies]
+    if not isinstance(strategies, (list, tuple)):
+        raise TypeError(f"strategies must be a list of {STRATEGIES}, got {type(strategies).__name__}")
     strategies = list(strategies)
     bad = [s for s in strategies if s not in STRATEGIES]
     if bad or not strategies:
@@ -244,11 +259,15 @@ def compare_decoding(model, prompts, rules=None, strategies=("propagate", "defer
                                for p in prompts):
         prompts, answers = [p for p, _ in prompts], [a for _, a in prompts]
     if answers is not None:
+        if isinstance(answers, (str, bytes)) or not isinstance(answers, Iterable):
+            raise TypeError(f"answers must be a list (one expected continuation or None per prompt), got "
+                            f"{type(answers).__name__}")
         answers = list(answers)
         if len(answers) != len(prompts):
             raise ValueError(f"answers has {len(answers)} entries for {len(prompts)} prompts")
-    ids = [_as_ids(lm, p) for p in prompts]
-    ans = [None if a is None else _as_ids(lm, a, special=False) for a in (answers or [None] * len(ids))]
+    ids = [_as_ids(lm, p, what=f"prompts[{i}]") for i, p in enumerate(prompts)]
+    ans = [None if a is None else _as_ids(lm, a, special=False, what=f"answers[{i}]")
+           for i, a in enumerate(answers or [None] * len(ids))]
     L = lm.n_layers
     rule_list = parse_rules(rules, L)
     kw = dict(stop_at_eos=stop_at_eos)
@@ -356,17 +375,20 @@ def batched_skip_ratio(exit_layers, n_layers: int, batch_sizes=(1, 2, 4, 8, 16, 
     Returns batch_size, skip_ratio (mean over n_draws batches), lo, hi (the ci range of the
     per-batch values), n_tokens.
     """
-    e = np.asarray(exit_layers).reshape(-1)
+    L = check_integer("n_layers", n_layers, 1, integral_floats=False)
+    check_integer("n_draws", n_draws, 1, integral_floats=False)
+    check_integer("seed", seed, 0, integral_floats=False)
+    check_real("ci", ci, 0, 1, lo_open=True, hi_open=True)
+    e = check_int_array("exit_layers", exit_layers).reshape(-1)
     if e.size == 0:
         raise ValueError("no exit layers given")
-    L = int(n_layers)
     if e.min() < 0 or e.max() > L:
         raise ValueError(f"exit layers must lie in 0..{L}, got {e.min()}..{e.max()}")
     rng = np.random.default_rng(seed)
     q = (1 - ci) / 2
     rows = []
-    for b in batch_sizes:
-        b = int(b)
+    for b in batch_sizes if isinstance(batch_sizes, (list, tuple, np.ndarray)) else [batch_sizes]:
+        b = check_integer("batch_sizes", b, 1, integral_floats=False)
         if b < 1:
             raise ValueError(f"batch sizes must be >= 1, got {b}")
         if b > e.size:

@@ -27,9 +27,10 @@ from tqdm.auto import tqdm
 from .. import _version
 from ..arch.loading import LoadedModel, load_model
 from ..arch.table import apply_logit_ops
+from ..core.checks import check_bool
 from ..workloads.types import Doc, Workload
 from .capture import StateStore, _Capture, capture_forward
-from .inputs import as_documents, check_positive_int, check_token_ids
+from .inputs import as_documents, check_positive_int, check_token_ids, token_rows
 from .fused import lens_gram
 from .fused import wanted as _fused_wanted
 from .kernel import ChunkReducer, NonFiniteLogits, auto_chunk_tokens, hidden_cosines, workspace_bytes
@@ -221,6 +222,7 @@ def readout(model, inputs, *, k: int = 5, batch_size: int = 8, chunk_tokens: int
     environment variable EEUTILS_FUSED_KERNEL=0/1 overrides "auto"). The two agree to fp32 summation order;
     the one used is recorded in the result's meta["kernel"].
     """
+    check_bool("progress", progress)
     if not isinstance(model, LoadedModel):
         model = load_model(model, revision=revision)
     _validate(k, batch_size, chunk_tokens, max_batch_tokens, on_overflow, model.vocab_size)
@@ -351,7 +353,9 @@ __all__ = ["capture_forward", "check_last_layer", "readout", "tokenize_docs"]
 
 
 def check_last_layer(model: LoadedModel, input_ids) -> float:
-    """Max |readout logits at layer L - the model's own logits| on `input_ids` (a sanity check for adapters)."""
+    """Max |readout logits at layer L - the model's own logits| on `input_ids` (a sanity check for adapters).
+    input_ids: token ids in the model's vocabulary (`inputs.token_rows`; others are a ValueError naming them)."""
+    input_ids = token_rows(input_ids, model.vocab_size)
     out, states = capture_forward(model, input_ids)
     own = out.logits.float()
     return float((model.layer_logits(states[-1]).to(own.device) - own).abs().max())
