@@ -126,9 +126,9 @@ def test_series_parameters_and_presets(tmp_path):
     nbs = series.list_notebooks()
     assert nbs and nbs[0].name.startswith("01_")
     assert [p.name[:2] for p in series.list_notebooks(["3"])] == ["03"]
-    with pytest.raises(SystemExit, match="no notebook"):
+    with pytest.raises(series.SeriesError, match="no notebook"):
         series.list_notebooks(["99"])
-    with pytest.raises(SystemExit, match="unknown preset"):
+    with pytest.raises(series.SeriesError, match="unknown preset"):
         series.load_preset("nope")
     preset = {"*": {"DTYPE": "bfloat16"}, "05": {"GROUPS": {"dense": ["x"]}}}
     p = series.parameters_for(nbs[4], tmp_path, True, ["gpt2"], preset)

@@ -426,7 +426,7 @@ SURROGATE = st.integers(0xD800, 0xDFFF).map(chr)
 def test_a_lone_surrogate_names_its_document(texts, bad, data):
     i = data.draw(st.integers(0, len(texts) - 1))
     at = data.draw(st.integers(0, len(texts[i])))
-    texts = [t or "x" for t in texts]
+    texts = [t if t.strip() else "x" for t in texts]  # a blank document would be refused first
     texts[i] = texts[i][:at] + bad + texts[i][at:]
     with pytest.raises(ValueError, match=rf"document {i} contains a lone surrogate"):
         as_documents(texts)

@@ -142,9 +142,10 @@ def test_cache_reused_and_corruption_redone(fake_conversion, tmp_path):
     resolve_real(SMOL, cache_dir=cache)
     assert len(fake_conversion) == 3
 
-    (folder / real.WEIGHTS_FILE).write_bytes(b"\1" * 1000)  # same size, other bytes: only verify=True sees it
-    assert check_folder(folder, real.real_spec(SMOL)) is None
-    resolve_real(SMOL, cache_dir=cache, verify=True)
+    (folder / real.WEIGHTS_FILE).write_bytes(b"\1" * 1000)  # same size, other bytes: the recorded sha256 sees it
+    assert "does not match the sha256 recorded" in check_folder(folder, real.real_spec(SMOL))
+    with pytest.warns(UserWarning, match=r"damaged \(model\.safetensors does not match the sha256"):
+        resolve_real(SMOL, cache_dir=cache)
     assert len(fake_conversion) == 4
     assert sorted(p.name for p in (cache / "real").iterdir()) == [folder.name]  # no temporaries left
 

@@ -96,7 +96,7 @@ def trained_instead(monkeypatch, tmp_path):
     monkeypatch.setenv("EEUTILS_CACHE", str(tmp_path))
     calls = []
 
-    def fake(model, windows, settings, progress=True):
+    def fake(model, windows, settings, progress=True, state=None):
         calls.append(model.name)
         return T.TunedLens(model.n_layers, 96)
     monkeypatch.setattr(T, "train_tuned_lens", fake)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..core.checks import check_integer, check_real
+from ..core.checks import check_int_array, check_integer, check_real
 from ..lens.result import Readout
 from .eas import (DEFAULT_AGGREGATE, DEFAULT_ALPHA, DEFAULT_INCLUDE_EMBEDDING, DEFAULT_INDEX_BASE, DEFAULT_SIMILARITY,
                   eas_from_setup, eas_setup)
@@ -127,11 +127,11 @@ def eas_replicates(readout: Readout, draws, value: str = "eas", **eas_kwargs) ->
     shared draw for several models read on the same documents. Replicate b equals
     `eas(readout.select_docs(unique_docs[draws[b]]))` up to float rounding.
     """
-    if value not in ("eas", "normalised"):
+    if not isinstance(value, str) or value not in ("eas", "normalised"):
         raise ValueError(f"value must be 'eas' or 'normalised', got {value!r}")
     st = _setup_with_defaults(readout, eas_kwargs)
     n_docs, order, starts = doc_groups(readout)
-    draws = np.asarray(draws)
+    draws = check_int_array("draws", draws)
     if draws.ndim != 2 or (draws.size and (draws.min() < 0 or draws.max() >= n_docs)):
         raise ValueError(f"draws must be [n_boot, n_docs] document positions in 0..{n_docs - 1}")
     n_boot = draws.shape[0]
@@ -195,6 +195,8 @@ def layer_curve(readout: Readout, similarity: str = DEFAULT_SIMILARITY, n_boot: 
     percentile interval when n_boot > 0, else NaN).
     """
     S = _similarity(readout, similarity, k=k)
+    check_integer("n_boot", n_boot, 0)
+    check_boot(1, ci, seed)  # ci and seed are checked even when n_boot=0 leaves them unused
     L = readout.n_layers
     finite = np.isfinite(S)
     n = finite.sum(axis=0)

@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 
+from ..core.checks import check_bools, check_int_array, check_integer, check_real
 from ..lens.result import Readout
 from .similarity import check_readout, readout_stat
 
@@ -13,7 +14,8 @@ __all__ = ["settle_layer", "kl_settle_layer", "saturated_matrix", "saturation_la
 
 
 def _check_min_layer(min_layer, n_layers):
-    if isinstance(min_layer, bool) or int(min_layer) != min_layer or not (0 <= min_layer <= n_layers):
+    check_integer("min_layer", min_layer, hint=f" in 0..{n_layers}")
+    if not 0 <= min_layer <= n_layers:
         raise ValueError(f"min_layer must be an integer in 0..{n_layers}, got {min_layer!r}")
     return int(min_layer)
 
@@ -39,6 +41,8 @@ def settle_layer(readout: Readout, statistic: str = "kl_to_final", threshold: fl
     check_readout(readout)
     L = readout.n_layers
     min_layer = _check_min_layer(min_layer, L)
+    threshold = check_real("threshold", threshold)
+    check_bools(below=below, per_token=per_token)
     x = readout_stat(readout, statistic, "settle_layer").astype(np.float64)
     if not per_token:
         with warnings.catch_warnings():
@@ -57,18 +61,16 @@ def kl_settle_layer(readout: Readout, threshold: float = 0.1, per_token: bool = 
     Default threshold 0.1 nats: exp(-0.1) = 0.905, i.e. the p_L-weighted geometric mean of
     p_l/p_L is within ~10% of 1. It is a convention, not from the paper: sweep it.
     """
-    try:
-        t = float(threshold)
-    except (TypeError, ValueError):
-        raise ValueError(f"threshold must be a number >= 0 (nats), got {threshold!r}") from None
-    if not t >= 0:
-        raise ValueError(f"threshold must be >= 0 (nats), got {threshold!r}")
+    t = check_real("threshold", threshold, 0, hint=" (nats)")
     return settle_layer(readout, "kl_to_final", t, below=True, per_token=per_token, min_layer=min_layer)
 
 
 def saturated_matrix(top1: np.ndarray) -> np.ndarray:
     """[n, L+1] bool: top1 at layer l and at every later layer equals the final top1."""
     top1 = np.asarray(top1)
+    if top1.ndim != 2 or top1.shape[1] < 1 or top1.dtype.kind not in "iu":
+        raise ValueError(f"top1 must be an integer array [n_tokens, L + 1] (readout.stats['top1']), got "
+                         f"{top1.ndim}-D {top1.dtype} of shape {top1.shape}")
     eq = top1 == top1[:, -1:]
     return np.flip(np.logical_and.accumulate(np.flip(eq, 1), axis=1), 1)
 
@@ -87,9 +89,10 @@ def saturation_layer(readout: Readout, min_layer: int = 1) -> np.ndarray:
 
 def depth_summary(layers, n_layers: int) -> dict:
     """Mean/median of per-token layers, also as depth fractions, and the share only settled at L."""
-    layers = np.asarray(layers, dtype=np.float64)
+    n_layers = check_integer("n_layers", n_layers, 1)
+    layers = check_int_array("layers", layers, 0, n_layers)
     if layers.size == 0:
-        raise ValueError("no tokens to summarise")
+        raise ValueError("layers is empty: no tokens to summarise")
     return dict(mean=float(layers.mean()), median=float(np.median(layers)),
                 mean_rel=float(layers.mean() / n_layers), median_rel=float(np.median(layers) / n_layers),
                 frac_at_final=float((layers == n_layers).mean()), n_tokens=int(layers.size), n_layers=int(n_layers))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..core.checks import check_real
+from ..core.checks import check_integer, check_real, is_real
 from ..lens.result import Readout
 from .similarity import DEFAULT_SIMILARITY, SIMILARITY_KINDS, check_readout, similarity
 
@@ -88,7 +88,7 @@ class _Setup:
 
 
 def _layer_selection(n_layers: int, include_embedding: bool, index_base: int):
-    if index_base not in (0, 1) or isinstance(index_base, bool):
+    if not is_real(index_base) or index_base not in (0, 1):
         raise ValueError(f"index_base must be 0 or 1, got {index_base!r}")
     if not isinstance(include_embedding, (bool, np.bool_)):
         raise ValueError(f"include_embedding must be True or False, got {include_embedding!r}")
@@ -105,9 +105,8 @@ def eas_ceiling(n_layers: int, alpha: float = DEFAULT_ALPHA, include_embedding: 
                 index_base: int = DEFAULT_INDEX_BASE) -> float:
     """EAS of a model whose every layer equals the final one: mean over the summed layers of w_l^(1-alpha)."""
     alpha = _check_alpha(alpha)
-    if int(n_layers) != n_layers or n_layers < 1:
-        raise ValueError(f"n_layers must be a positive integer, got {n_layers!r}")
-    _, _, w = _layer_selection(int(n_layers), include_embedding, index_base)
+    n_layers = check_integer("n_layers", n_layers, 1)
+    _, _, w = _layer_selection(n_layers, include_embedding, index_base)
     return float(np.mean(np.power(w, 1.0 - alpha)))
 
 
@@ -119,7 +118,7 @@ def eas_setup(readout: Readout, alpha, similarity_kind, include_embedding, index
     alpha = _check_alpha(alpha)
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
-    if similarity_kind not in SIMILARITY_KINDS:
+    if not isinstance(similarity_kind, str) or similarity_kind not in SIMILARITY_KINDS:
         raise ValueError(f"unknown similarity kind {similarity_kind!r}; choose one of {sorted(SIMILARITY_KINDS)}")
     L = readout.n_layers
     layers, index, w = _layer_selection(L, include_embedding, index_base)

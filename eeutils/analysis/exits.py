@@ -11,13 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..core.checks import check_real
+from ..core.checks import check_frame, check_names, check_real
 from ..lens.result import Readout
 from .depth import saturated_matrix
 from .oracle import budget_oracle_exits
 from .paired import paired_loss
 from .similarity import check_readout
-from .rule_parse import as_rule, default_rules  # noqa: F401
+from .bootstrap import check_boot
+from .rule_parse import as_rule, default_rules, parse_rules  # noqa: F401
 from .rules import (DEFAULT_THRESHOLDS, EXIT_KINDS, ExitRule, rule_fires,  # noqa: F401
                     subset_streak, top1_streak, update_streak)
 
@@ -63,7 +64,8 @@ def simulate(readout: Readout, rule: ExitRule, _cache: dict | None = None) -> np
     """
     check_readout(readout, "simulate")
     if not isinstance(rule, ExitRule):
-        raise TypeError(f"expected an ExitRule, got {type(rule).__name__}")
+        raise TypeError(f"rule must be an ExitRule (make one with eeutils.exits.as_rule('max_prob:0.9')), got "
+                        f"{type(rule).__name__}")
     L = readout.n_layers
     rule.validate_for(L)
     if rule.spec.solver is not None:  # a whole-readout oracle
@@ -86,6 +88,7 @@ def skip_tokens(readout: Readout) -> tuple[np.ndarray, str]:
     """(mask, name): the tokens savings are averaged over. On answer-scored workloads (answer
     positions with a target) the answer tokens ("answer_tokens"): accuracy is scored there, and a
     prompt is not generated; otherwise every token ("all_tokens")."""
+    check_readout(readout, "simulate")
     ans = np.asarray(readout.answer, dtype=bool) & (np.asarray(readout.target) >= 0)
     if ans.any():
         return ans, "answer_tokens"
@@ -167,6 +170,10 @@ def tradeoff(readout: Readout, rules=None, budget: float | None = None) -> pd.Da
     None = `default_rules(L, budget)` (budget: a loss budget added to the budget oracles' grid).
     """
     check_readout(readout, "simulate")
+    if budget is not None:
+        check_real("budget", budget, 0, 1, hi_open=True, hint=" (a relative accuracy loss, e.g. 0.05)")
+    if isinstance(rules, (str, dict)) or (rules is not None and not hasattr(rules, "__iter__")):
+        rules = parse_rules(rules, readout.n_layers)  # a spec string, one rule, or a clear TypeError
     rules = default_rules(readout.n_layers, budget) if rules is None else [as_rule(r) for r in rules]
     cache: dict = {}
     rows = []
@@ -224,12 +231,16 @@ def max_skip_under_budget(tradeoff_frame: pd.DataFrame, budget: float = 0.05, me
     budget_met_ci (loss_hi <= budget: met with confidence, the rule of `eeutils.analysis.paired`).
     """
     b = check_real("budget", budget, 0, 1, hi_open=True, hint=" (a fraction, e.g. 0.05 for 5%)")
-    if metric not in ("accuracy", "agreement"):
+    if not isinstance(metric, str) or metric not in ("accuracy", "agreement"):
         raise ValueError(f"metric must be 'accuracy' or 'agreement', got {metric!r}")
+    check_boot(n_boot, ci, seed)  # checked even without a readout, where they go unused
     need = ["rule", "threshold", "skip_ratio"] + (["rel_acc_loss"] if metric == "accuracy" else ["agreement"])
+    check_frame("tradeoff_frame", tradeoff_frame, source="eeutils.exits.tradeoff")
     missing = [c for c in need if c not in tradeoff_frame]
     if missing:
         raise ValueError(f"the trade-off frame lacks column(s) {missing}")
+    if by is not None:
+        by = check_names("by", by, [c for c in tradeoff_frame.columns if c != "rule"], empty=True)
     groups = [c for c in (("model", "workload") if by is None else by) if c in tradeoff_frame] + ["rule"]
     if readout is not None:
         check_readout(readout, "simulate")

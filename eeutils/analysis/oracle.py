@@ -26,7 +26,9 @@ import math
 
 import numpy as np
 
+from ..core.checks import check_integer, check_real
 from ..lens.result import Readout
+from .similarity import check_readout
 
 __all__ = ["budget_oracle_exits", "required_units", "scored_units"]
 
@@ -77,6 +79,11 @@ def _dense(mask: np.ndarray) -> np.ndarray:
 def budget_oracle_exits(readout: Readout, budget: float, min_layer: int = 1, reference: str = "target") -> np.ndarray:
     """Exit layer per token (min_layer..L) with the largest skip ratio whose relative accuracy loss
     against the full model is at most `budget` (see the module docstring for why this is optimal)."""
+    check_readout(readout, "simulate")
+    budget = check_real("budget", budget, 0, 1, hint=" (a relative accuracy loss, e.g. 0.05)")
+    min_layer = check_integer("min_layer", min_layer, 0)
+    if min_layer > readout.n_layers:
+        raise ValueError(f"min_layer must be in 0..{readout.n_layers}, got {min_layer}")
     L = readout.n_layers
     top1 = np.asarray(readout.stats["top1"])
     unit, label, _ = scored_units(readout, reference)

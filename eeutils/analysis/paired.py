@@ -23,9 +23,11 @@ import math
 
 import numpy as np
 
+from ..core.checks import check_int_array, check_integer, check_real
 from ..lens.result import Readout
 from .bootstrap import check_boot, draw_counts, percentile_interval
 from .oracle import scored_units
+from .similarity import check_readout
 
 __all__ = ["mcnemar_exact", "doc_correctness", "paired_loss", "PAIRED_INTERVAL_KIND"]
 
@@ -34,10 +36,8 @@ PAIRED_INTERVAL_KIND = "paired document bootstrap (percentile)"
 
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value from the discordant counts b and c (1.0 when b + c = 0)."""
-    for name, v in (("b", b), ("c", c)):
-        if isinstance(v, bool) or int(v) != v or v < 0:
-            raise ValueError(f"{name} must be a non-negative integer count, got {v!r}")
-    b, c = int(b), int(c)
+    hint = " (a non-negative integer count of discordant pairs)"
+    b, c = (check_integer(name, v, 0, hint=hint) for name, v in (("b", b), ("c", c)))
     n = b + c
     if n == 0:
         return 1.0
@@ -80,7 +80,13 @@ def paired_loss(readout: Readout, exit_layers, budget: float, ci: float = 0.95, 
     right in full, wrong exited; exact match) / n_better (the reverse), n_paired_docs, accuracy_kind,
     budget_met (loss <= budget), budget_met_ci (loss_hi <= budget).
     """
-    check_boot(n_boot, ci)
+    check_boot(n_boot, ci, seed)
+    check_readout(readout, "test")
+    check_real("budget", budget, 0, 1, hint=" (a relative accuracy loss, e.g. 0.05)")
+    exit_layers = check_int_array("exit_layers", exit_layers, 0, readout.n_layers)
+    if exit_layers.shape != (readout.n_tokens,):
+        raise ValueError(f"exit_layers must have one entry per token, shape ({readout.n_tokens},), got "
+                         f"{exit_layers.shape}")
     full, exited, kind = doc_correctness(readout, exit_layers, reference)
     F, E = float(full.sum()), float(exited.sum())
     loss = (F - E) / F if F > 0 else float("nan")

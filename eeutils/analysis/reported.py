@@ -1,10 +1,9 @@
 """The paper's reported EAS values (secondary source), read from the package data."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
+from ..core.checks import check_path
 from ..core.resources import data_path
 
 __all__ = ["reported_eas"]
@@ -15,7 +14,14 @@ def reported_eas(path=None) -> pd.DataFrame:
 
     Columns: model, family, eas, generation, notes, source. Reads data/paper_reported.csv.
     """
-    p = Path(path) if path is not None else data_path("paper_reported.csv")
-    if not p.exists():
+    p = check_path("path", path) if path is not None else data_path("paper_reported.csv")
+    if not p.is_file():
         raise FileNotFoundError(f"reported EAS table not found at {p} (it ships in the repository's data/ folder)")
-    return pd.read_csv(p)
+    try:
+        frame = pd.read_csv(p)
+    except (ValueError, UnicodeDecodeError) as err:  # pandas' ParserError / EmptyDataError are ValueErrors
+        raise ValueError(f"path {p} is not a reported-EAS table (a CSV): {type(err).__name__}: {err}") from None
+    missing = [c for c in ("model", "eas") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"path {p} is not a reported-EAS table: it lacks the column(s) {missing}")
+    return frame

@@ -3,7 +3,7 @@
 rule table of `eeutils.analysis.rules`."""
 from __future__ import annotations
 
-from ..core.checks import check_integer
+from ..core.checks import check_integer, check_real
 from .rules import DEFAULT_THRESHOLDS, ORACLES, RULE_KINDS, RULE_OPTIONS, ExitRule
 
 __all__ = ["as_rule", "parse_rules", "default_rules"]
@@ -52,6 +52,8 @@ def as_rule(item, n_layers: int | None = None) -> ExitRule:
                 raise ValueError(f"rule {item!r}: the static depth must be a percentage like 50%") from None
             if n_layers is None:
                 raise ValueError(f"rule {item!r}: a percentage depth needs the model's number of layers")
+            if not 0 < pct <= 100:
+                raise ValueError(f"rule {item!r}: the static depth must be a percentage in (0%, 100%]")
             rule = ExitRule("static", max(1, min(n_layers, round(n_layers * pct / 100))))
         else:
             try:
@@ -77,12 +79,16 @@ def parse_rules(rules, n_layers: int, default=None) -> list[ExitRule]:
     rules: a spec string "kind:threshold,..." or an iterable of anything `as_rule` takes; None = `default`
     (the same kinds of input). Duplicate labels (a static percentage may round to the same layer) are refused.
     """
+    n_layers = check_integer("n_layers", n_layers, 1)
     if rules is None:
         rules = default
     if rules is None:
         raise ValueError("no exit rules given")
-    if isinstance(rules, (str, ExitRule)):
+    if isinstance(rules, (str, ExitRule, dict)):
         rules = [s for s in rules.split(",") if s.strip()] if isinstance(rules, str) else [rules]
+    elif isinstance(rules, (bytes, bytearray)) or not hasattr(rules, "__iter__"):
+        raise TypeError(f"rules must be a spec string 'kind:threshold,...' or a list of exit rules, got "
+                        f"{type(rules).__name__}")
     out = [as_rule(r, n_layers) for r in rules]
     if not out:
         raise ValueError("no exit rules given")
@@ -100,6 +106,8 @@ def default_rules(n_layers: int, budget: float | None = None) -> list[ExitRule]:
     L = check_integer("n_layers", n_layers)
     if L < 1:
         raise ValueError(f"n_layers must be >= 1, got {n_layers!r}")
+    if budget is not None:
+        budget = check_real("budget", budget, 0, 1, hi_open=True, hint=" (a relative accuracy loss, e.g. 0.05)")
     grids = {"layers": range(1, L + 1), "streaks": range(1, max(L - 1, 1) + 1)}
     order = (*ORACLES, "static", *DEFAULT_THRESHOLDS, "consecutive")
     rules = []

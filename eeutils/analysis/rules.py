@@ -293,6 +293,8 @@ class ExitRule:
     candidates: int = 0
 
     def __post_init__(self):
+        if not isinstance(self.kind, str):
+            raise TypeError(f"exit rule kind must be a name such as 'max_prob', got {self.kind!r}")
         if self.kind in _RENAMED:
             raise ValueError(f"unknown exit rule kind {self.kind!r}: {_RENAMED[self.kind]}")
         if self.kind not in RULE_KINDS:
@@ -391,7 +393,7 @@ def top1_streak(top1: np.ndarray) -> np.ndarray:
     counting from layer 1 (layer 0 is never read): streak_0 = streak_1 = 0,
     streak_l = streak_{l-1} + 1 if top1_l == top1_{l-1} else 0.
     """
-    top1 = np.asarray(top1)
+    top1 = _int_ids("top1", top1, ndim=2)
     out = np.zeros(top1.shape, dtype=np.int64)
     for layer in range(2, top1.shape[1]):
         out[:, layer] = np.where(top1[:, layer] == top1[:, layer - 1], out[:, layer - 1] + 1, 0)
@@ -411,10 +413,25 @@ def subset_streak(top1: np.ndarray, layers) -> np.ndarray:
 
 def update_streak(prev_streak, prev_top1, top1) -> np.ndarray:
     """One decoder step of `top1_streak`: pass prev_top1=None at layer 1 (the streak starts at 0)."""
-    top1 = np.atleast_1d(np.asarray(top1))
+    top1 = np.atleast_1d(_int_ids("top1", top1))
     if prev_top1 is None:
         return np.zeros(top1.shape, dtype=np.int64)
+    shapes = (np.atleast_1d(_int_ids("prev_top1", prev_top1)).shape, _int_ids("prev_streak", prev_streak).shape)
+    if shapes[0] != top1.shape or shapes[1] not in ((), top1.shape):
+        raise ValueError(f"prev_streak, prev_top1 and top1 must have one entry per token (shapes {shapes[1]}, "
+                         f"{shapes[0]}, {top1.shape})")
     return np.where(top1 == np.atleast_1d(prev_top1), np.atleast_1d(prev_streak) + 1, 0).astype(np.int64)
+
+
+def _int_ids(name: str, x, ndim: int | None = None) -> np.ndarray:
+    """x as an integer array (token ids or counts), of `ndim` dimensions where given; else TypeError / ValueError
+    naming `name`."""
+    a = np.asarray(x)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integers (token ids or counts), got {a.dtype} ({x!r:.40})")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}-D array [n_tokens, L + 1], got shape {a.shape}")
+    return a
 
 
 def _size(layer_stats: dict) -> int:
@@ -441,6 +458,10 @@ def rule_fires(rule: ExitRule, layer_stats: dict, layer: int, n_layers: int) -> 
         raise TypeError(f"expected an ExitRule, got {type(rule).__name__}")
     n_layers = _as_int(n_layers, "n_layers")
     layer = _as_int(layer, "layer")
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+    if not isinstance(layer_stats, dict):
+        raise TypeError(f"layer_stats must be a dict {{statistic name: values}}, got {type(layer_stats).__name__}")
     if not (0 <= layer <= n_layers):
         raise ValueError(f"layer must be in 0..{n_layers}, got {layer}")
     rule.validate_for(n_layers)

@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..core.checks import check_frame
 from ..lens.result import Readout
 from .eas import (DEFAULT_AGGREGATE, DEFAULT_ALPHA, DEFAULT_INCLUDE_EMBEDDING, DEFAULT_INDEX_BASE, DEFAULT_SIMILARITY,
                   eas_from_setup, eas_setup)
@@ -27,10 +28,12 @@ CONFIG_KEYS = ("alpha", "similarity", "k", "aggregate", "include_embedding", "in
 # what `choice_stability` varies one at a time: a config column, or "score" (raw EAS vs normalised)
 CHOICES = ("alpha", "similarity", "k", "aggregate", "index_base", "include_embedding", "score")
 _SCORES = {"normalised": "rank_normalised", "eas": "rank_eas"}
+_SOURCE = "eeutils.metrics.sensitivity"
 
 
 def _as_tuple(x) -> tuple:
-    return tuple(x) if isinstance(x, (list, tuple)) else (x,)
+    """A sequence of values as a tuple; one value (a str, a number, None) as a tuple of one."""
+    return tuple(x) if isinstance(x, (list, tuple, range, np.ndarray, pd.Series)) else (x,)
 
 
 def sensitivity(readouts: dict[str, Readout], alphas=(0.25, 0.5, 0.75),
@@ -49,10 +52,13 @@ def sensitivity(readouts: dict[str, Readout], alphas=(0.25, 0.5, 0.75),
     ceilings, so raw EAS favours some depths by construction; or "eas", the paper's raw score).
     Each readout's similarity matrix is computed once per (similarity, K).
     """
-    if rank_by not in _SCORES:
+    if not isinstance(rank_by, str) or rank_by not in _SCORES:
         raise ValueError(f"rank_by must be 'normalised' or 'eas', got {rank_by!r}")
+    if readouts is not None and not isinstance(readouts, dict):
+        raise TypeError(f"readouts must be a dict {{model name: Readout}}, got {type(readouts).__name__}")
     if not readouts:
         raise ValueError("sensitivity needs at least one readout")
+    alphas, similarities, aggregates = _as_tuple(alphas), _as_tuple(similarities), _as_tuple(aggregates)
     layouts = [(e, b) for e in _as_tuple(include_embedding) for b in _as_tuple(index_base) if not (e and b == 0)]
     if not layouts:
         raise ValueError("include_embedding=True needs index_base=1; no valid (include_embedding, index_base) pair")
@@ -85,8 +91,11 @@ def kendall_tau(x, y) -> float:
     tau_b = (C - D) / sqrt((P - T_x) (P - T_y)), P = n(n-1)/2 pairs, C/D concordant/discordant
     pairs, T_x/T_y pairs tied in x/y.
     """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+    try:
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"kendall_tau needs two sequences of numbers, got x={x!r:.40} and y={y!r:.40}") from None
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError("kendall_tau needs two 1-D sequences of the same length")
     n = len(x)
@@ -115,6 +124,12 @@ def _reference(frame: pd.DataFrame, reference: dict | None) -> dict:
     frame used for topk_overlap when the reference similarity is topk_overlap."""
     ref = dict(alpha=DEFAULT_ALPHA, similarity=DEFAULT_SIMILARITY, aggregate=DEFAULT_AGGREGATE,
                include_embedding=DEFAULT_INCLUDE_EMBEDDING, index_base=DEFAULT_INDEX_BASE, k=None)
+    if reference is not None and not isinstance(reference, dict):
+        raise TypeError(f"reference must be a dict of configuration choices {list(CONFIG_KEYS)}, got "
+                        f"{type(reference).__name__}")
+    unknown = sorted(set(reference or {}) - set(CONFIG_KEYS), key=str)
+    if unknown:
+        raise ValueError(f"reference has unknown choice(s) {unknown}; its keys are {list(CONFIG_KEYS)}")
     ref.update(reference or {})
     if ref["k"] is None:
         ref["k"] = _default_k(frame) if ref["similarity"] == "topk_overlap" else 0
@@ -151,7 +166,7 @@ def rank_stability(frame: pd.DataFrame, reference: dict | None = None) -> pd.Dat
     reference's, over the models both have), same_top (the same model ranked first), top_model,
     n_models. tau = 1: identical order; -1: reversed.
     """
-    frame = _with_defaults(frame)
+    frame = _with_defaults(check_frame("frame", frame, ("model", "alpha", "similarity", "rank"), _SOURCE))
     ref = _reference(frame, reference)
     ref_rows = _select(frame, ref)
     if ref_rows.empty:
@@ -174,7 +189,7 @@ def choice_stability(frame: pd.DataFrame, reference: dict | None = None) -> pd.D
     (choice, value): choice, value (as text), kendall_tau, same_top, top_model, n_models. Values the
     frame lacks for the reference's other choices are left out.
     """
-    frame = _with_defaults(frame)
+    frame = _with_defaults(check_frame("frame", frame, ("model", "alpha", "similarity"), _SOURCE))
     if "rank_normalised" not in frame:
         raise ValueError("choice_stability needs a frame from `sensitivity` (with rank_eas / rank_normalised)")
     ref = _reference(frame, reference)
@@ -212,6 +227,7 @@ def stability_summary(choices: pd.DataFrame) -> pd.DataFrame:
     """One row per choice from `choice_stability`: n_values, min_tau (the worst agreement with the
     reference ranking), n_reordered (values whose ranking differs: tau < 1), top_changes (values that
     put another model first)."""
+    check_frame("choices", choices, ("choice", "kendall_tau", "same_top"), "eeutils.metrics.choice_stability")
     rows = []
     for choice, g in choices.groupby("choice", sort=False):
         tau = g.kendall_tau.to_numpy(dtype=float)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.checks import is_real
 from ..lens.result import Readout
 
 __all__ = ["SIMILARITY_KINDS", "similarity"]
@@ -21,7 +22,8 @@ DEFAULT_SIMILARITY = "logit_cos"
 def check_readout(readout: Readout, action: str = "measure") -> None:
     """The checks every analysis of a readout needs (a Readout, some tokens, at least one block)."""
     if not isinstance(readout, Readout):
-        raise TypeError(f"expected an eeutils.lens.result.Readout, got {type(readout).__name__}")
+        raise TypeError(f"readout: expected an eeutils.lens.result.Readout (from eeutils.readout or Readout.load), "
+                        f"got {type(readout).__name__}")
     if readout.n_tokens == 0:
         raise ValueError(f"the readout has 0 tokens: nothing to {action} (check the workload and any token selection)")
     if "top1" not in readout.stats:
@@ -32,7 +34,7 @@ def check_readout(readout: Readout, action: str = "measure") -> None:
 
 def readout_stat(readout: Readout, name: str, for_what: str) -> np.ndarray:
     """The readout's statistic `name`, or ValueError saying that `for_what` needs it."""
-    if name not in readout.stats:
+    if not isinstance(name, str) or name not in readout.stats:
         raise ValueError(f"{for_what} needs the statistic {name!r}, which this readout lacks "
                          f"(it has: {sorted(readout.stats)})")
     return np.asarray(readout.stats[name])
@@ -75,7 +77,7 @@ def similarity(readout: Readout, kind: str = DEFAULT_SIMILARITY, k: int | None =
     - ``"top1"``: 1.0 where top1_l == top1_L else 0.0.
     """
     check_readout(readout)
-    if kind not in SIMILARITY_KINDS:
+    if not isinstance(kind, str) or kind not in SIMILARITY_KINDS:
         raise ValueError(f"unknown similarity kind {kind!r}; choose one of {sorted(SIMILARITY_KINDS)}")
     if k is not None and kind != "topk_overlap":
         raise ValueError(f"k only applies to similarity='topk_overlap', not {kind!r}")
@@ -94,7 +96,7 @@ def similarity(readout: Readout, kind: str = DEFAULT_SIMILARITY, k: int | None =
         if "topk_overlap" in readout.stats:
             return np.clip(readout.stats["topk_overlap"].astype(np.float64), 0.0, 1.0)
         k = k_stored
-    if isinstance(k, bool) or int(k) != k or not (1 <= int(k) <= k_stored):
+    if not is_real(k) or not np.isfinite(k) or int(k) != k or not (1 <= int(k) <= k_stored):
         raise ValueError(f"k must be an integer in 1..{k_stored} (the readout stored top-{k_stored} ids), got {k!r}")
     k = int(k)
     if k == k_stored and "topk_overlap" in readout.stats:

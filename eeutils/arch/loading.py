@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .. import _version
+from ..core.checks import check_bools, check_device
 from ..core.env import hf_cache_dir, hf_offline, offline_setting
 from .table import ArchSpec, Resolved, logit_op_values, ops_fn
 from .discovery import resolve
@@ -18,6 +19,9 @@ from ..core.spec import local_folder_problem, looks_like_path
 from ..core.zoo_store import is_zoo_name, resolve as resolve_zoo
 from .real import RealModelError, is_real_name, resolve_real
 from .params import count_params, hidden_size
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 class ModelLoadError(RuntimeError):
@@ -268,6 +272,8 @@ def load_model(name_or_path: str, revision: str | None = None, *, dtype="float32
         raise ValueError(f"name_or_path must be a non-empty string, got {name_or_path!r}")
     if device is not None and device_map is not None:
         raise ValueError("pass either device or device_map, not both")
+    check_device("device", device)
+    check_bools(trust_remote_code=trust_remote_code, tokenizer=tokenizer, progress=progress)
     torch_dtype = parse_dtype(dtype)
     name = str(name_or_path)
     source, revision_for_hf, local = _source(name, revision)
@@ -294,6 +300,11 @@ def load_model(name_or_path: str, revision: str | None = None, *, dtype="float32
         try:
             tok = AutoTokenizer.from_pretrained(source, **kwargs)
         except Exception as err:
+            damaged = [f for f in TOKENIZER_FILES if local and (Path(source) / f).is_file()]
+            if damaged:  # the folder has a tokenizer, and it does not load: damaged, not absent
+                raise ModelLoadError(f"the tokenizer of {name!r} ({', '.join(damaged)} in {source}) cannot be read "
+                                     f"({type(err).__name__}: {err}); copy those files again, or pass "
+                                     "tokenizer=False to load the weights alone") from err
             warnings.warn(f"no tokenizer for {name!r} ({err}); pass token ids to the readout")
     model.eval()
     return LoadedModel(model=model, tokenizer=tok, name=name, revision=revision,

@@ -8,7 +8,9 @@ calls only check the folder. ``load_model("real/<name>")`` goes through here.
 
 Conversion is atomic: it writes into a temporary folder beside the target and renames it in, so a
 half-written folder is never used. A folder whose ``source.json`` is missing or whose files do not
-match the sizes recorded there is set aside and converted again.
+match the sizes and sha256 recorded there at conversion is named in a warning, set aside and converted
+again: never read as numbers. A file is re-hashed only when its inode, size, mtime or ctime changed since
+it was last verified (``.verified.json`` records them), so the check costs a stat per file on later loads.
 
 CLI: ``python -m eeutils.arch.real_cli list | convert --all | convert NAME | verify NAME``.
 """
@@ -21,12 +23,14 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from .._version import __version__
 from ..core.env import eeutils_cache_dir
+from ..core.io import write_json_atomic
 from ..core.resources import data_path
 
 FORMAT_VERSION = 2  # bump when the converted folder's layout or contents change (it is in the cache key)
@@ -238,6 +242,40 @@ def check_folder(folder: Path, spec: RealModel, full: bool = False) -> str | Non
             return f"{fname} does not match its recorded sha256"
     if WEIGHTS_FILE not in info.get("files", {}):
         return f"{WEIGHTS_FILE} is not recorded"
+    return None if full else content_problem(folder, info["files"])
+
+
+VERIFIED_FILE = ".verified.json"  # file name -> [inode, size, mtime_ns, ctime_ns] when its sha256 last matched
+
+
+def _stat_key(path: Path) -> list:
+    st = path.stat()
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def content_problem(folder: Path, files: dict) -> str | None:
+    """None when every recorded file still has the sha256 recorded at conversion, else which one does not.
+
+    A file whose stat (inode, size, mtime, ctime) is the one recorded in VERIFIED_FILE when it last matched is not
+    re-read: any write to it (zeroed bytes of the same size included) changes its ctime. The stamps are refreshed
+    after a full match (skipped silently in a read-only cache: the files are then hashed on every check)."""
+    try:
+        stamps = json.loads((folder / VERIFIED_FILE).read_text())
+        stamps = stamps if isinstance(stamps, dict) else {}
+    except (OSError, ValueError):
+        stamps = {}
+    fresh = {}
+    for fname, rec in files.items():
+        p = folder / fname
+        key = _stat_key(p)
+        if stamps.get(fname) != key and sha256_file(p) != rec.get("sha256"):
+            return f"{fname} does not match the sha256 recorded when it was converted (its bytes changed)"
+        fresh[fname] = key
+    if fresh != stamps:
+        try:
+            write_json_atomic(fresh, folder / VERIFIED_FILE)
+        except OSError:
+            pass
     return None
 
 
@@ -314,6 +352,7 @@ def convert(spec: RealModel, gguf: Path, out: Path, versions: dict, progress: bo
         p.chmod(0o644)
     info["files"] = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
                      for p in sorted(out.iterdir()) if p.is_file() and p.name != SOURCE_FILE}
+    write_json_atomic({n: _stat_key(out / n) for n in info["files"]}, out / VERIFIED_FILE)
     return info
 
 
@@ -359,8 +398,8 @@ def resolve_real(name: str, *, cache_dir=None, progress: bool = True, verify: bo
         reason = check_folder(target, spec, full=verify)
         if reason is None:
             return target
-        print(f"eeutils: the converted folder {target} is incomplete ({reason}); converting again",
-              file=sys.stderr)
+        warnings.warn(f"the converted folder {target} is incomplete or damaged ({reason}); converting again",
+                      stacklevel=2)
     versions = installed_versions(spec)
     _writable_root(target)
     _remove_stale(target.parent, spec)

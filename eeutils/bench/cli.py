@@ -157,6 +157,10 @@ def main(argv=None) -> int:
             return _error(str(exc), 1)
         if isinstance(exc, _USER_ERRORS):
             return _error(str(exc), 2)
+        if isinstance(exc, OSError) and args.command == "bench":  # a full disk, a folder made read-only meanwhile
+            return _error(f"cannot write {exc.filename or args.out} ({exc.strerror or exc}); the results already in "
+                          f"{args.out} are kept: free some space (or fix the permissions), then rerun the same "
+                          "command to resume", 1)
         raise
     return _error(f"unknown command {args.command!r}")
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from ..analysis.similarity import SIMILARITY_KINDS
 from ..core.zoo_store import is_zoo_name, resolve as resolve_zoo
 from ..arch.real import RealModelError, installed_versions, is_real_name, real_spec
-from ..core.checks import check_count, check_real
+from ..arch.loading import parse_dtype
+from ..core.checks import check_count, check_device, check_real
 from ..core.env import hf_cache_dir, hf_offline
 from ..core.io import write_json_atomic
 from ..core.spec import local_folder_problem, looks_like_path
@@ -102,6 +103,7 @@ def check_run(config: BenchConfig, options: RunOptions, out_dir) -> tuple[BenchC
     _check_fraction("alpha", config.alpha, hi_open=False)
     for name, minimum, allow_none in _INT_SETTINGS:
         _check_int(name, getattr(config, name), minimum, allow_none)
+    check_load_options(config.dtype, config.device)
     _check_options(options)
     if out_dir is None or not str(out_dir).strip():
         raise BenchmarkError("out_dir must be a folder path")
@@ -126,6 +128,16 @@ def _check_options(options: RunOptions) -> None:
             raise BenchmarkError(f"ray_options must be a dict of Ray task options, got {options.ray_options!r}")
     if options.compute_cell is not None and not callable(options.compute_cell):
         raise BenchmarkError("compute_cell must be a callable (cell, workload, config) -> DataFrame")
+
+
+def check_load_options(dtype, device) -> None:
+    """BenchmarkError, before any cell runs, for a dtype or device the loader would refuse (a device this
+    machine does not have: the message lists those it has)."""
+    try:
+        parse_dtype(dtype)
+        check_device("device", device)
+    except (TypeError, ValueError) as err:
+        raise BenchmarkError(str(err)) from None
 
 
 def check_out_dir(out_dir: Path) -> None:

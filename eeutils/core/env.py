@@ -33,6 +33,14 @@ def hf_cache_dir() -> str:
 
 
 def eeutils_cache_dir() -> Path:
-    """The kit's own cache: $EEUTILS_CACHE, default ~/.cache/eeutils."""
+    """The kit's own cache: $EEUTILS_CACHE, default ~/.cache/eeutils. ValueError naming the variable when it
+    points at a file, or under one (a folder cannot be made there)."""
     env = os.environ.get("EEUTILS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "eeutils"
+    path = Path(env).expanduser() if env else Path.home() / ".cache" / "eeutils"
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        where = f"EEUTILS_CACHE={env}" if env else f"the default cache folder {path}"
+        raise ValueError(f"{where} cannot be the kit's cache folder: {blocker} is a file, not a folder. Point "
+                         "EEUTILS_CACHE at a folder (it is created if missing), e.g. "
+                         "export EEUTILS_CACHE=~/.cache/eeutils")
+    return path

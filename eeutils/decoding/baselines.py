@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..arch.loading import LoadedModel
-from ..core.checks import check_count
+from ..core.checks import check_bool, check_count
 from .decoder import generate_early_exit
 from .inputs import as_loaded, check_lengths, eos_ids, prompt_ids
 from .result import DecodingUnsupported, GenerationResult
@@ -25,6 +25,7 @@ def generate_full(model, prompt, max_new_tokens: int = 32, *, backend: str = "dr
     changes; backend="hf" calls model.generate(do_sample=False) (its own loop and overheads).
     """
     lm = as_loaded(model)
+    check_bool("stop_at_eos", stop_at_eos)
     if backend == "driver":
         return generate_early_exit(lm, prompt, None, max_new_tokens=max_new_tokens, strategy="propagate",
                                    return_trace=True, stop_at_eos=stop_at_eos)
@@ -93,6 +94,7 @@ def generate_self_speculative(model, prompt, max_new_tokens: int = 32, early_exi
     ids = prompt_ids(lm, prompt)
     n_new = check_lengths(lm, ids, max_new_tokens)
     x = torch.tensor([ids], dtype=torch.long, device=lm.model.get_input_embeddings().weight.device)
+    check_count("num_assistant_tokens", num_assistant_tokens, 1, allow_none=True)
     kw = {} if num_assistant_tokens is None else {"num_assistant_tokens": int(num_assistant_tokens)}
     t0 = time.perf_counter()
     out = lm.model.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=n_new,

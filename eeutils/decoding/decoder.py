@@ -51,6 +51,7 @@ import torch
 from ..analysis.rule_parse import as_rule
 from ..analysis.rules import REALISABLE, ExitRule
 from ..arch.loading import LoadedModel
+from ..core.checks import check_bools
 from ..core.settings import with_settings
 from ..lens.statistics import token_statistics
 from ..lens.lenses import Lens, as_lens
@@ -239,6 +240,7 @@ def generate_early_exit(model, prompt, rule=None, *, lens="logit", lens_settings
     """
     cfg = with_settings(config, settings, DecodeConfig, "generate_early_exit")
     lm = as_loaded(model)
+    check_bools(return_trace=cfg.return_trace, complete_cache=cfg.complete_cache, stop_at_eos=cfg.stop_at_eos)
     if cfg.strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {cfg.strategy!r}")
     rule = _coerce_rule(rule, lm.n_layers, cfg.min_layer)

@@ -41,13 +41,13 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..analysis.exits import simulate
 from ..analysis.rule_parse import parse_rules
 from ..analysis.rules import CHEAP_CHECKS, DECODE_DEFAULTS, ExitRule
 from ..arch.loading import LoadedModel
-from ..core.checks import check_count
+from ..core.checks import check_bools, check_count, check_int_array, check_integer, check_real
+from ..lens.inputs import token_rows
 from ..lens.readout import readout
 from ..lens.lenses import as_lens
 from ..workloads.registry import get_workload
@@ -116,6 +116,8 @@ def workload_prompts(model, workload, n_prompts: int | None = 8, prompt_tokens: 
     """
     lm = _as_loaded(model)
     prompt_tokens = check_count("prompt_tokens", prompt_tokens)
+    check_count("max_new_tokens", max_new_tokens, 0)
+    check_count("n_prompts", n_prompts, 1, allow_none=True)
     wl = get_workload(workload, n_docs=n_prompts, seed=seed)
     limit = prompt_tokens
     if lm.max_length is not None:
@@ -203,6 +205,9 @@ class DecodeSettings:
     def __post_init__(self):
         object.__setattr__(self, "repeats", check_count("repeats", self.repeats))
         object.__setattr__(self, "max_new_tokens", check_count("max_new_tokens", self.max_new_tokens))
+        check_bools(hf_baseline=self.hf_baseline, stop_at_eos=self.stop_at_eos, include_full=self.include_full)
+        if not isinstance(self.strategies, (str, list, tuple)):
+            raise TypeError(f"strategies must be a list of {STRATEGIES}, got {type(self.strategies).__name__}")
         strategies = [self.strategies] if isinstance(self.strategies, str) else list(self.strategies)
         bad = [s for s in strategies if s not in STRATEGIES]
         if bad or not strategies:
@@ -224,12 +229,16 @@ class _Cell:
         return "full" if self.rule is None else self.rule.label
 
 
-def _as_ids(lm, item, special=True) -> list[int]:
+def _as_ids(lm, item, special=True, what="prompt") -> list[int]:
+    """Token ids of a prompt or answer: text (not empty) or one sequence of integer ids in the vocabulary."""
     if isinstance(item, str):
+        if not item.strip():
+            raise ValueError(f"{what} is empty{' (only whitespace)' if item else ''}: give it some text")
         return encode_text(lm, item, special=special)
-    if isinstance(item, torch.Tensor):
-        return [int(t) for t in item.reshape(-1).tolist()]
-    return [int(t) for t in item]
+    rows = token_rows(item, lm.vocab_size, what)
+    if len(rows) != 1:
+        raise ValueError(f"{what} must be one sequence of token ids, got {len(rows)} rows")
+    return rows[0]
 
 
 def _prompt_ids(lm, prompts, answers) -> tuple[list[list[int]], list]:
@@ -242,11 +251,15 @@ def _prompt_ids(lm, prompts, answers) -> tuple[list[list[int]], list]:
                                for p in prompts):
         prompts, answers = [p for p, _ in prompts], [a for _, a in prompts]
     if answers is not None:
+        if isinstance(answers, (str, bytes)) or not isinstance(answers, Iterable):
+            raise TypeError(f"answers must be a list (one expected continuation or None per prompt), got "
+                            f"{type(answers).__name__}")
         answers = list(answers)
         if len(answers) != len(prompts):
             raise ValueError(f"answers has {len(answers)} entries for {len(prompts)} prompts")
-    ids = [_as_ids(lm, p) for p in prompts]
-    return ids, [None if a is None else _as_ids(lm, a, special=False) for a in (answers or [None] * len(ids))]
+    ids = [_as_ids(lm, p, what=f"prompts[{i}]") for i, p in enumerate(prompts)]
+    return ids, [None if a is None else _as_ids(lm, a, special=False, what=f"answers[{i}]")
+                 for i, a in enumerate(answers or [None] * len(ids))]
 
 
 def _cells(lm, rule_list, settings: DecodeSettings, lens) -> list[_Cell]:
@@ -349,6 +362,9 @@ def compare_decoding(model, prompts, rules=None, *, answers=None, settings: Deco
     """
     s = replace(settings or DecodeSettings(), **options)  # validated again (DecodeSettings.__post_init__)
     lm = _as_loaded(model)
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Iterable):
+        raise TypeError(f"prompts must be a list of prompts (texts or token-id lists), got {type(prompts).__name__}"
+                        + (": wrap one prompt in a list, [prompt]" if isinstance(prompts, str) else ""))
     warn = warn or (lambda msg: print(f"[decode_eval] {msg}", file=sys.stderr))
     ids, ans = _prompt_ids(lm, prompts, answers)
     L = lm.n_layers
@@ -385,17 +401,20 @@ def batched_skip_ratio(exit_layers, n_layers: int, batch_sizes=(1, 2, 4, 8, 16, 
     Returns batch_size, skip_ratio (mean over n_draws batches), lo, hi (the ci range of the
     per-batch values), n_tokens.
     """
-    e = np.asarray(exit_layers).reshape(-1)
+    L = check_integer("n_layers", n_layers, 1, integral_floats=False)
+    check_integer("n_draws", n_draws, 1, integral_floats=False)
+    check_integer("seed", seed, 0, integral_floats=False)
+    check_real("ci", ci, 0, 1, lo_open=True, hi_open=True)
+    e = check_int_array("exit_layers", exit_layers).reshape(-1)
     if e.size == 0:
         raise ValueError("no exit layers given")
-    L = int(n_layers)
     if e.min() < 0 or e.max() > L:
         raise ValueError(f"exit layers must lie in 0..{L}, got {e.min()}..{e.max()}")
     rng = np.random.default_rng(seed)
     q = (1 - ci) / 2
     rows = []
-    for b in batch_sizes:
-        b = int(b)
+    for b in batch_sizes if isinstance(batch_sizes, (list, tuple, np.ndarray)) else [batch_sizes]:
+        b = check_integer("batch_sizes", b, 1, integral_floats=False)
         if b < 1:
             raise ValueError(f"batch sizes must be >= 1, got {b}")
         if b > e.size:

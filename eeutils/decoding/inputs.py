@@ -1,11 +1,12 @@
 """Input checks shared by the decoder and the baselines: the model, the prompt, lengths, EOS ids."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..arch.loading import LoadedModel, load_model, wrap_model
 from ..core.checks import check_count
+from ..lens.inputs import token_rows
+from ..workloads.types import surrogate_problem
 
 
 def as_loaded(model) -> LoadedModel:
@@ -19,30 +20,26 @@ def as_loaded(model) -> LoadedModel:
 
 
 def prompt_ids(lm: LoadedModel, prompt) -> list[int]:
+    """The prompt's token ids: text (not empty or only whitespace: that would generate from BOS alone) encoded
+    by the model's tokenizer, or one sequence of integer ids in the vocabulary (`lens.inputs.token_rows`)."""
     if isinstance(prompt, str):
         if lm.tokenizer is None:
             raise ValueError(f"{lm.name} has no tokenizer: pass the prompt as a list of token ids")
-        ids = lm.encode(prompt)
-    elif isinstance(prompt, torch.Tensor):
-        if prompt.dim() == 2 and prompt.shape[0] == 1:
-            prompt = prompt[0]
-        if prompt.dim() != 1:
-            raise ValueError(f"prompt must be one sequence (batch size 1), got a tensor of shape {tuple(prompt.shape)}")
-        ids = [int(t) for t in prompt.tolist()]
-    elif isinstance(prompt, np.ndarray):
-        return prompt_ids(lm, torch.as_tensor(prompt))
-    else:
-        try:
-            ids = [int(t) for t in prompt]
-        except (TypeError, ValueError):
-            raise ValueError(f"prompt must be text or a sequence of token ids, got {type(prompt).__name__}") from None
-    if not ids:
-        raise ValueError("the prompt has no tokens: pass at least one token (e.g. the BOS token id)")
+        if not prompt.strip():
+            raise ValueError(f"prompt is empty{' (only whitespace)' if prompt else ''}: pass some text, or token ids "
+                             "to start from (e.g. [tokenizer.bos_token_id])")
+        problem = surrogate_problem(prompt)
+        if problem:
+            raise ValueError(f"prompt {problem}")
+        return lm.encode(prompt)
+    rows = token_rows(prompt, None, "prompt")
+    if len(rows) != 1:
+        raise ValueError(f"prompt must be one sequence (batch size 1), got {len(rows)} rows")
     V = lm.vocab_size
-    bad = [t for t in ids if not 0 <= t < V]
+    bad = [t for t in rows[0] if not 0 <= t < V]
     if bad:
         raise ValueError(f"prompt token ids must be in [0, {V}); got {bad[:5]}")
-    return ids
+    return rows[0]
 
 
 def check_lengths(lm: LoadedModel, ids: list[int], max_new_tokens) -> int:

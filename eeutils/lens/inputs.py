@@ -124,6 +124,38 @@ def check_token_ids(ids_list, vocab: int, model_name: str = "") -> None:
                              "model's tokenizer")
 
 
+def token_rows(input_ids, vocab: int | None, name: str = "input_ids") -> list[list[int]]:
+    """Token ids for a forward pass: one sequence (a list of ints, a 1-D integer tensor/array) or several of
+    one length (a list of such lists, a 2-D one), as Python ints in [0, vocab). Anything else (text, floats,
+    bools, ragged or empty rows, an id outside the vocabulary) is a TypeError / ValueError naming `name`.
+    vocab=None: the caller checks the range itself."""
+    seq = isinstance(input_ids, (list, tuple))
+    try:
+        if isinstance(input_ids, (torch.Tensor, np.ndarray)):
+            rows = _array_ids(input_ids, None)
+            rows = [rows] if input_ids.ndim == 1 else rows
+        elif seq and all(_is_int(x) for x in input_ids):
+            rows = [[int(x) for x in input_ids]]
+        elif seq and all(isinstance(r, (list, tuple, torch.Tensor, np.ndarray)) for r in input_ids):
+            rows = [_id_list(r, i) for i, r in enumerate(input_ids)]
+        else:
+            raise TypeError(f"must be token ids: a list of ints, a list of such lists, or a 1-D or 2-D integer "
+                            f"tensor/array; got {_given(input_ids)}")
+    except TypeError as err:
+        raise TypeError(f"{name}: {err}") from None
+    if not rows or any(len(r) == 0 for r in rows):
+        raise ValueError(f"{name} has no tokens: pass at least one token id per row")
+    if len({len(r) for r in rows}) > 1:
+        raise ValueError(f"{name} rows have different lengths {sorted({len(r) for r in rows})}; pad them or pass "
+                         "one row at a time")
+    try:
+        if vocab is not None:
+            check_token_ids(rows, vocab)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+    return rows
+
+
 def check_positive_int(name: str, value) -> int:
     """A positive Python or NumPy integer (no bools, no floats), else TypeError / ValueError naming it."""
     return check_integer(name, value, 1, integral_floats=False)

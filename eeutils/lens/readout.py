@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .. import _version
 from ..arch.loading import LoadedModel, load_model
+from ..core.checks import check_bool
 from ..core.settings import with_settings
 from ..workloads.types import Doc, Workload
 from .capture import StateStore, Capture, capture_forward
@@ -35,7 +36,7 @@ from .fused import check_kernel
 from .fused import requested as fused_requested
 from .fused import unavailable as fused_unavailable
 from .fused import wanted as fused_wanted
-from .inputs import as_documents, check_positive_int, check_token_ids
+from .inputs import as_documents, check_positive_int, check_token_ids, token_rows
 from .kernel import ChunkReducer, NonFiniteLogits, auto_chunk_tokens, hidden_cosines, to_host, workspace_bytes
 from .lenses import Lens, Unembed, as_lens
 from .result import Readout
@@ -80,6 +81,7 @@ class ReadoutConfig:
         if self.on_overflow not in ("truncate", "error"):
             raise ValueError(f"on_overflow must be 'truncate' or 'error', got {self.on_overflow!r}")
         check_kernel(self.kernel)
+        check_bool("progress", self.progress)
 
 
 def _linear_gram(model: LoadedModel):
@@ -406,7 +408,9 @@ __all__ = ["ReadoutConfig", "capture_forward", "check_last_layer", "readout", "t
 
 
 def check_last_layer(model: LoadedModel, input_ids) -> float:
-    """Max |readout logits at layer L - the model's own logits| on `input_ids` (a sanity check for adapters)."""
+    """Max |readout logits at layer L - the model's own logits| on `input_ids` (a sanity check for adapters).
+    input_ids: token ids in the model's vocabulary (`inputs.token_rows`; others are a ValueError naming them)."""
+    input_ids = token_rows(input_ids, model.vocab_size)
     out, states = capture_forward(model, input_ids)
     own = out.logits.float()
     return float((model.layer_logits(states[-1]).to(own.device) - own).abs().max())

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.checks import check_path
 from ..core.io import atomic_write
 from .files import ReadoutFileError, file_error, check_arrays, read_arrays  # noqa: F401  (ReadoutFileError: re-exported)
 from .statistics import REGISTRY, STATISTICS  # noqa: F401  (STATISTICS: re-exported)
@@ -140,13 +141,15 @@ class Readout:
     def save(self, path) -> Path:
         """Write one .npz (arrays + JSON metadata + a checksum of both) atomically; ".npz" is appended unless
         the name ends with it (so "run.2024.01" and "run.2024.02" stay two files; `load` takes either name).
-        Returns the path written. An existing folder is refused (name a file inside it)."""
+        Returns the path written. An existing folder is refused (name a file inside it); a write that fails (a
+        full disk, a read-only folder) raises OSError naming the file, and leaves an earlier file of that name and
+        no temporary file behind."""
+        path = check_path("path", path)
         for p in (Path(path), npz_path(path)):
             if p.is_dir():
                 raise IsADirectoryError(f"cannot save a readout to {p}: it is an existing folder; pass a file "
                                         f"name, e.g. {p / 'readout.npz'}")
         path = npz_path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"stat__{k}": v for k, v in self.stats.items()}
         arrays.update(topk=self.topk, doc=self.doc, position=self.position, token=self.token,
                       target=self.target, answer=self.answer,
@@ -157,14 +160,18 @@ class Readout:
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:  # a file object: numpy adds no ".npz" to the temporary name
                 np.savez_compressed(f, **arrays)
-        return atomic_write(path, write)
+        try:
+            return atomic_write(path, write)
+        except OSError as err:
+            raise OSError(err.errno, f"cannot save the readout to {path} ({err.strerror or err}); nothing was "
+                                     "written there: free some space or pick a folder you can write to") from err
 
     @classmethod
     def load(cls, path) -> "Readout":
         """A readout saved by `save`, under the name given to `save` (with or without ".npz"), checked first
         (`eeutils.lens.files`, then the checksum `save` wrote): a damaged or tampered file, or one with an
         array removed, raises ReadoutFileError (a ValueError) naming it; a missing one FileNotFoundError."""
-        path = _existing(path)
+        path = _existing(check_path("path", path))
         arrays = read_arrays(path)
         meta = check_arrays(arrays, path)
         verify_checksum(arrays, path)
@@ -175,8 +182,13 @@ class Readout:
     @classmethod
     def concat(cls, parts: list["Readout"]) -> "Readout":
         """Concatenate readouts of the same model; documents are renumbered consecutively."""
+        if parts is not None and not isinstance(parts, (list, tuple)):
+            raise TypeError(f"parts must be a list of Readouts, got {type(parts).__name__}")
         if not parts:
             raise ValueError("nothing to concatenate")
+        bad = next((i for i, p in enumerate(parts) if not isinstance(p, Readout)), None)
+        if bad is not None:
+            raise TypeError(f"parts[{bad}] is a {type(parts[bad]).__name__}, not a Readout")
         _check_same_model(parts)
         docs, offset = [], 0
         for p in parts:

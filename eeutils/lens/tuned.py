@@ -12,7 +12,9 @@ with a checksum of their tensors in the file's metadata: a truncated, zeroed or 
 and retrained, never read as numbers. The translators the notebooks use ship with the package (data/lenses,
 trained once by `python -m eeutils.notebook.lenses ship` from data/lenses/recipe.json) and are used only when
 their recorded key (weights, text, settings, version) is the one asked for; otherwise a one-line warning says
-why and the translators are trained.
+why and the translators are trained. While it trains, `tuned_lens` keeps the trainer's resumable state beside the
+cache file (written atomically every STATE_SECONDS): a run killed midway continues from it and ends with exactly the
+translators an uninterrupted run gives; the state is removed once the translators are cached.
 
 The pip package ``tuned-lens`` (0.2.0, 2023) was checked with transformers 5.24: it loads for GPT-2 and Llama
 but raises ``NotImplementedError: Unknown model type`` for Qwen3-MoE, Mamba2 and Bamba (a fixed list of model
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +42,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..core.checks import check_integer, check_real
 from ..core.env import eeutils_cache_dir
 from ..core.io import atomic_write
 from ..core.keys import cache_key as settings_key
@@ -68,10 +72,9 @@ class TunedLensSettings:
 
     def __post_init__(self):
         for k in ("n_windows", "context", "steps", "batch"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            check_integer(k, getattr(self, k), 1, integral_floats=False)
+        check_integer("seed", self.seed, 0, integral_floats=False)
+        check_real("lr", self.lr, 0, lo_open=True)
 
 
 class TunedLens(nn.Module):
@@ -194,19 +197,32 @@ def _kl(final_logp: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------ training, evaluation, cache
 def train_tuned_lens(model, windows: torch.Tensor, settings: TunedLensSettings = TunedLensSettings(),
-                     progress: bool = True) -> TunedLens:
+                     progress: bool = True, state=None) -> TunedLens:
     """Fit the translators of a LoadedModel (frozen) on token ``windows`` [n, context]. Runs with autograd on
-    even when called under inference mode (e.g. from inside `readout`), whose tensors cannot be trained."""
+    even when called under inference mode (e.g. from inside `readout`), whose tensors cannot be trained.
+
+    state: a file for the trainer's resumable state (translators, optimiser, schedule, batch sampler, step),
+    written atomically every STATE_SECONDS; a run killed at any moment and rerun with the same file continues
+    from it and ends with exactly the translators an uninterrupted run gives (`tuned_lens` keeps one beside
+    its cache file while it trains)."""
+    windows = _check_windows(model, windows)
+    if not isinstance(settings, TunedLensSettings):
+        raise TypeError(f"settings must be a TunedLensSettings, got {type(settings).__name__}")
     with torch.inference_mode(False), torch.enable_grad():
         torch.manual_seed(settings.seed)
         lens = TunedLens(model.n_layers, _d_model(model))
         opt = torch.optim.Adam(lens.parameters(), lr=settings.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / settings.steps)
         g = torch.Generator().manual_seed(settings.seed)
+        parts = (lens, opt, sched, g)
+        tag = settings_key(settings=asdict(settings), windows=windows.to(torch.int64).tolist(),
+                           shape=[lens.n_layers, lens.d_model])
+        start, saved = (_resume(Path(state), tag, *parts) if state is not None else 0), time.monotonic()
         model.model.eval()
         for p in model.model.parameters():
             p.requires_grad_(False)
-        for _ in tqdm(range(settings.steps), desc=f"tuned lens {model.name}", disable=not progress, mininterval=5):
+        for step in tqdm(range(start, settings.steps), initial=start, total=settings.steps,
+                         desc=f"tuned lens {model.name}", disable=not progress, mininterval=5):
             idx = torch.randint(0, len(windows), (min(settings.batch, len(windows)),), generator=g)
             final, states = _states(model, windows[idx])
             opt.zero_grad(set_to_none=True)
@@ -214,7 +230,60 @@ def train_tuned_lens(model, windows: torch.Tensor, settings: TunedLensSettings =
                 _kl(final, lens.logits(model, l, states[l])).backward()  # layer's KL only, so this equals the
             opt.step()  # gradient of the sum, and memory holds one [tokens x vocab] graph, not L
             sched.step()
+            if state is not None and step + 1 < settings.steps and time.monotonic() - saved >= STATE_SECONDS:
+                _save_state(Path(state), tag, step + 1, *parts)
+                saved = time.monotonic()
     return lens.eval()
+
+
+STATE_SECONDS = 20.0  # how often `train_tuned_lens` saves its resumable state (0: after every step)
+STATE_KEYS = ("tag", "step", "lens", "opt", "sched", "generator")
+
+
+def _check_windows(model, windows) -> torch.Tensor:
+    """windows as they are if a non-empty 2-D integer tensor of ids in the model's vocabulary, else TypeError /
+    ValueError naming `windows`."""
+    if not isinstance(windows, torch.Tensor) or windows.dim() != 2 or windows.is_floating_point() \
+            or windows.is_complex() or windows.dtype == torch.bool:
+        got = f"a {windows.dim()}-D tensor of {windows.dtype}" if isinstance(windows, torch.Tensor) \
+            else type(windows).__name__
+        raise TypeError(f"windows must be a 2-D integer tensor [n, context] of token ids, got {got}")
+    if windows.numel() == 0:
+        raise ValueError(f"windows has no tokens (shape {tuple(windows.shape)})")
+    lo, hi = int(windows.min()), int(windows.max())
+    if lo < 0 or hi >= model.vocab_size:
+        raise ValueError(f"windows holds token ids {lo}..{hi}, outside the vocabulary [0, {model.vocab_size}) of "
+                         f"{model.name}")
+    return windows
+
+
+def _save_state(path: Path, tag: str, step: int, lens, opt, sched, gen) -> None:
+    """The trainer's state after `step` steps, written atomically (a kill leaves the previous state whole)."""
+    blob = {"tag": tag, "step": step, "lens": lens.state_dict(), "opt": opt.state_dict(),
+            "sched": sched.state_dict(), "generator": gen.get_state()}
+    atomic_write(path, lambda tmp: torch.save(blob, tmp))
+
+
+def _resume(path: Path, tag: str, lens, opt, sched, gen) -> int:
+    """The step to continue from: the state saved at `path` (loaded without unpickling code) put back into the
+    trainer, or 0 (nothing there; a damaged file or one of another training run is named in a warning)."""
+    if not path.is_file():
+        return 0
+    try:
+        st = torch.load(path, weights_only=True, map_location="cpu")
+        if not isinstance(st, dict) or any(k not in st for k in STATE_KEYS):
+            raise ValueError(f"it lacks {[k for k in STATE_KEYS if not isinstance(st, dict) or k not in st]}")
+        if st["tag"] != tag:
+            raise ValueError("it belongs to another training run (other settings, windows or model shape)")
+        lens.load_state_dict(st["lens"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        gen.set_state(st["generator"])
+        return int(st["step"])
+    except Exception as err:  # noqa: BLE001 - unpickling, zip and shape errors alike: start afresh
+        warnings.warn(f"tuned-lens training state {path} not used ({type(err).__name__}: {err}); training from "
+                      "step 0", stacklevel=3)
+        return 0
 
 
 @torch.no_grad()
@@ -348,10 +417,12 @@ def tuned_lens(model, settings: TunedLensSettings = TunedLensSettings(), windows
         lens = _shipped(model, parts, key)
     if lens is not None:
         return lens
-    lens = train_tuned_lens(model, windows, settings, progress=progress)
+    state = path.with_name(f"{key}.state.pt") if cache else None
+    lens = train_tuned_lens(model, windows, settings, progress=progress, state=state)
     if cache:
         save_lens(path, lens, {"model": str(model.name), "revision": str(model.revision or ""),
                                "settings": asdict(settings), "key": key})
+        state.unlink(missing_ok=True)
     return lens
 
 
@@ -369,6 +440,9 @@ def resolve_lens(model, lens="logit", settings: TunedLensSettings | None = None,
         if settings is not None:
             raise ValueError("lens_settings is for lens='tuned'; the logit lens has no settings")
         return None, {"lens": "logit", "lens_digest": "", "lens_settings": None}
+    if settings is not None and not isinstance(settings, TunedLensSettings):
+        raise TypeError(f"lens_settings must be an eeutils.lens.tuned.TunedLensSettings (or None), got "
+                        f"{type(settings).__name__}")
     settings = settings or TunedLensSettings()
     t = tuned_lens(model, settings, progress=progress)
     return t, {"lens": "tuned", "lens_digest": t.digest(), "lens_settings": asdict(settings)}

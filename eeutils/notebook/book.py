@@ -103,6 +103,11 @@ def build_book(results: str | Path = "results", out: str | Path | None = None, t
     """Build the site from `results` (an executed run) into `out` (default results/book); return index.html."""
     results = Path(results).resolve()
     out = Path(out).resolve() if out else results / "book"
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, not a folder: choose another --out")
+    if not results.is_dir():
+        raise FileNotFoundError(f"--results {results} is not a folder: pass the --out folder of a series run "
+                                "(python -m eeutils.series --out FOLDER)")
     if out.exists() and any(out.iterdir()):
         if not (out / ".buildinfo").is_file():
             raise FileExistsError(f"{out} exists and is not a Sphinx build: choose another --out")
@@ -131,7 +136,11 @@ def main(argv=None) -> int:
         if importlib.util.find_spec(mod) is None:
             print(f"{pkg} is not installed: pip install -e '.[book]'", file=sys.stderr)
             return 2
-    index = build_book(args.results, args.out, quiet=not args.verbose)
+    try:
+        index = build_book(args.results, args.out, quiet=not args.verbose)
+    except (OSError, RuntimeError) as err:  # no executed run there, an --out that is a file, sphinx failing
+        print(f"{ap.prog}: error: {err}", file=sys.stderr)
+        return 2
     print(f"book: {index}  (open it in a browser; publish the folder {index.parent} as a static site)")
     return 0
 

@@ -7,10 +7,17 @@
 
 The output folder gets: notebooks/ (executed), html/ (nbconvert), figures/ (PNG), results/
 (tidy tables the notebooks write), findings/ (records) and findings.md / findings.csv.
+
+Resuming: `series-state.json` in the output folder records each notebook as it finishes. A run that was
+interrupted (killed, or stopped with Ctrl-C) and is started again with the same settings and the same kit
+and notebook sources skips the notebooks it finished and runs the rest; a finished run is rerun whole.
+Bad arguments (an unknown notebook number or preset, a preset that is not valid JSON, an output path that is a
+file) raise `SeriesError` (a ValueError; the command line prints one line and exits 2) before anything is created.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -19,40 +26,70 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..core.io import write_json_atomic
 from ..core.resources import data_path, repo_root
 from .findings_view import write_findings_table
 from .records import check_records
 
 PRESET_DIR = data_path("presets")
+STATE_FILE = "series-state.json"
+
+
+class SeriesError(ValueError):
+    """The series cannot run with these arguments; the message says what to change."""
 
 
 def notebook_dir() -> Path:
     """The notebooks/ folder of the source checkout (the series runs from a checkout, not a wheel)."""
     root = repo_root()
     if root is None or not (root / "notebooks").is_dir():
-        raise SystemExit("the notebook series runs from a source checkout of eeutils (its notebooks/ folder)")
+        raise SeriesError("the notebook series runs from a source checkout of eeutils (its notebooks/ folder)")
     return root / "notebooks"
 
 
 def list_notebooks(only=None) -> list[Path]:
+    """The numbered notebooks, or those whose numbers are in `only` (e.g. ["1", "05"]); every number given
+    must match one, else SeriesError listing the valid numbers."""
     nbs = sorted(notebook_dir().glob("[0-9][0-9]_*.ipynb"))
     if only:
-        wanted = {str(o).zfill(2)[:2] for o in only}
+        if isinstance(only, (str, int)):
+            only = [only]
+        wanted = {str(o).strip().zfill(2) for o in only}
+        unknown = sorted(wanted - {p.name[:2] for p in nbs})
+        if unknown:
+            raise SeriesError(f"no notebook matches --only {' '.join(unknown)}; valid numbers: "
+                              f"{' '.join(p.name[:2] for p in nbs)}")
         nbs = [p for p in nbs if p.name[:2] in wanted]
-        if not nbs:
-            raise SystemExit(f"no notebook matches --only {' '.join(only)}")
     return nbs
 
 
 def load_preset(name_or_path: str) -> dict:
-    """Per-notebook parameter overrides: {"*": {...}, "05": {...}} from data/presets/<name>.json or a path."""
+    """Per-notebook parameter overrides: {"*": {...}, "05": {...}} from data/presets/<name>.json or a path;
+    SeriesError for an unknown name, a file that is not JSON, or keys that are not "*" or a notebook number
+    ("_about" and other keys starting with "_" are comments)."""
     path = Path(name_or_path)
     if not path.exists():
         path = PRESET_DIR / f"{name_or_path}.json"
     if not path.exists():
         known = sorted(p.stem for p in PRESET_DIR.glob("*.json"))
-        raise SystemExit(f"unknown preset {name_or_path!r}; known: {known} (or pass a JSON file path)")
-    return json.loads(path.read_text())
+        raise SeriesError(f"unknown preset {name_or_path!r}; known: {known} (or pass a JSON file path)")
+    try:
+        preset = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise SeriesError(f"preset {path} is not a readable JSON file ({type(err).__name__}: {err})") from None
+    numbers = {p.name[:2] for p in list_notebooks()}
+    if not isinstance(preset, dict):
+        raise SeriesError(f"preset {path} must be a JSON object {{\"*\": {{...}}, \"05\": {{...}}}}, got a "
+                          f"{type(preset).__name__}")
+    for key, value in preset.items():
+        if key.startswith("_"):
+            continue
+        if key != "*" and key not in numbers:
+            raise SeriesError(f"preset {path}: key {key!r} is neither \"*\" nor a notebook number "
+                              f"({' '.join(sorted(numbers))})")
+        if not isinstance(value, dict):
+            raise SeriesError(f"preset {path}: {key!r} must map parameter names to values, got {value!r:.60}")
+    return preset
 
 
 def declared_parameters(nb: Path) -> set[str]:
@@ -85,23 +122,68 @@ def to_html(executed: Path, html_dir: Path) -> Path:
     return dest
 
 
+def _check_out(out) -> Path:
+    """The output folder as an absolute path, or SeriesError when it is (or lies under) a file."""
+    if not isinstance(out, (str, os.PathLike)) or not str(out).strip():
+        raise SeriesError(f"--out must be a folder path, got {out!r}")
+    out = Path(out).expanduser().resolve()
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise SeriesError(f"--out {out} cannot be used: {blocker} is a file, not a folder; pick another --out")
+    return out
+
+
+def sources_digest(notebooks) -> dict:
+    """sha256 of the kit's code (every eeutils/*.py) and of each notebook: what a resumed run must share."""
+    pkg = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for p in sorted(pkg.rglob("*.py")):
+        h.update(f"{p.relative_to(pkg)}:".encode() + p.read_bytes())
+    return {"kit": h.hexdigest(), **{nb.name: hashlib.sha256(nb.read_bytes()).hexdigest() for nb in notebooks}}
+
+
+def _resumable(out: Path, settings: dict, sources: dict) -> dict:
+    """The notebooks an interrupted run in `out` finished with these settings and sources: name -> seconds."""
+    try:
+        state = json.loads((out / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(state, dict) or state.get("finished") or state.get("settings") != settings \
+            or state.get("kit") != sources["kit"]:
+        return {}
+    done = state.get("done") if isinstance(state.get("done"), dict) else {}
+    return {name: rec["seconds"] for name, rec in done.items() if isinstance(rec, dict)
+            and rec.get("source") == sources.get(name) and (out / "notebooks" / name).is_file()}
+
+
 def run_series(out="results", smoke: bool = False, only=None, models=None, preset: str | None = None,
                html: bool = True, kernel: str = "python3") -> dict:
+    """Run the notebooks (all, or `only` these numbers) headlessly into `out`; returns the run summary. Arguments
+    are checked before anything is written; an interrupted run resumes (see the module docstring)."""
     import papermill as pm
 
-    out = Path(out).resolve()
-    (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    out = _check_out(out)
+    notebooks = list_notebooks(only)
     preset_params = load_preset(preset) if preset else {}
     env_models = os.environ.get("EEUTILS_MODELS")
     if models is None and env_models:
         models = [m.strip() for m in env_models.split(",") if m.strip()]
+    settings = {"smoke": bool(smoke), "models": models, "preset": preset_params, "kernel": kernel}
+    sources = sources_digest(notebooks)
+    done = _resumable(out, settings, sources)
+    (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    state = {"settings": settings, "kit": sources["kit"], "finished": False,
+             "done": {n: {"seconds": s, "source": sources[n]} for n, s in done.items()}}
+    write_json_atomic(state, out / STATE_FILE)
     timings, failed = {}, None
     load_start = _load_average()
-    notebooks = list_notebooks(only)
     bar = tqdm(notebooks, desc="notebooks", unit="nb")
     for nb in bar:
         bar.set_postfix_str(nb.name)
         dest = out / "notebooks" / nb.name
+        if nb.name in done:  # finished by the interrupted run this one resumes
+            timings[nb.name] = done[nb.name]
+            continue
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(str(nb), str(dest), parameters=parameters_for(nb, out, smoke, models, preset_params),
@@ -110,6 +192,9 @@ def run_series(out="results", smoke: bool = False, only=None, models=None, prese
             failed = failed or []
             failed.append((nb.name, str(err).splitlines()[0] if str(err) else type(err).__name__))
         timings[nb.name] = round(time.perf_counter() - t0, 1)
+        if not failed or failed[-1][0] != nb.name:
+            state["done"][nb.name] = {"seconds": timings[nb.name], "source": sources[nb.name]}
+            write_json_atomic(state, out / STATE_FILE)
         if html and dest.exists():
             to_html(dest, out / "html")
     md, csv = write_findings_table(out)
@@ -117,9 +202,11 @@ def run_series(out="results", smoke: bool = False, only=None, models=None, prese
     if len(problems):
         problems.to_csv(out / "record_check.csv", index=False)
     summary = {"out": str(out), "smoke": smoke, "models": models, "preset": preset, "seconds": timings,
-               "total_seconds": round(sum(timings.values()), 1), "failed": failed or [],
-               "findings": str(md), "record_check_problems": int(len(problems)), "load_average": {"start": load_start, "end": _load_average()}}
+               "total_seconds": round(sum(timings.values()), 1), "failed": failed or [], "resumed": sorted(done),
+               "findings": str(md), "record_check_problems": int(len(problems)),
+               "load_average": {"start": load_start, "end": _load_average()}}
     (out / "run.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic({**state, "finished": True}, out / STATE_FILE)
     return summary
 
 
@@ -159,8 +246,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-html", action="store_true")
     args = ap.parse_args(argv)
     models = [m.strip() for m in args.models.split(",")] if args.models else None
-    summary = run_series(args.out, smoke=args.smoke, only=args.only, models=models, preset=args.preset,
-                         html=not args.no_html)
+    try:
+        summary = run_series(args.out, smoke=args.smoke, only=args.only, models=models, preset=args.preset,
+                             html=not args.no_html)
+    except SeriesError as err:
+        print(f"{ap.prog}: error: {err}", file=sys.stderr)
+        return 2
     print(f"\nwrote {summary['out']} in {summary['total_seconds']:.0f} s; findings: {summary['findings']}")
     print(budget_table(summary))
     if summary["failed"]:

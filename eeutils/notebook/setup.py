@@ -10,6 +10,12 @@ Every notebook starts with imports a reader can follow, then one call::
 `start` adds nothing to the notebook's namespace: what it settles comes back as a `NotebookRun`. A parameter
 left at None takes the analysis protocol's value (data/protocol.yaml); SMOKE caps documents and bootstrap
 draws (a quick pass through the same code path).
+
+`start` also checks the parameters before any work: SMOKE a bool, numbers positive integers, DTYPE and DEVICE
+ones this machine has, and the notebook's model and workload parameters passed by name
+(``models={"MODEL": MODEL}, workloads={"WORKLOAD": WORKLOAD}``: a zoo, real, local or cached hub model; a
+registered workload). A bad one fails this first cell with a ValueError naming the parameter, what is wrong and
+what to set it to (``papermill -p MODEL nope`` fails here, not deep inside a later cell).
 """
 from __future__ import annotations
 
@@ -19,7 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..analysis.protocol import load_protocol
-from ..arch.loading import quiet
+from ..arch.loading import parse_dtype, quiet
+from ..arch.names import list_zoo
+from ..arch.real import list_real
+from ..bench.config import BenchmarkError
+from ..bench.validation import check_model
+from ..core.checks import check_device
+from ..workloads.registry import workload_names
 from .experiments import results_dir
 from .plotting import set_style
 
@@ -51,10 +63,59 @@ def _settle(name: str, value, smoke: bool):
     return value
 
 
+def _bad(param: str, value, why: str) -> ValueError:
+    return ValueError(f"notebook parameter {param} = {value!r}: {why}. Change {param} in the parameters cell "
+                      f"(with papermill: -p {param} <value>) and run again")
+
+
+def _names(value) -> list:
+    """The names a model or workload parameter holds: one str, a list of them, or None (the protocol's)."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def check_parameters(params: dict, models: dict, workloads: dict, revision=None) -> None:
+    """ValueError (`_bad`) for the first notebook parameter that cannot work: `params` maps SMOKE, N_DOCS, N_BOOT,
+    MAX_TOKENS, DTYPE and DEVICE to their values; `models` / `workloads` map parameter names to names."""
+    if not isinstance(params["SMOKE"], bool):
+        raise _bad("SMOKE", params["SMOKE"], "it must be True or False")
+    for name, low in (("N_DOCS", 1), ("N_BOOT", 0), ("MAX_TOKENS", 1)):
+        v = params[name]
+        if v not in (None, UNSET) and (not isinstance(v, int) or isinstance(v, bool) or v < low):
+            raise _bad(name, v, f"it must be an integer >= {low}, or None for the protocol's value")
+    for name, check in (("DTYPE", parse_dtype), ("DEVICE", lambda d: check_device("DEVICE", d))):
+        try:
+            check(params[name])
+        except (TypeError, ValueError) as err:
+            raise _bad(name, params[name], str(err)) from None
+    known = workload_names()
+    for param, value in (workloads or {}).items():
+        for w in _names(value):
+            if not isinstance(w, str) or w not in known:
+                raise _bad(param, value, f"{w!r} is not a registered workload; registered: {', '.join(known)}")
+    for i, (param, value) in enumerate((models or {}).items()):
+        for m in _names(value):
+            try:
+                if not isinstance(m, str) or not m.strip():
+                    raise BenchmarkError("a model is named by a non-empty string")
+                check_model(m, revision if i == 0 else None)
+            except BenchmarkError as err:
+                hint = "" if str(m).startswith(("zoo/", "real/")) else (
+                    f"; the kit's own models are zoo/<name> ({', '.join(list_zoo())}) and real/<name> "
+                    f"({', '.join(list_real())})")
+                raise _bad(param, value, f"{err}{hint}") from None
+
+
 def start(*, smoke: bool = False, out_dir: str = "../results", n_docs: int | None | str = UNSET,
           n_boot: int | None | str = UNSET, max_tokens: int | None | str = UNSET, dtype: str = "float32",
-          device: str | None = None) -> NotebookRun:
-    """Prepare a notebook: quiet library chatter, the plot style, settled parameters, LOAD and RESULTS."""
+          device: str | None = None, models: dict | None = None, workloads: dict | None = None,
+          revision: str | None = None) -> NotebookRun:
+    """Prepare a notebook: check its parameters (`check_parameters`; models / workloads: the notebook's model and
+    workload parameters by name, revision: the first model's), quiet library chatter, the plot style, settled
+    parameters, LOAD and RESULTS."""
+    check_parameters(dict(SMOKE=smoke, N_DOCS=n_docs, N_BOOT=n_boot, MAX_TOKENS=max_tokens, DTYPE=dtype,
+                          DEVICE=device), models, workloads, revision)
     warnings.filterwarnings("ignore", message=".*truncated.*")
     quiet()  # transformers' info/warning chatter (kernel fall-backs, progress bars) off
     set_style()

@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable
 
-from ..core.checks import check_count
+from ..core.checks import check_bool, check_count, check_path
 from .types import KINDS, Doc, Workload, WorkloadUnavailable, surrogate_problem  # noqa: F401
 
 # --------------------------------------------------------------------------------------------------
@@ -74,6 +73,7 @@ def register_workload(name: str, loader: Callable, description: str = "", kind: 
     """
     _check_name(name)
     _check_kind(kind)
+    check_bool("overwrite", overwrite)
     if not callable(loader):
         raise TypeError(f"loader must be callable (a function returning the documents), got {type(loader).__name__}")
     if name in _REGISTRY and not overwrite:
@@ -118,6 +118,7 @@ def get_workload(name, n_docs: int | None = None, max_chars: int | None = None, 
     """
     n_docs = check_count("n_docs", n_docs, 1, allow_none=True)
     max_chars = check_count("max_chars", max_chars, 1, allow_none=True)
+    check_count("seed", seed, 0)
     if isinstance(name, Workload):
         base = name
         _validate_docs(base.docs, base.name)
@@ -208,6 +209,8 @@ def workload_from_texts(texts: Iterable[str], name: str, *, source: str = "texts
     _check_name(name)
     if isinstance(texts, str):
         raise TypeError("texts must be a list of strings, not one string (wrap it: [text])")
+    if isinstance(texts, (bytes, bytearray, dict)) or not hasattr(texts, "__iter__"):
+        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
     texts = list(texts)
     for i, t in enumerate(texts):
         if not isinstance(t, str):
@@ -224,6 +227,8 @@ def workload_from_pairs(pairs: Iterable, name: str, *, source: str = "pairs") ->
     (``("Q: 2 + 2 = ?\\nA:", " 4")``), as most tokenizers attach the space to the following word.
     """
     _check_name(name)
+    if isinstance(pairs, (str, bytes, bytearray, dict)) or not hasattr(pairs, "__iter__"):
+        raise TypeError(f"pairs must be a list of (prompt, answer) tuples, got {type(pairs).__name__}")
     docs = []
     for i, p in enumerate(pairs):
         if not (isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(x, str) for x in p)):
@@ -240,11 +245,15 @@ def workload_from_text_file(path, name: str | None = None, split_on: str = "\n\n
     Blocks are stripped; empty blocks are dropped. The default name is the file's stem. A file that is not
     text in `encoding` (or holds NUL bytes: a binary file) is a ValueError naming it.
     """
-    path = Path(path).expanduser()
+    path = check_path("path", path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a text file: pass the path of one file")
     if not path.is_file():
         raise FileNotFoundError(f"no such text file: {path}")
-    if not split_on:
+    if not isinstance(split_on, str) or not split_on:
         raise ValueError("split_on must be a non-empty separator such as '\\n\\n' or '\\n'")
+    if not isinstance(encoding, str):
+        raise TypeError(f"encoding must be the name of a text encoding such as 'utf-8', got {encoding!r}")
     if name is None:
         name = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-._") or "text-file"
     try:

@@ -8,21 +8,32 @@ from eeutils.zoo.build import build
 from eeutils.zoo.plan import main as plan_main
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse reports anything else as a usage error naming the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m eeutils.zoo", description="Build or inspect the embedded zoo.")
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="train the zoo (finished models are skipped)")
     b.add_argument("--only", nargs="+", metavar="NAME", help="build only these recipes")
     b.add_argument("--force", action="store_true", help="rebuild even if finished")
-    b.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
-    b.add_argument("--workers", type=int, default=1,
+    b.add_argument("--threads", type=positive_int, default=1, help="torch threads per worker (default 1)")
+    b.add_argument("--workers", type=positive_int, default=1,
                    help="models trained at once, each in its own process (default 1; 2 uses both cores here)")
     b.add_argument("--retrain-tokenizer", action="store_true",
                    help="retrain the tokenizer on the current corpus first (models built with another one are rebuilt)")
     b.add_argument("--no-progress", action="store_true")
     pl = sub.add_parser("plan", help="time and size estimate of the build from a short calibration run")
-    pl.add_argument("--steps", type=int, default=10, help="timed steps per distinct shape (default 10)")
-    pl.add_argument("--workers", type=int, default=2)
+    pl.add_argument("--steps", type=positive_int, default=10, help="timed steps per distinct shape (default 10)")
+    pl.add_argument("--workers", type=positive_int, default=2)
     pl.add_argument("--json", metavar="PATH", help="also write the table as JSON")
     sub.add_parser("list", help="list built models and their revisions")
     sub.add_parser("table", help="print the zoo table and regenerate docs/ZOO.md")
