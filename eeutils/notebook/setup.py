@@ -109,13 +109,16 @@ def check_parameters(params: dict, models: dict, workloads: dict, revision=None)
 
 def start(*, smoke: bool = False, out_dir: str = "../results", n_docs: int | None | str = UNSET,
           n_boot: int | None | str = UNSET, max_tokens: int | None | str = UNSET, dtype: str = "float32",
-          device: str | None = None, models: dict | None = None, workloads: dict | None = None,
-          revision: str | None = None) -> NotebookRun:
-    """Prepare a notebook: check its parameters (`check_parameters`; models / workloads: the notebook's model and
-    workload parameters by name, revision: the first model's), quiet library chatter, the plot style, settled
-    parameters, LOAD and RESULTS."""
+          device: str | None = None, **names) -> NotebookRun:
+    """Prepare a notebook: check its parameters (`check_parameters`; `names`: models= / workloads=, the notebook's
+    model and workload parameters by name, and revision=, the first model's), quiet library chatter, the plot style,
+    settled parameters, LOAD and RESULTS."""
+    unknown = set(names) - {"models", "workloads", "revision"}
+    if unknown:
+        raise TypeError(f"start() got unknown argument(s) {sorted(unknown)}; it also takes models=, workloads=, "
+                        "revision=")
     check_parameters(dict(SMOKE=smoke, N_DOCS=n_docs, N_BOOT=n_boot, MAX_TOKENS=max_tokens, DTYPE=dtype,
-                          DEVICE=device), models, workloads, revision)
+                          DEVICE=device), names.get("models"), names.get("workloads"), names.get("revision"))
     warnings.filterwarnings("ignore", message=".*truncated.*")
     quiet()  # transformers' info/warning chatter (kernel fall-backs, progress bars) off
     set_style()
