@@ -60,3 +60,40 @@ def broken_fused_compile(monkeypatch):
     monkeypatch.setattr(fused, "_compiled", {})
     monkeypatch.setattr(fused, "_broken", None)
     monkeypatch.setattr(fused.torch, "compile", broken)
+
+
+def dense_small():
+    """The zoo's smallest model, loaded once per session (skipped where the zoo lacks it)."""
+    return _dense_small()
+
+
+@__import__("functools").lru_cache(maxsize=None)
+def _dense_small():
+    import eeutils
+    from eeutils import zoo
+    try:
+        zoo.resolve("dense-small")
+    except Exception as err:  # noqa: BLE001
+        pytest.skip(f"zoo/dense-small not available: {err}")
+    return eeutils.load_model("zoo/dense-small")
+
+
+def small_tmpfs(tmp_path, size: str):
+    """Mount a tmpfs of `size` at tmp_path/disk for a full-disk test (root only; skipped where mounting fails)."""
+    import subprocess
+    from contextlib import contextmanager
+
+    @contextmanager
+    def mounted():
+        disk = tmp_path / "disk"
+        disk.mkdir()
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs needs root")
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True)
+        if res.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {res.stderr.decode(errors='replace').strip()}")
+        try:
+            yield disk
+        finally:
+            subprocess.run(["umount", str(disk)], capture_output=True)
+    return mounted()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import dense_small
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -26,14 +27,8 @@ SOME = settings(max_examples=60, deadline=None, database=None, suppress_health_c
 CLEAR = (TypeError, ValueError)
 
 
-@functools.lru_cache(maxsize=None)
 def _lm():
-    from eeutils import zoo
-    try:
-        zoo.resolve("dense-small")
-    except Exception as err:  # noqa: BLE001
-        pytest.skip(f"zoo/dense-small not available: {err}")
-    return eeutils.load_model("zoo/dense-small")
+    return dense_small()  # loaded once per session (tests/conftest.py)
 
 
 @functools.lru_cache(maxsize=None)

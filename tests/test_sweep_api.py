@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import dense_small, small_tmpfs
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -141,14 +142,8 @@ def bad_int(lo=None, hi=None, none_ok=False):
 
 # ---- the shared model and readout ---------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
 def lm():
-    from eeutils import zoo
-    try:
-        zoo.resolve("dense-small")
-    except Exception as err:  # noqa: BLE001
-        pytest.skip(f"zoo/dense-small not available: {err}")
-    return eeutils.load_model("zoo/dense-small")
+    return dense_small()  # loaded once per session (tests/conftest.py)
 
 
 @functools.lru_cache(maxsize=None)
@@ -715,20 +710,9 @@ def test_readout_save_into_a_read_only_folder_keeps_the_old_file(tmp_path):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 256 KiB tmpfs mounted at tmp_path/disk (root only; skipped where mounting is not allowed)."""
-    import subprocess
-
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.decode(errors='replace').strip()}")
-    try:
+    """A 256 KiB tmpfs at tmp_path/disk (root only)."""
+    with small_tmpfs(tmp_path, "256k") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", str(disk)], capture_output=True)
 
 
 def test_readout_save_on_a_full_disk_keeps_the_old_file_and_no_temp(small_disk):

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import small_tmpfs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -139,18 +140,9 @@ def test_bench_in_a_read_only_folder_keeps_earlier_results(tmp_path, capsys, fak
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 1 MiB tmpfs at tmp_path/disk (root only; skipped where it cannot be mounted)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.decode(errors='replace').strip()}")
-    try:
+    """A 1 MiB tmpfs at tmp_path/disk (root only)."""
+    with small_tmpfs(tmp_path, "1m") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", str(disk)], capture_output=True)
 
 
 def _fill(folder: Path) -> Path:
